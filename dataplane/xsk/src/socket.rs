@@ -1,0 +1,223 @@
+//! Opening a real AF_XDP socket on `(interface, queue)` with its own UMEM.
+//!
+//! Owns: the set-up sequence on `xdpilone` (UMEM registration, fill/completion and rx/tx
+//! ring sizes, bind with need_wakeup; zero-copy tried first only when configured, then copy
+//! mode; `XDP_USE_SG` for multi-buffer when configured) and the socket fd that goes into
+//! the XDP program's XSKMAP. The result is an [`XskPort`] whose field order drops rings and
+//! socket before the UMEM mapping, so `xdpilone::Umem::new`'s "keep the area alive"
+//! contract holds by construction.
+//! Does not: attach XDP programs or fill the XSKMAP (`dwcp-ebpf`), or pin the thread (call
+//! [`XskSocket::open`] on the pinned worker thread so the UMEM is first touched there).
+
+use std::ffi::CString;
+use std::num::NonZeroU32;
+use std::os::fd::{BorrowedFd, RawFd};
+
+use xdpilone::{IfInfo, Socket, SocketConfig, Umem, UmemConfig};
+
+use crate::FRAME_SIZE;
+use crate::error::{XskError, errno_io};
+use crate::numa::NumaPolicy;
+use crate::port::XskPort;
+use crate::rings::{KernelRx, KernelTx};
+use crate::umem::{UmemArea, UmemOptions};
+
+/// `sockaddr_xdp.flags` bit for multi-buffer (`XDP_USE_SG`).
+const XDP_USE_SG: u16 = 1 << 4;
+
+/// Configuration of one AF_XDP socket.
+#[derive(Debug, Clone)]
+pub struct XskConfig {
+    /// Interface name.
+    pub ifname: String,
+    /// NIC queue id.
+    pub queue: u32,
+    /// UMEM frames in total (half receive, half transmit).
+    pub frames: u32,
+    /// Entries in each of the four rings (power of two).
+    pub ring_size: u32,
+    /// Descriptors per batch.
+    pub batch: usize,
+    /// Try zero-copy first (falls back to copy mode if the driver refuses).
+    pub zero_copy: bool,
+    /// Bind with `XDP_USE_SG` so packets larger than a frame use several (jumbo frames).
+    pub multi_buffer: bool,
+    /// Try hugepages for the UMEM.
+    pub hugepages: bool,
+    /// NUMA node for the UMEM; `None`: the node of the current CPU.
+    pub numa_node: Option<u32>,
+}
+
+impl Default for XskConfig {
+    fn default() -> Self {
+        Self {
+            ifname: String::new(),
+            queue: 0,
+            frames: 4096,
+            ring_size: 2048,
+            batch: 64,
+            zero_copy: false,
+            multi_buffer: false,
+            hugepages: true,
+            numa_node: None,
+        }
+    }
+}
+
+/// Which bind mode the kernel accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindMode {
+    /// Driver zero-copy.
+    ZeroCopy,
+    /// Copy mode (generic path, e.g. veth).
+    Copy,
+}
+
+/// Facts about an open socket.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketInfo {
+    /// Bind mode the kernel accepted.
+    pub mode: BindMode,
+    /// Socket fd (for the XSKMAP).
+    pub fd: RawFd,
+    /// Whether the UMEM got hugepages.
+    pub hugepages: bool,
+    /// NUMA node of the UMEM.
+    pub node: Option<u32>,
+    /// Multi-buffer enabled.
+    pub multi_buffer: bool,
+}
+
+/// A real AF_XDP socket with its UMEM.
+pub type XskSocket = XskPort<KernelRx, KernelTx>;
+
+struct Keep {
+    _umem: Umem,
+}
+
+impl XskPort<KernelRx, KernelTx> {
+    /// Opens and binds a socket; see the module docs. Returns the port and facts about it.
+    pub fn open(cfg: &XskConfig) -> Result<(Self, SocketInfo), XskError> {
+        let step = |step: &'static str| {
+            let ifname = cfg.ifname.clone();
+            let queue = cfg.queue;
+            move |e: xdpilone::Errno| XskError::Socket {
+                step,
+                ifname,
+                queue,
+                source: errno_io(e),
+            }
+        };
+        if !cfg.ring_size.is_power_of_two() {
+            return Err(XskError::Config {
+                what: format!("ring size {} is not a power of two", cfg.ring_size),
+            });
+        }
+        let name = CString::new(cfg.ifname.as_str()).map_err(|_| XskError::Config {
+            what: format!("interface name {:?} contains NUL", cfg.ifname),
+        })?;
+        let mut info = IfInfo::invalid();
+        info.from_name(&name).map_err(|e| XskError::NoInterface {
+            ifname: cfg.ifname.clone(),
+            source: errno_io(e),
+        })?;
+        info.set_queue(cfg.queue);
+
+        let area = UmemArea::new(&UmemOptions {
+            frames: cfg.frames,
+            hugepages: cfg.hugepages,
+            node: cfg.numa_node,
+            policy: NumaPolicy::Preferred,
+        })?;
+        let ucfg = UmemConfig {
+            fill_size: cfg.ring_size,
+            complete_size: cfg.ring_size,
+            frame_size: FRAME_SIZE,
+            headroom: 0,
+            flags: 0,
+        };
+        // SAFETY: `area` is a page-aligned mapping of exactly `frames * FRAME_SIZE` bytes.
+        // It is moved into the returned port after the `Umem` (held in `Keep`) and the rings,
+        // so it is unmapped only after they (and with them the socket fd) are dropped.
+        let umem = unsafe { Umem::new(ucfg, area.as_raw()) }.map_err(step("UMEM registration"))?;
+        let sock = Socket::with_shared(&info, &umem).map_err(step("socket"))?;
+        let device = umem
+            .fq_cq(&sock)
+            .map_err(step("fill/completion ring set-up"))?;
+        let ring = NonZeroU32::new(cfg.ring_size);
+        let mut flags = SocketConfig::XDP_BIND_NEED_WAKEUP;
+        if cfg.multi_buffer {
+            flags |= XDP_USE_SG;
+        }
+        let mut mode = BindMode::Copy;
+        let mut user = None;
+        if cfg.zero_copy {
+            let scfg = SocketConfig {
+                rx_size: ring,
+                tx_size: ring,
+                bind_flags: flags | SocketConfig::XDP_BIND_ZEROCOPY,
+            };
+            let u = umem
+                .rx_tx(&sock, &scfg)
+                .map_err(step("rx/tx ring set-up"))?;
+            match umem.bind(&u) {
+                Ok(()) => {
+                    mode = BindMode::ZeroCopy;
+                    user = Some(u);
+                }
+                Err(e) => tracing::info!(
+                    ifname = %cfg.ifname, queue = cfg.queue, error = %e,
+                    "AF_XDP zero-copy bind refused, using copy mode"
+                ),
+            }
+        }
+        let user = match user {
+            Some(u) => u,
+            None => {
+                let scfg = SocketConfig {
+                    rx_size: ring,
+                    tx_size: ring,
+                    bind_flags: flags | SocketConfig::XDP_BIND_COPY,
+                };
+                let u = umem
+                    .rx_tx(&sock, &scfg)
+                    .map_err(step("rx/tx ring set-up"))?;
+                umem.bind(&u).map_err(step("bind"))?;
+                u
+            }
+        };
+        let rx = user.map_rx().map_err(step("rx ring mmap"))?;
+        let tx = user.map_tx().map_err(step("tx ring mmap"))?;
+        let (fill, comp) = device.into_parts();
+        let fd = user.as_raw_fd();
+        let si = SocketInfo {
+            mode,
+            fd,
+            hugepages: area.hugepages(),
+            node: area.node(),
+            multi_buffer: cfg.multi_buffer,
+        };
+        let rx_frames = cfg.frames / 2;
+        let port = XskPort::assemble(
+            area,
+            KernelRx { fill, rx },
+            KernelTx { tx, comp },
+            rx_frames,
+            cfg.batch,
+            Some(Box::new(Keep { _umem: umem })),
+        );
+        Ok((port, si))
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        self.rx_rings().rx.as_raw_fd()
+    }
+
+    /// The socket fd, borrowed for as long as the port lives (for the XSKMAP).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        let fd = self.raw_fd();
+        // SAFETY: the fd belongs to the socket this port owns (kept open by its rings) and
+        // the borrow is tied to `&self`, so it stays open for the borrow's lifetime.
+        unsafe { BorrowedFd::borrow_raw(fd) }
+    }
+}

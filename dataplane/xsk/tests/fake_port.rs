@@ -1,0 +1,253 @@
+//! Port logic (pools, fill/completion management, batches, need_wakeup, multi-buffer)
+//! against the plain-memory fake kernel: no privileges needed.
+
+use dwcp_xsk::fake::{FakeConfig, FakeKernel};
+use dwcp_xsk::rings::whole_packets;
+use dwcp_xsk::{XDP_PKT_CONTD, XdpDesc};
+
+fn pattern(k: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + k * 13) as u8).collect()
+}
+
+#[test]
+fn rx_delivers_bytes_and_recycles_frames_to_fill_ring() {
+    let cfg = FakeConfig::default();
+    let (mut port, k) = FakeKernel::port(cfg).unwrap();
+    // 32 rx frames, fill ring of 32: all of them were posted at start.
+    assert_eq!(k.fill.borrow().len(), 32);
+    for round in 0..50 {
+        for j in 0..10 {
+            assert!(k.deliver(port.area(), &pattern(round * 10 + j, 64 + j * 100)));
+        }
+        let batch = port.rx_batch(64);
+        assert_eq!(batch.descriptors(), 10);
+        for (j, p) in batch.packets().enumerate() {
+            assert_eq!(p.fragments(), 1);
+            assert_eq!(p.first(), &pattern(round * 10 + j, 64 + j * 100)[..]);
+        }
+        batch.release();
+        assert_eq!(
+            k.fill.borrow().len(),
+            32,
+            "released frames went back to the fill ring"
+        );
+    }
+    let s = port.stats();
+    assert_eq!(s.rx_packets, 500);
+    assert_eq!(s.bad_frames, 0);
+}
+
+#[test]
+fn rx_batch_is_bounded_and_dropping_it_recycles() {
+    let (mut port, k) = FakeKernel::port(FakeConfig::default()).unwrap();
+    for j in 0..20 {
+        assert!(k.deliver(port.area(), &pattern(j, 100)));
+    }
+    {
+        let b = port.rx_batch(8);
+        assert_eq!(b.descriptors(), 8);
+        // dropped without release(): frames must still come back
+    }
+    let b = port.rx_batch(100);
+    assert_eq!(b.descriptors(), 12, "batch size 16 caps, 12 left");
+    drop(b);
+    assert_eq!(k.fill.borrow().len(), 32);
+}
+
+#[test]
+fn fill_ring_exhaustion_drops_and_wakeup_is_issued_only_when_asked() {
+    let (mut port, k) = FakeKernel::port(FakeConfig::default()).unwrap();
+    for j in 0..32 {
+        assert!(k.deliver(port.area(), &pattern(j, 10)));
+    }
+    // No fill frames left: the kernel drops and asks for a wakeup.
+    assert!(!k.deliver(port.area(), &pattern(99, 10)));
+    assert!(k.fill.borrow().need_wakeup);
+    let b = port.rx_batch(16);
+    assert_eq!(b.descriptors(), 16);
+    b.release();
+    assert_eq!(
+        k.fill.borrow().wakeups,
+        0,
+        "packets were received: no wakeup needed"
+    );
+    let b = port.rx_batch(16);
+    b.release();
+    let b = port.rx_batch(16);
+    assert!(b.is_empty());
+    b.release();
+    assert_eq!(
+        k.fill.borrow().wakeups,
+        1,
+        "empty receive with the flag set wakes once"
+    );
+    k.fill.borrow_mut().need_wakeup = false;
+    let b = port.rx_batch(16);
+    b.release();
+    assert_eq!(k.fill.borrow().wakeups, 1);
+}
+
+#[test]
+fn tx_commit_completion_and_pool_accounting() {
+    let (mut port, k) = FakeKernel::port(FakeConfig::default()).unwrap();
+    assert_eq!(port.tx_free(), 32);
+    let mut tx = port.tx_batch();
+    for j in 0..10 {
+        let p = pattern(j, 1400);
+        assert!(tx.push_with(1400, |buf| {
+            buf[..1400].copy_from_slice(&p);
+            1400
+        }));
+    }
+    assert_eq!(tx.commit(), 10);
+    assert_eq!(port.tx_free(), 22);
+    assert_eq!(port.tx_in_flight(), 10);
+    let out = k.drain_tx(port.area());
+    assert_eq!(out.len(), 10);
+    for (j, p) in out.iter().enumerate() {
+        assert_eq!(p, &pattern(j, 1400));
+    }
+    // Completions are reaped when the next batch opens (or on poll).
+    port.poll();
+    assert_eq!(port.tx_free(), 32);
+    let s = port.stats();
+    assert_eq!((s.tx_packets, s.tx_bytes), (10, 14000));
+}
+
+#[test]
+fn uncommitted_tx_batch_returns_frames() {
+    let (mut port, k) = FakeKernel::port(FakeConfig::default()).unwrap();
+    let mut tx = port.tx_batch();
+    for _ in 0..5 {
+        assert!(tx.push_with(64, |_| 64));
+    }
+    drop(tx);
+    assert_eq!(port.tx_free(), 32);
+    assert!(k.tx.borrow().is_empty());
+    assert!(
+        !port.tx_batch().push_with(5000, |_| 1),
+        "more than a frame needs push_gather"
+    );
+}
+
+#[test]
+fn tx_ring_full_is_counted_and_frames_come_back() {
+    let cfg = FakeConfig {
+        frames: 128,
+        ring_size: 8,
+        batch: 32,
+        ..Default::default()
+    };
+    let (mut port, k) = FakeKernel::port(cfg).unwrap();
+    let mut tx = port.tx_batch();
+    for _ in 0..20 {
+        assert!(tx.push_with(64, |_| 64));
+    }
+    assert_eq!(tx.commit(), 8);
+    let s = port.stats();
+    assert_eq!(s.tx_ring_full, 12);
+    assert_eq!(port.tx_in_flight(), 8);
+    assert_eq!(k.drain_tx(port.area()).len(), 8);
+    port.poll();
+    assert_eq!(port.tx_in_flight(), 0);
+}
+
+#[test]
+fn tx_wakeup_only_when_flag_set() {
+    let (mut port, k) = FakeKernel::port(FakeConfig::default()).unwrap();
+    let mut tx = port.tx_batch();
+    assert!(tx.push_with(64, |_| 64));
+    tx.commit();
+    assert_eq!(k.tx.borrow().wakeups, 0);
+    k.tx.borrow_mut().need_wakeup = true;
+    let mut tx = port.tx_batch();
+    assert!(tx.push_with(64, |_| 64));
+    tx.commit();
+    assert_eq!(k.tx.borrow().wakeups, 1);
+    port.poll(); // frames in flight and flag set: kick again
+    assert_eq!(k.tx.borrow().wakeups, 2);
+    let s = port.stats();
+    assert_eq!(s.tx_wakeups, 2);
+}
+
+#[test]
+fn multi_buffer_rx_and_tx_jumbo() {
+    let (mut port, k) = FakeKernel::port(FakeConfig::default()).unwrap();
+    let big = pattern(5, 8000);
+    assert!(k.deliver(port.area(), &big));
+    assert!(k.deliver(port.area(), &pattern(6, 100)));
+    let b = port.rx_batch(16);
+    // 3840 bytes of room per frame after the 256-byte headroom: 3 fragments + 1.
+    assert_eq!(b.descriptors(), 4);
+    let pk: Vec<_> = b.packets().collect();
+    assert_eq!(pk.len(), 2);
+    assert_eq!(pk[0].fragments(), 3);
+    assert!(!pk[0].truncated());
+    assert_eq!(pk[0].len(), 8000);
+    let mut out = vec![0u8; 9000];
+    assert_eq!(pk[0].copy_to(&mut out), Some(8000));
+    assert_eq!(&out[..8000], &big[..]);
+    assert_eq!(pk[0].copy_to(&mut out[..100]), None);
+    assert_eq!(pk[1].first(), &pattern(6, 100)[..]);
+    b.release();
+    assert_eq!(port.stats().rx_packets, 2);
+
+    let mut tx = port.tx_batch();
+    assert!(tx.push_gather(&[&big[..42], &big[42..]]));
+    assert_eq!(tx.staged(), 2);
+    tx.commit();
+    let out = k.drain_tx(port.area());
+    assert_eq!(out, vec![big]);
+}
+
+#[test]
+fn whole_packets_never_splits_a_chain() {
+    let d = |c: bool| XdpDesc {
+        addr: 0,
+        len: 1,
+        options: if c { XDP_PKT_CONTD } else { 0 },
+    };
+    let descs = [d(false), d(true), d(true), d(false), d(false)];
+    assert_eq!(whole_packets(&descs, 5), 5);
+    assert_eq!(whole_packets(&descs, 4), 4);
+    assert_eq!(whole_packets(&descs, 3), 1);
+    assert_eq!(whole_packets(&descs, 1), 1);
+    assert_eq!(whole_packets(&descs[1..], 2), 0);
+}
+
+#[test]
+fn ring_indices_wrap_without_losing_frames() {
+    let cfg = FakeConfig {
+        start: u32::MAX - 20,
+        ..Default::default()
+    };
+    let (mut port, k) = FakeKernel::port(cfg).unwrap();
+    for round in 0..200usize {
+        let n = 1 + round % 13;
+        for j in 0..n {
+            assert!(k.deliver(port.area(), &pattern(round + j, 60 + j)));
+        }
+        let b = port.rx_batch(16);
+        assert_eq!(b.packets().count(), n);
+        for (j, p) in b.packets().enumerate() {
+            assert_eq!(p.first(), &pattern(round + j, 60 + j)[..]);
+        }
+        b.release();
+        let mut tx = port.tx_batch();
+        for j in 0..n {
+            let p = pattern(round * 3 + j, 200);
+            assert!(tx.push_with(200, |buf| {
+                buf[..200].copy_from_slice(&p);
+                200
+            }));
+        }
+        assert_eq!(tx.commit(), n);
+        let out = k.drain_tx(port.area());
+        assert_eq!(out.len(), n);
+        assert_eq!(out[n - 1], pattern(round * 3 + n - 1, 200));
+    }
+    port.poll();
+    assert_eq!(port.tx_free(), 32);
+    assert_eq!(k.fill.borrow().len(), 32);
+    assert_eq!(port.stats().bad_frames, 0);
+}
