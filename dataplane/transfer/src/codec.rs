@@ -1,0 +1,126 @@
+//! The hook between the transfer engine and the chunk codecs: a chunk's payload is opaque bytes
+//! plus a codec id. The engine only ships these; the delta/compression codecs live in their own
+//! crate and plug in through [`ChunkEncoder`] / [`ChunkDecoder`].
+//!
+//! Built in: codec 0 (raw) and codec 1 (all-zero chunk, empty payload), enough for version 1
+//! (raw only) and for tests that show a v3 path differs on the wire yet delivers the same bytes.
+
+use crate::mode::LinkMode;
+
+/// Codec id: raw bytes.
+pub const CODEC_RAW: u8 = 0;
+/// Codec id: the chunk is all zeros, payload empty.
+pub const CODEC_ZERO: u8 = 1;
+
+/// Error decoding a chunk payload.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// The codec id is not one this decoder knows.
+    #[error("unsupported codec id {codec}")]
+    Unsupported {
+        /// Codec id.
+        codec: u8,
+    },
+    /// The payload does not decode to the expected chunk length.
+    #[error("codec {codec} payload decodes to {got} bytes, expected {expected}")]
+    Length {
+        /// Codec id.
+        codec: u8,
+        /// Bytes produced.
+        got: usize,
+        /// Chunk length expected.
+        expected: usize,
+    },
+}
+
+/// Encodes a raw chunk for the wire.
+pub trait ChunkEncoder: std::fmt::Debug {
+    /// Bitmask of codec ids this encoder may emit.
+    fn codecs(&self) -> u32;
+    /// Encode `raw` (chunk at `offset`) into `out`, using only codecs in `allowed`; returns the
+    /// codec id. `mode` is the current link mode (the codec layer's policy input).
+    fn encode(
+        &mut self,
+        mode: LinkMode,
+        allowed: u32,
+        offset: u64,
+        raw: &[u8],
+        out: &mut Vec<u8>,
+    ) -> u8;
+}
+
+/// Decodes a chunk payload back to raw bytes.
+pub trait ChunkDecoder: std::fmt::Debug {
+    /// Bitmask of codec ids this decoder understands.
+    fn codecs(&self) -> u32;
+    /// Decode `payload` (codec `codec`) of the chunk at `offset` with raw length `len` into `out`.
+    fn decode(
+        &mut self,
+        codec: u8,
+        offset: u64,
+        len: usize,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError>;
+}
+
+/// Built-in codec: raw, and zero-chunk elision when allowed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BasicCodec;
+
+impl ChunkEncoder for BasicCodec {
+    fn codecs(&self) -> u32 {
+        (1 << CODEC_RAW) | (1 << CODEC_ZERO)
+    }
+    fn encode(
+        &mut self,
+        _mode: LinkMode,
+        allowed: u32,
+        _offset: u64,
+        raw: &[u8],
+        out: &mut Vec<u8>,
+    ) -> u8 {
+        out.clear();
+        if allowed & (1 << CODEC_ZERO) != 0 && raw.iter().all(|&b| b == 0) {
+            return CODEC_ZERO;
+        }
+        out.extend_from_slice(raw);
+        CODEC_RAW
+    }
+}
+
+impl ChunkDecoder for BasicCodec {
+    fn codecs(&self) -> u32 {
+        (1 << CODEC_RAW) | (1 << CODEC_ZERO)
+    }
+    fn decode(
+        &mut self,
+        codec: u8,
+        _offset: u64,
+        len: usize,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
+        out.clear();
+        match codec {
+            CODEC_RAW => out.extend_from_slice(payload),
+            CODEC_ZERO if payload.is_empty() => out.resize(len, 0),
+            CODEC_ZERO => {
+                return Err(CodecError::Length {
+                    codec,
+                    got: payload.len(),
+                    expected: 0,
+                });
+            }
+            _ => return Err(CodecError::Unsupported { codec }),
+        }
+        if out.len() != len {
+            return Err(CodecError::Length {
+                codec,
+                got: out.len(),
+                expected: len,
+            });
+        }
+        Ok(())
+    }
+}

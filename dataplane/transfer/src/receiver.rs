@@ -1,0 +1,650 @@
+//! The receiving endpoint: answers the handshake (version and capability negotiation, resume
+//! ranges from the journal), accepts data frames in any order and any number of times, writes
+//! chunks into the [`Sink`], acknowledges per stream (cumulative + SACK ranges, every
+//! `ack_every` frames, after `max_ack_delay`, and at once on a gap or a duplicate), batches
+//! durability (`Sink::flush_durable` then `Journal::record_durable`), and reports the object
+//! complete only after every chunk is held and the XXH3-128 of the sink content, read back in
+//! offset order, equals the sender's hash.
+//!
+//! Frames failing the CRC32C check or malformed are counted and dropped, never written.
+//!
+//! Does not: read clocks, hold sockets, or time out on a silent sender (the owner decides how
+//! long to keep an idle receiver; [`Receiver::last_activity`] helps).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::codec::{BasicCodec, CODEC_RAW, ChunkDecoder};
+use crate::io::{Journal, Sink};
+use crate::rangeset::RangeSet;
+use crate::stats::ReceiverStats;
+use crate::wire::{self, Ack, Close, Frame, HelloAck, WireError, close_code};
+use crate::{TransferError, VERSION_1, VERSION_3};
+
+/// Receiver configuration.
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    /// Highest version to accept (1 or 3).
+    pub max_version: u8,
+    /// Most streams to allow.
+    pub max_streams: u16,
+    /// Largest chunk accepted.
+    pub max_chunk_size: u32,
+    /// Flow-control window in chunks beyond the first missing chunk.
+    pub window_chunks: u32,
+    /// Ack after this many data frames on a stream.
+    pub ack_every: u32,
+    /// Ack at the latest this long after an unacknowledged frame.
+    pub max_ack_delay: Duration,
+    /// Flush for durability once this many bytes are pending.
+    pub durable_batch_bytes: u64,
+    /// ... or once the oldest pending write is this old.
+    pub durable_interval: Duration,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        Self {
+            max_version: VERSION_3,
+            max_streams: 64,
+            max_chunk_size: wire::MAX_PAYLOAD as u32,
+            window_chunks: 16_384,
+            ack_every: 2,
+            max_ack_delay: Duration::from_millis(2),
+            durable_batch_bytes: 4 << 20,
+            durable_interval: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Receiver life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiverState {
+    /// No HELLO yet.
+    Listening,
+    /// Receiving chunks.
+    Receiving,
+    /// Every chunk held, durable, and the hash verified.
+    Complete,
+    /// Failed; see [`Receiver::error`].
+    Failed,
+}
+
+#[derive(Debug, Clone, Default)]
+struct StreamRx {
+    cum: u64,
+    above: RangeSet,
+    since_ack: u32,
+    ack_due: Option<Instant>,
+    immediate: bool,
+    last_data: Option<Instant>,
+}
+
+/// The receiving endpoint.
+#[derive(Debug)]
+pub struct Receiver {
+    cfg: ReceiverConfig,
+    sink: Box<dyn Sink>,
+    journal: Box<dyn Journal>,
+    decoder: Box<dyn ChunkDecoder>,
+    state: ReceiverState,
+    error: Option<TransferError>,
+    conn_id: Option<u32>,
+    version: u8,
+    object_id: u64,
+    object_len: u64,
+    object_hash: u128,
+    chunk_size: u64,
+    n_chunks: u64,
+    codecs: u32,
+    held: Vec<bool>,
+    held_count: u64,
+    first_missing: u64,
+    durable_chunks: u64,
+    pending: RangeSet,
+    pending_bytes: u64,
+    flush_due: Option<Instant>,
+    streams: Vec<StreamRx>,
+    hello_ack: Option<HelloAck>,
+    control: VecDeque<Frame>,
+    last_activity: Option<Instant>,
+    dec: Vec<u8>,
+    st: ReceiverStats,
+}
+
+impl Receiver {
+    /// New receiver with the built-in codec.
+    pub fn new(cfg: ReceiverConfig, sink: Box<dyn Sink>, journal: Box<dyn Journal>) -> Self {
+        Self::with_decoder(cfg, sink, journal, Box::new(BasicCodec))
+    }
+
+    /// New receiver with a chunk decoder.
+    pub fn with_decoder(
+        cfg: ReceiverConfig,
+        sink: Box<dyn Sink>,
+        journal: Box<dyn Journal>,
+        decoder: Box<dyn ChunkDecoder>,
+    ) -> Self {
+        Self {
+            cfg,
+            sink,
+            journal,
+            decoder,
+            state: ReceiverState::Listening,
+            error: None,
+            conn_id: None,
+            version: 0,
+            object_id: 0,
+            object_len: 0,
+            object_hash: 0,
+            chunk_size: 0,
+            n_chunks: 0,
+            codecs: 1 << CODEC_RAW,
+            held: Vec::new(),
+            held_count: 0,
+            first_missing: 0,
+            durable_chunks: 0,
+            pending: RangeSet::default(),
+            pending_bytes: 0,
+            flush_due: None,
+            streams: Vec::new(),
+            hello_ack: None,
+            control: VecDeque::new(),
+            last_activity: None,
+            dec: Vec::new(),
+            st: ReceiverStats::default(),
+        }
+    }
+
+    /// Life-cycle state.
+    pub fn state(&self) -> ReceiverState {
+        self.state
+    }
+    /// True once the object is held, durable and verified.
+    pub fn is_complete(&self) -> bool {
+        self.state == ReceiverState::Complete
+    }
+    /// Why it failed.
+    pub fn error(&self) -> Option<&TransferError> {
+        self.error.as_ref()
+    }
+    /// Time of the last accepted frame.
+    pub fn last_activity(&self) -> Option<Instant> {
+        self.last_activity
+    }
+    /// Statistics snapshot.
+    pub fn stats(&self) -> ReceiverStats {
+        let mut s = self.st.clone();
+        s.version = self.version;
+        s.chunks_held = self.held_count;
+        s.chunks_durable = self.durable_chunks;
+        s
+    }
+
+    fn fail(&mut self, e: TransferError, code: u8, hash: u128) {
+        self.state = ReceiverState::Failed;
+        self.error = Some(e);
+        self.control.push_back(Frame::Close(Close { code, hash }));
+    }
+
+    fn chunk_len(&self, idx: u64) -> u64 {
+        self.chunk_size.min(self.object_len - idx * self.chunk_size)
+    }
+
+    /// Handle one received datagram.
+    pub fn handle_frame(&mut self, now: Instant, datagram: &[u8]) {
+        self.st.frames_received += 1;
+        let env = match wire::decode(datagram) {
+            Ok(e) => e,
+            Err(WireError::BadChecksum { .. }) => {
+                self.st.frames_corrupt += 1;
+                return;
+            }
+            Err(_) => {
+                self.st.frames_malformed += 1;
+                return;
+            }
+        };
+        match env.frame {
+            Frame::Hello(h) => {
+                self.last_activity = Some(now);
+                self.on_hello(now, env.conn_id, h)
+            }
+            _ if self.conn_id != Some(env.conn_id) => self.st.frames_foreign += 1,
+            Frame::Data(d) => {
+                self.last_activity = Some(now);
+                self.on_data(now, d)
+            }
+            Frame::Keepalive => {
+                self.last_activity = Some(now);
+                match self.state {
+                    ReceiverState::Complete => self.queue_close(),
+                    ReceiverState::Receiving => {
+                        for s in &mut self.streams {
+                            s.immediate = true;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Frame::Close(c) => {
+                if self.state == ReceiverState::Receiving {
+                    self.state = ReceiverState::Failed;
+                    self.error = Some(TransferError::PeerClosed { code: c.code });
+                }
+            }
+            Frame::Ack(_) | Frame::HelloAck(_) => self.st.frames_malformed += 1,
+        }
+    }
+
+    fn queue_close(&mut self) {
+        if !self
+            .control
+            .iter()
+            .any(|f| matches!(f, Frame::Close(_)))
+        {
+            self.control.push_back(Frame::Close(Close {
+                code: close_code::COMPLETE,
+                hash: self.object_hash,
+            }));
+        }
+    }
+
+    fn on_hello(&mut self, now: Instant, conn_id: u32, h: wire::Hello) {
+        if self.conn_id == Some(conn_id) {
+            // duplicate HELLO: our HELLO_ACK was lost
+            if let Some(a) = self.hello_ack.clone() {
+                self.control.push_back(Frame::HelloAck(a));
+            }
+            if self.state == ReceiverState::Complete {
+                self.queue_close();
+            }
+            return;
+        }
+        let version = if h.max_version >= VERSION_3 && self.cfg.max_version >= VERSION_3 {
+            VERSION_3
+        } else if h.max_version >= VERSION_1 && self.cfg.max_version >= VERSION_1 {
+            VERSION_1
+        } else {
+            self.conn_id = Some(conn_id);
+            self.control.push_back(Frame::Close(Close {
+                code: close_code::VERSION,
+                hash: 0,
+            }));
+            return;
+        };
+        let chunk_size = u64::from(h.chunk_size.min(self.cfg.max_chunk_size));
+        if chunk_size == 0 {
+            self.st.frames_malformed += 1;
+            return;
+        }
+        let same_object = self.state != ReceiverState::Listening
+            && self.object_id == h.object_id
+            && self.object_len == h.object_len
+            && self.object_hash == h.object_hash
+            && self.chunk_size == chunk_size;
+        if matches!(self.state, ReceiverState::Failed) && !same_object {
+            // a failed receiver does not start another object
+        }
+        self.conn_id = Some(conn_id);
+        self.version = version;
+        self.streams = vec![
+            StreamRx::default();
+            usize::from(if version == VERSION_1 {
+                1
+            } else {
+                h.max_streams.clamp(1, self.cfg.max_streams.max(1))
+            })
+        ];
+        self.codecs = if version == VERSION_1 {
+            1 << CODEC_RAW
+        } else {
+            self.decoder.codecs() | (1 << CODEC_RAW)
+        };
+        if !same_object {
+            if self.flush(now).is_err() {
+                return;
+            }
+            self.object_id = h.object_id;
+            self.object_len = h.object_len;
+            self.object_hash = h.object_hash;
+            self.chunk_size = chunk_size;
+            self.n_chunks = h.object_len.div_ceil(chunk_size);
+            self.held = vec![false; self.n_chunks as usize];
+            self.held_count = 0;
+            self.durable_chunks = 0;
+            let durable = match self.journal.begin(h.object_id, h.object_len, h.object_hash) {
+                Ok(d) => d,
+                Err(e) => {
+                    let id = h.object_id;
+                    self.fail(
+                        TransferError::Journal {
+                            object_id: id,
+                            source: e,
+                        },
+                        close_code::ABORT,
+                        0,
+                    );
+                    return;
+                }
+            };
+            let mut set = RangeSet::default();
+            for r in durable {
+                set.insert(r);
+            }
+            for i in 0..self.n_chunks {
+                let start = i * chunk_size;
+                if set.contains_range(&(start..start + self.chunk_len(i))) {
+                    self.held[i as usize] = true;
+                    self.held_count += 1;
+                }
+            }
+            self.durable_chunks = self.held_count;
+            self.st.chunks_resumed = self.held_count;
+            self.first_missing = 0;
+            self.advance_first_missing();
+        }
+        let mut held = Vec::new();
+        let mut i = 0u64;
+        while i < self.n_chunks && held.len() < wire::MAX_HELLO_RANGES {
+            if self.held[i as usize] {
+                let s = i;
+                while i < self.n_chunks && self.held[i as usize] {
+                    i += 1;
+                }
+                held.push(s..i);
+            } else {
+                i += 1;
+            }
+        }
+        let ack = HelloAck {
+            version,
+            max_streams: self.streams.len() as u16,
+            chunk_size: chunk_size as u32,
+            codecs: self.codecs,
+            window_chunks: self.cfg.window_chunks,
+            held,
+        };
+        self.hello_ack = Some(ack.clone());
+        self.control.push_back(Frame::HelloAck(ack));
+        self.state = ReceiverState::Receiving;
+        if self.held_count == self.n_chunks {
+            self.finish(now);
+        }
+    }
+
+    fn advance_first_missing(&mut self) {
+        while self.first_missing < self.n_chunks && self.held[self.first_missing as usize] {
+            self.first_missing += 1;
+        }
+    }
+
+    fn on_data(&mut self, now: Instant, d: wire::Data) {
+        match self.state {
+            ReceiverState::Complete => {
+                self.st.duplicate_chunks += 1;
+                self.queue_close();
+                return;
+            }
+            ReceiverState::Receiving => {}
+            _ => {
+                self.st.frames_foreign += 1;
+                return;
+            }
+        }
+        if d.object_id != self.object_id {
+            self.st.frames_foreign += 1;
+            return;
+        }
+        let s = usize::from(d.stream);
+        if s >= self.streams.len()
+            || d.offset % self.chunk_size != 0
+            || d.offset >= self.object_len.max(1)
+            || self.codecs & (1u32 << (d.codec & 31)) == 0
+            || d.codec > 31
+        {
+            self.st.frames_malformed += 1;
+            return;
+        }
+        let idx = d.offset / self.chunk_size;
+        if idx >= self.n_chunks {
+            self.st.frames_malformed += 1;
+            return;
+        }
+        let len = self.chunk_len(idx) as usize;
+        let mut dec = std::mem::take(&mut self.dec);
+        let decoded = if self.held[idx as usize] {
+            Ok(())
+        } else {
+            self.decoder
+                .decode(d.codec, d.offset, len, &d.payload, &mut dec)
+        };
+        if decoded.is_err() {
+            self.dec = dec;
+            self.st.frames_malformed += 1;
+            return;
+        }
+        // sequence bookkeeping for acks
+        let st = &mut self.streams[s];
+        let dup_seq = d.seq < st.cum || st.above.contains(d.seq);
+        if !dup_seq {
+            st.above.insert(d.seq..d.seq + 1);
+            if let Some(first) = st.above.first()
+                && first.start <= st.cum
+            {
+                st.cum = st.cum.max(first.end);
+                st.above.remove_below(st.cum);
+            }
+        }
+        st.last_data = Some(now);
+        st.since_ack += 1;
+        if dup_seq || !st.above.is_empty() || st.since_ack >= self.cfg.ack_every {
+            st.immediate = true;
+        } else if st.ack_due.is_none() {
+            st.ack_due = Some(now + self.cfg.max_ack_delay);
+        }
+        self.st.data_frames += 1;
+        if self.held[idx as usize] {
+            self.st.duplicate_chunks += 1;
+            self.dec = dec;
+            return;
+        }
+        if let Err(e) = self.sink.write_at(d.offset, &dec) {
+            self.dec = dec;
+            let off = d.offset;
+            self.fail(
+                TransferError::Sink {
+                    op: "write",
+                    offset: off,
+                    source: e,
+                },
+                close_code::ABORT,
+                0,
+            );
+            return;
+        }
+        self.dec = dec;
+        self.st.bytes_written += len as u64;
+        self.held[idx as usize] = true;
+        self.held_count += 1;
+        self.advance_first_missing();
+        self.pending.insert(d.offset..d.offset + len as u64);
+        self.pending_bytes += len as u64;
+        if self.flush_due.is_none() {
+            self.flush_due = Some(now + self.cfg.durable_interval);
+        }
+        if self.held_count == self.n_chunks {
+            self.finish(now);
+        } else if self.pending_bytes >= self.cfg.durable_batch_bytes {
+            let _ = self.flush(now);
+        }
+    }
+
+    /// Make pending writes durable and journal them.
+    fn flush(&mut self, _now: Instant) -> Result<(), ()> {
+        self.flush_due = None;
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.sink.flush_durable() {
+            self.fail(
+                TransferError::Sink {
+                    op: "flush",
+                    offset: 0,
+                    source: e,
+                },
+                close_code::ABORT,
+                0,
+            );
+            return Err(());
+        }
+        self.st.flushes += 1;
+        let ranges: Vec<_> = self.pending.iter().collect();
+        for r in ranges {
+            if let Err(e) = self.journal.record_durable(self.object_id, r.clone()) {
+                let id = self.object_id;
+                self.fail(
+                    TransferError::Journal {
+                        object_id: id,
+                        source: e,
+                    },
+                    close_code::ABORT,
+                    0,
+                );
+                return Err(());
+            }
+            self.durable_chunks += (r.end - r.start).div_ceil(self.chunk_size.max(1));
+        }
+        self.pending = RangeSet::default();
+        self.pending_bytes = 0;
+        Ok(())
+    }
+
+    fn finish(&mut self, now: Instant) {
+        for s in &mut self.streams {
+            s.immediate = true;
+        }
+        if self.flush(now).is_err() {
+            return;
+        }
+        self.durable_chunks = self.n_chunks;
+        let mut h = Xxh3::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut off = 0u64;
+        while off < self.object_len {
+            let want = ((self.object_len - off) as usize).min(buf.len());
+            match self.sink.read_at(off, &mut buf[..want]) {
+                Ok(n) if n > 0 => {
+                    h.update(&buf[..n]);
+                    off += n as u64;
+                }
+                Ok(_) => {
+                    self.fail(
+                        TransferError::Sink {
+                            op: "read",
+                            offset: off,
+                            source: std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                "sink shorter than the object",
+                            ),
+                        },
+                        close_code::ABORT,
+                        0,
+                    );
+                    return;
+                }
+                Err(e) => {
+                    self.fail(
+                        TransferError::Sink {
+                            op: "read",
+                            offset: off,
+                            source: e,
+                        },
+                        close_code::ABORT,
+                        0,
+                    );
+                    return;
+                }
+            }
+        }
+        let actual = h.digest128();
+        if actual == self.object_hash {
+            self.state = ReceiverState::Complete;
+            self.queue_close();
+        } else {
+            let (id, expected) = (self.object_id, self.object_hash);
+            self.fail(
+                TransferError::HashMismatch {
+                    object_id: id,
+                    expected,
+                    actual,
+                },
+                close_code::HASH_MISMATCH,
+                actual,
+            );
+        }
+    }
+
+    /// Next datagram to send, if any.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        let conn = self.conn_id?;
+        let version = if self.version == 0 { VERSION_1 } else { self.version };
+        if let Some(f) = self.control.pop_front() {
+            self.st.frames_sent += 1;
+            return Some(wire::encode(version, conn, &f));
+        }
+        if self.state != ReceiverState::Receiving && self.state != ReceiverState::Complete {
+            return None;
+        }
+        let i = self
+            .streams
+            .iter()
+            .position(|s| s.immediate || s.ack_due.is_some_and(|t| now >= t))?;
+        let max_chunk = self.first_missing + u64::from(self.cfg.window_chunks);
+        let held = self.held_count;
+        let st = &mut self.streams[i];
+        st.immediate = false;
+        st.ack_due = None;
+        st.since_ack = 0;
+        let delay = st
+            .last_data
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        let ack = Ack {
+            stream: i as u16,
+            cumulative: st.cum,
+            ranges: st.above.iter().rev().take(wire::MAX_ACK_RANGES).collect(),
+            ack_delay_us: delay.as_micros().min(u128::from(u32::MAX)) as u32,
+            max_chunk,
+            chunks_held: held,
+        };
+        self.st.acks_sent += 1;
+        self.st.frames_sent += 1;
+        Some(wire::encode(version, conn, &Frame::Ack(ack)))
+    }
+
+    /// When `handle_timeout` should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = self.flush_due;
+        for s in &self.streams {
+            if let Some(d) = s.ack_due {
+                t = Some(t.map_or(d, |x| x.min(d)));
+            }
+        }
+        t
+    }
+
+    /// Process timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.flush_due.is_some_and(|t| now >= t) {
+            let _ = self.flush(now);
+        }
+        for s in &mut self.streams {
+            if s.ack_due.is_some_and(|t| now >= t) {
+                s.immediate = true;
+                s.ack_due = None;
+            }
+        }
+    }
+}

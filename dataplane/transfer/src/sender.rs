@@ -1,0 +1,892 @@
+//! The sending endpoint: handshake, chunking, per-stream sequencing, loss detection,
+//! retransmission, flow control, pacing and congestion control for one object.
+//!
+//! Owns the sender's protocol state. Driven from outside: `handle_frame(now, datagram)` for every
+//! datagram received, `handle_timeout(now)` once `poll_timeout()` has passed, and
+//! `poll_transmit(now)` until it returns `None` after each of those. No clock is read and no I/O
+//! is done besides `Source::read_at`.
+//!
+//! Loss detection: a data packet keeps its (stream, sequence) for life, retransmissions reuse it
+//! with the RETRANSMIT flag, so each stream's cumulative ack advances once the hole is filled.
+//! A packet is declared lost RACK-style, when a packet sent after it was acknowledged and
+//! `latest_rtt + reorder_window` has passed since it was sent (reorder window = min_rtt / 4,
+//! at least 500 us), or when the retransmission timeout (RFC 6298-like, with backoff) expires.
+//! RTT samples come only from packets sent once (Karn).
+//!
+//! Does not: encode chunks itself (see [`crate::codec`]), hold sockets, or retry a failed object.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::cc::{Bbr, CcConfig, SendSnapshot};
+use crate::codec::{BasicCodec, CODEC_RAW, ChunkEncoder};
+use crate::io::Source;
+use crate::mode::{LinkMode, ModeDetector, ModeThresholds};
+use crate::stats::SenderStats;
+use crate::streams::{MIN_INTERVAL_ROUNDS, StreamAdapter};
+use crate::wire::{self, Data, Frame, Hello, close_code};
+use crate::{TransferError, VERSION_1, VERSION_3};
+
+/// IPv4 + UDP header bytes, used to fit a chunk to an MTU.
+pub const IP_UDP_OVERHEAD: usize = 28;
+
+/// Sender configuration.
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    /// Connection id (chosen by the sender, echoed by the receiver).
+    pub conn_id: u32,
+    /// Object id.
+    pub object_id: u64,
+    /// Highest version to offer (1 or 3).
+    pub max_version: u8,
+    /// Proposed raw chunk size.
+    pub chunk_size: u32,
+    /// If set, chunks are shrunk so a raw data frame fits this IP MTU.
+    pub mtu: Option<usize>,
+    /// Most streams to use.
+    pub max_streams: u16,
+    /// Streams to start with.
+    pub initial_streams: u16,
+    /// Adapt the stream count to measured goodput.
+    pub adapt_streams: bool,
+    /// RTO before any RTT sample.
+    pub initial_rto: Duration,
+    /// Lower RTO bound.
+    pub min_rto: Duration,
+    /// Upper RTO bound.
+    pub max_rto: Duration,
+    /// Give up when nothing was received for this long.
+    pub idle_timeout: Duration,
+    /// The peer's maximum ack delay (added to the RTO).
+    pub max_ack_delay: Duration,
+    /// Initial congestion window in frames.
+    pub initial_cwnd_frames: u64,
+    /// Mode detection thresholds.
+    pub mode: ModeThresholds,
+}
+
+impl Default for SenderConfig {
+    fn default() -> Self {
+        Self {
+            conn_id: 1,
+            object_id: 1,
+            max_version: VERSION_3,
+            chunk_size: 8000,
+            mtu: None,
+            max_streams: 8,
+            initial_streams: 2,
+            adapt_streams: true,
+            initial_rto: Duration::from_millis(250),
+            min_rto: Duration::from_millis(10),
+            max_rto: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(15),
+            max_ack_delay: Duration::from_millis(2),
+            initial_cwnd_frames: 10,
+            mode: ModeThresholds::default(),
+        }
+    }
+}
+
+/// Sender life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SenderState {
+    /// Waiting for HELLO_ACK.
+    Handshake,
+    /// Sending chunks.
+    Transfer,
+    /// Everything acked; waiting for the receiver's verified CLOSE.
+    AwaitClose,
+    /// The receiver verified the object hash.
+    Complete,
+    /// Failed; see [`Sender::error`].
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkSt {
+    Pending,
+    Sent,
+    Acked,
+}
+
+#[derive(Debug, Clone)]
+struct Packet {
+    chunk: u64,
+    tx_index: u64,
+    snap: SendSnapshot,
+    bytes: u64,
+    in_flight: bool,
+    retransmitted: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct StreamTx {
+    next_seq: u64,
+    packets: BTreeMap<u64, Packet>,
+    acked_raw: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Job {
+    Retransmit(u16, u64),
+    New(u64),
+}
+
+/// The sending endpoint.
+#[derive(Debug)]
+pub struct Sender {
+    cfg: SenderConfig,
+    source: Box<dyn Source>,
+    encoder: Box<dyn ChunkEncoder>,
+    state: SenderState,
+    error: Option<TransferError>,
+    object_len: u64,
+    object_hash: u128,
+    version: u8,
+    chunk_size: u64,
+    n_chunks: u64,
+    codecs_allowed: u32,
+    hello_due: Instant,
+    hello_count: u32,
+    hello_sent: Option<Instant>,
+    chunks: Vec<ChunkSt>,
+    next_new: u64,
+    retx: VecDeque<(u16, u64)>,
+    streams: Vec<StreamTx>,
+    rr: usize,
+    send_order: BTreeMap<u64, (u16, u64)>,
+    tx_counter: u64,
+    bytes_in_flight: u64,
+    rtt: crate::rtt::RttEstimator,
+    cc: Bbr,
+    mode: ModeDetector,
+    adapter: StreamAdapter,
+    next_send: Instant,
+    rack_xmit: Option<Instant>,
+    loss_timer: Option<Instant>,
+    rto_backoff: u32,
+    keepalive_due: Option<Instant>,
+    max_chunk: u64,
+    chunks_acked: u64,
+    control: VecDeque<Frame>,
+    last_recv: Instant,
+    interval_round: u64,
+    interval_bytes: u64,
+    interval_start: Instant,
+    interval_limited: bool,
+    raw: Vec<u8>,
+    enc: Vec<u8>,
+    st: Counters,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Counters {
+    bytes_sent: u64,
+    bytes_acked: u64,
+    bytes_retransmitted: u64,
+    data_frames_sent: u64,
+    frames_sent: u64,
+    frames_received: u64,
+    frames_dropped: u64,
+    losses: u64,
+    rto_count: u64,
+    chunks_skipped: u64,
+}
+
+/// XXH3-128 of a whole source, read in offset order.
+pub fn hash_source(source: &mut dyn Source) -> Result<u128, TransferError> {
+    let mut h = Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let len = source.len();
+    let mut off = 0u64;
+    while off < len {
+        let want = ((len - off) as usize).min(buf.len());
+        let n = source
+            .read_at(off, &mut buf[..want])
+            .map_err(|e| TransferError::Source {
+                offset: off,
+                source: e,
+            })?;
+        if n == 0 {
+            return Err(TransferError::Source {
+                offset: off,
+                source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "source too short"),
+            });
+        }
+        h.update(&buf[..n]);
+        off += n as u64;
+    }
+    Ok(h.digest128())
+}
+
+impl Sender {
+    /// New sender for `source` with the built-in codec. Hashes the whole source first.
+    pub fn new(
+        cfg: SenderConfig,
+        source: Box<dyn Source>,
+        now: Instant,
+    ) -> Result<Self, TransferError> {
+        Self::with_encoder(cfg, source, Box::new(BasicCodec), now)
+    }
+
+    /// New sender with a chunk encoder.
+    pub fn with_encoder(
+        cfg: SenderConfig,
+        mut source: Box<dyn Source>,
+        encoder: Box<dyn ChunkEncoder>,
+        now: Instant,
+    ) -> Result<Self, TransferError> {
+        let object_hash = hash_source(source.as_mut())?;
+        let object_len = source.len();
+        let mut chunk = cfg.chunk_size.max(1) as usize;
+        if let Some(mtu) = cfg.mtu {
+            chunk = chunk.min(mtu.saturating_sub(IP_UDP_OVERHEAD + wire::HEADER_LEN + 16).max(64));
+        }
+        let chunk = chunk.min(wire::MAX_PAYLOAD) as u64;
+        let mss = wire::data_frame_len(chunk as usize) as u64;
+        let rtt = crate::rtt::RttEstimator::new(cfg.initial_rto, cfg.min_rto, cfg.max_rto);
+        let cc = Bbr::new(
+            CcConfig {
+                mss,
+                initial_cwnd_frames: cfg.initial_cwnd_frames,
+                cycle_offset: (cfg.conn_id as usize).wrapping_mul(5) % 8,
+            },
+            now,
+        );
+        let max_streams = cfg.max_streams.max(1);
+        let initial = cfg.initial_streams;
+        let mode = ModeDetector::new(cfg.mode);
+        Ok(Self {
+            cfg,
+            source,
+            encoder,
+            state: SenderState::Handshake,
+            error: None,
+            object_len,
+            object_hash,
+            version: 0,
+            chunk_size: chunk,
+            n_chunks: 0,
+            codecs_allowed: 1 << CODEC_RAW,
+            hello_due: now,
+            hello_count: 0,
+            hello_sent: None,
+            chunks: Vec::new(),
+            next_new: 0,
+            retx: VecDeque::new(),
+            streams: Vec::new(),
+            rr: 0,
+            send_order: BTreeMap::new(),
+            tx_counter: 0,
+            bytes_in_flight: 0,
+            rtt,
+            cc,
+            mode,
+            adapter: StreamAdapter::new(initial, max_streams),
+            next_send: now,
+            rack_xmit: None,
+            loss_timer: None,
+            rto_backoff: 0,
+            keepalive_due: None,
+            max_chunk: 0,
+            chunks_acked: 0,
+            control: VecDeque::new(),
+            last_recv: now,
+            interval_round: 0,
+            interval_bytes: 0,
+            interval_start: now,
+            interval_limited: true,
+            raw: Vec::new(),
+            enc: Vec::new(),
+            st: Counters::default(),
+        })
+    }
+
+    /// Life-cycle state.
+    pub fn state(&self) -> SenderState {
+        self.state
+    }
+    /// Why the transfer failed, if it did.
+    pub fn error(&self) -> Option<&TransferError> {
+        self.error.as_ref()
+    }
+    /// True once the receiver confirmed the verified object.
+    pub fn is_complete(&self) -> bool {
+        self.state == SenderState::Complete
+    }
+    /// Streams currently used for new chunks.
+    pub fn current_streams(&self) -> u16 {
+        self.adapter.current()
+    }
+    /// Current link mode.
+    pub fn mode(&self) -> LinkMode {
+        self.mode.mode()
+    }
+    /// XXH3-128 of the object.
+    pub fn object_hash(&self) -> u128 {
+        self.object_hash
+    }
+    /// Chunk size in use (after negotiation).
+    pub fn chunk_size(&self) -> u64 {
+        self.chunk_size
+    }
+
+    fn fail(&mut self, e: TransferError) {
+        if !matches!(self.state, SenderState::Complete | SenderState::Failed) {
+            self.state = SenderState::Failed;
+            self.error = Some(e);
+            self.control.push_back(Frame::Close(wire::Close {
+                code: close_code::ABORT,
+                hash: 0,
+            }));
+        }
+    }
+
+    fn mss(&self) -> u64 {
+        wire::data_frame_len(self.chunk_size as usize) as u64
+    }
+
+    fn rto(&self) -> Duration {
+        self.rtt.rto_backoff(self.cfg.max_ack_delay, self.rto_backoff)
+    }
+
+    fn emit(&mut self, frame: &Frame) -> Vec<u8> {
+        let v = if self.version == 0 {
+            self.cfg.max_version
+        } else {
+            self.version
+        };
+        let b = wire::encode(v, self.cfg.conn_id, frame);
+        self.st.frames_sent += 1;
+        self.st.bytes_sent += b.len() as u64;
+        b
+    }
+
+    /// Handle one received datagram.
+    pub fn handle_frame(&mut self, now: Instant, datagram: &[u8]) {
+        let env = match wire::decode(datagram) {
+            Ok(e) => e,
+            Err(_) => {
+                self.st.frames_dropped += 1;
+                return;
+            }
+        };
+        if env.conn_id != self.cfg.conn_id {
+            self.st.frames_dropped += 1;
+            return;
+        }
+        self.st.frames_received += 1;
+        self.last_recv = now;
+        match env.frame {
+            Frame::HelloAck(a) if self.state == SenderState::Handshake => self.on_hello_ack(now, a),
+            Frame::Ack(a)
+                if matches!(self.state, SenderState::Transfer | SenderState::AwaitClose) =>
+            {
+                self.on_ack(now, a)
+            }
+            Frame::Close(c) => {
+                if matches!(self.state, SenderState::Complete | SenderState::Failed) {
+                    return;
+                }
+                if self.state == SenderState::Handshake && c.code == close_code::VERSION {
+                    self.state = SenderState::Failed;
+                    self.error = Some(TransferError::Negotiation {
+                        reason: "peer has no common version",
+                    });
+                } else if c.code == close_code::COMPLETE
+                    && c.hash == self.object_hash
+                    && self.state != SenderState::Handshake
+                {
+                    self.state = SenderState::Complete;
+                } else if c.code == close_code::HASH_MISMATCH {
+                    self.state = SenderState::Failed;
+                    self.error = Some(TransferError::HashMismatch {
+                        object_id: self.cfg.object_id,
+                        expected: self.object_hash,
+                        actual: c.hash,
+                    });
+                } else {
+                    self.state = SenderState::Failed;
+                    self.error = Some(TransferError::PeerClosed { code: c.code });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_hello_ack(&mut self, now: Instant, a: wire::HelloAck) {
+        if (a.version != VERSION_1 && a.version != VERSION_3)
+            || a.version > self.cfg.max_version
+            || a.chunk_size == 0
+            || u64::from(a.chunk_size) > self.chunk_size
+        {
+            self.fail(TransferError::Negotiation {
+                reason: "unacceptable HELLO_ACK parameters",
+            });
+            return;
+        }
+        self.version = a.version;
+        self.chunk_size = u64::from(a.chunk_size);
+        self.n_chunks = self.object_len.div_ceil(self.chunk_size);
+        let max_streams = if a.version == VERSION_1 {
+            1
+        } else {
+            a.max_streams.clamp(1, self.cfg.max_streams.max(1))
+        };
+        self.codecs_allowed = if a.version == VERSION_1 {
+            1 << CODEC_RAW
+        } else {
+            (a.codecs & self.encoder.codecs()) | (1 << CODEC_RAW)
+        };
+        let initial = if self.cfg.adapt_streams {
+            self.cfg.initial_streams
+        } else {
+            self.cfg.initial_streams.max(max_streams)
+        };
+        self.adapter = StreamAdapter::new(initial.min(max_streams), max_streams);
+        self.streams = vec![StreamTx::default(); usize::from(max_streams)];
+        self.chunks = vec![ChunkSt::Pending; self.n_chunks as usize];
+        for r in &a.held {
+            for i in r.start..r.end.min(self.n_chunks) {
+                if self.chunks[i as usize] != ChunkSt::Acked {
+                    self.chunks[i as usize] = ChunkSt::Acked;
+                    self.chunks_acked += 1;
+                    self.st.chunks_skipped += 1;
+                }
+            }
+        }
+        let first_missing = self
+            .chunks
+            .iter()
+            .position(|c| *c != ChunkSt::Acked)
+            .unwrap_or(self.chunks.len()) as u64;
+        self.next_new = first_missing;
+        self.max_chunk = first_missing + u64::from(a.window_chunks.max(1));
+        if self.hello_count == 1
+            && let Some(t) = self.hello_sent
+        {
+            let sample = now.saturating_duration_since(t);
+            self.rtt.update(sample);
+            self.cc.set_initial_rtt(sample);
+        }
+        self.state = SenderState::Transfer;
+        self.next_send = now;
+        self.interval_start = now;
+        self.check_all_acked(now);
+    }
+
+    fn check_all_acked(&mut self, now: Instant) {
+        if self.state == SenderState::Transfer && self.chunks_acked == self.n_chunks {
+            self.state = SenderState::AwaitClose;
+            self.rto_backoff = 0;
+            self.keepalive_due = Some(now + self.rto());
+        }
+    }
+
+    fn on_ack(&mut self, now: Instant, a: wire::Ack) {
+        let s = usize::from(a.stream);
+        if s >= self.streams.len() {
+            self.st.frames_dropped += 1;
+            return;
+        }
+        self.max_chunk = self.max_chunk.max(a.max_chunk.min(self.n_chunks));
+        let mut keys: Vec<u64> = self.streams[s]
+            .packets
+            .range(..a.cumulative)
+            .map(|(k, _)| *k)
+            .collect();
+        for r in &a.ranges {
+            keys.extend(self.streams[s].packets.range(r.clone()).map(|(k, _)| *k));
+        }
+        if keys.is_empty() {
+            return;
+        }
+        let mut acked = Vec::with_capacity(keys.len());
+        let mut largest: Option<(u64, Packet)> = None;
+        let min_rtt = self.rtt.min().unwrap_or(Duration::ZERO);
+        for k in keys {
+            let Some(p) = self.streams[s].packets.remove(&k) else {
+                continue;
+            };
+            if p.in_flight {
+                self.bytes_in_flight -= p.bytes;
+                acked.push((p.snap, p.bytes));
+            }
+            let idx = p.chunk as usize;
+            if self.chunks[idx] != ChunkSt::Acked {
+                self.chunks[idx] = ChunkSt::Acked;
+                self.chunks_acked += 1;
+                let raw = self.chunk_len(p.chunk);
+                self.st.bytes_acked += raw;
+                self.streams[s].acked_raw += raw;
+            }
+            // RACK: time of the most recently sent packet known delivered. An ack that comes
+            // sooner than min_rtt after a retransmission is for the original: not evidence.
+            if !p.retransmitted || now.saturating_duration_since(p.snap.sent) >= min_rtt {
+                self.rack_xmit = Some(self.rack_xmit.map_or(p.snap.sent, |t| t.max(p.snap.sent)));
+            }
+            if largest.as_ref().is_none_or(|(seq, _)| k > *seq) {
+                largest = Some((k, p));
+            }
+        }
+        self.rto_backoff = 0;
+        let mut rtt_sample = None;
+        if let Some((_, p)) = largest
+            && !p.retransmitted
+        {
+            let mut r = now.saturating_duration_since(p.snap.sent);
+            let delay = Duration::from_micros(u64::from(a.ack_delay_us)).min(self.cfg.max_ack_delay);
+            if r >= min_rtt + delay {
+                r -= delay;
+            }
+            self.rtt.update(r);
+            rtt_sample = Some(r);
+        }
+        let round = self.cc.on_ack(now, &acked, rtt_sample, self.bytes_in_flight);
+        if round {
+            self.on_round(now);
+        }
+        self.detect_losses(now);
+        self.check_all_acked(now);
+    }
+
+    fn chunk_len(&self, idx: u64) -> u64 {
+        let off = idx * self.chunk_size;
+        self.chunk_size.min(self.object_len - off)
+    }
+
+    fn on_round(&mut self, now: Instant) {
+        if let (Some(min_rtt), Some(srtt)) = (self.cc.min_rtt(), self.rtt.srtt()) {
+            self.mode
+                .evaluate(min_rtt, srtt, self.cc.btlbw(), self.cc.loss_rate());
+        }
+        if self.cc.state() == crate::cc::BbrState::Startup {
+            self.interval_limited = true;
+        }
+        if self.cc.rounds() >= self.interval_round + MIN_INTERVAL_ROUNDS {
+            let dt = now.saturating_duration_since(self.interval_start).as_secs_f64();
+            if dt > 0.0 && self.cfg.adapt_streams {
+                let goodput = (self.st.bytes_acked - self.interval_bytes) as f64 / dt;
+                self.adapter.on_interval(goodput, self.interval_limited);
+            }
+            self.interval_round = self.cc.rounds();
+            self.interval_bytes = self.st.bytes_acked;
+            self.interval_start = now;
+            self.interval_limited = false;
+        }
+    }
+
+    fn reorder_window(&self) -> Duration {
+        (self.rtt.min().unwrap_or(Duration::ZERO) / 4).max(Duration::from_micros(500))
+    }
+
+    fn declare_lost(&mut self, s: u16, seq: u64) {
+        let Some(p) = self.streams[usize::from(s)].packets.get_mut(&seq) else {
+            return;
+        };
+        if !p.in_flight {
+            return;
+        }
+        p.in_flight = false;
+        let bytes = p.bytes;
+        self.bytes_in_flight -= bytes;
+        self.cc.on_loss(bytes);
+        self.st.losses += 1;
+        self.retx.push_back((s, seq));
+    }
+
+    /// Oldest packet still in flight, pruning stale entries.
+    fn oldest_in_flight(&mut self) -> Option<(u64, u16, u64, Instant)> {
+        while let Some((&tx, &(s, seq))) = self.send_order.iter().next() {
+            match self.streams[usize::from(s)].packets.get(&seq) {
+                Some(p) if p.in_flight && p.tx_index == tx => return Some((tx, s, seq, p.snap.sent)),
+                _ => {
+                    self.send_order.remove(&tx);
+                }
+            }
+        }
+        None
+    }
+
+    fn detect_losses(&mut self, now: Instant) {
+        self.loss_timer = None;
+        let Some(rack) = self.rack_xmit else { return };
+        let wait = self.rtt.latest() + self.reorder_window();
+        while let Some((tx, s, seq, sent)) = self.oldest_in_flight() {
+            if sent >= rack {
+                break;
+            }
+            if now >= sent + wait {
+                self.send_order.remove(&tx);
+                self.declare_lost(s, seq);
+            } else {
+                self.loss_timer = Some(sent + wait);
+                break;
+            }
+        }
+    }
+
+    fn rto_deadline(&mut self) -> Option<Instant> {
+        let rto = self.rto();
+        self.oldest_in_flight().map(|(_, _, _, sent)| sent + rto)
+    }
+
+    fn on_rto(&mut self, now: Instant) {
+        let rto = self.rto();
+        self.st.rto_count += 1;
+        while let Some((tx, s, seq, sent)) = self.oldest_in_flight() {
+            if sent + rto > now {
+                break;
+            }
+            self.send_order.remove(&tx);
+            self.declare_lost(s, seq);
+        }
+        self.rto_backoff += 1;
+    }
+
+    /// Next data job, pruning stale retransmissions.
+    fn peek_job(&mut self) -> Option<Job> {
+        while let Some(&(s, seq)) = self.retx.front() {
+            match self.streams[usize::from(s)].packets.get(&seq) {
+                Some(p) if !p.in_flight && self.chunks[p.chunk as usize] != ChunkSt::Acked => {
+                    return Some(Job::Retransmit(s, seq));
+                }
+                _ => {
+                    self.retx.pop_front();
+                }
+            }
+        }
+        while self.next_new < self.n_chunks && self.chunks[self.next_new as usize] == ChunkSt::Acked
+        {
+            self.next_new += 1;
+        }
+        if self.next_new < self.n_chunks && self.next_new < self.max_chunk {
+            return Some(Job::New(self.next_new));
+        }
+        None
+    }
+
+    fn cwnd_room(&self) -> bool {
+        self.bytes_in_flight + self.mss() <= self.cc.cwnd()
+    }
+
+    /// Next datagram to send now, if any.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if let Some(f) = self.control.pop_front() {
+            return Some(self.emit(&f));
+        }
+        match self.state {
+            SenderState::Handshake if now >= self.hello_due => {
+                let hello = Frame::Hello(Hello {
+                    max_version: self.cfg.max_version,
+                    max_streams: self.cfg.max_streams.max(1),
+                    initial_streams: self.cfg.initial_streams.max(1),
+                    chunk_size: self.chunk_size as u32,
+                    codecs: self.encoder.codecs(),
+                    object_id: self.cfg.object_id,
+                    object_len: self.object_len,
+                    object_hash: self.object_hash,
+                });
+                self.hello_count += 1;
+                self.hello_sent = Some(now);
+                self.hello_due = now + self.rtt.rto_backoff(Duration::ZERO, self.hello_count - 1);
+                Some(self.emit(&hello))
+            }
+            SenderState::Transfer => {
+                if now < self.next_send || !self.cwnd_room() {
+                    return None;
+                }
+                let Some(job) = self.peek_job() else {
+                    self.cc.on_app_limited(self.bytes_in_flight);
+                    self.interval_limited = true;
+                    return None;
+                };
+                match self.send_job(now, job) {
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        self.fail(e);
+                        self.control.pop_front().map(|f| self.emit(&f))
+                    }
+                }
+            }
+            _ => None,
+        }
+    }
+
+    fn send_job(&mut self, now: Instant, job: Job) -> Result<Vec<u8>, TransferError> {
+        let (stream, seq, chunk, retransmit) = match job {
+            Job::Retransmit(s, seq) => {
+                self.retx.pop_front();
+                let chunk = self.streams[usize::from(s)].packets[&seq].chunk;
+                (s, seq, chunk, true)
+            }
+            Job::New(c) => {
+                let s = (self.rr % usize::from(self.adapter.current().max(1))) as u16;
+                self.rr = self.rr.wrapping_add(1);
+                let st = &mut self.streams[usize::from(s)];
+                let seq = st.next_seq;
+                st.next_seq += 1;
+                self.next_new = c + 1;
+                self.chunks[c as usize] = ChunkSt::Sent;
+                (s, seq, c, false)
+            }
+        };
+        let offset = chunk * self.chunk_size;
+        let len = self.chunk_len(chunk) as usize;
+        self.raw.resize(len, 0);
+        let mut got = 0;
+        while got < len {
+            let n = self
+                .source
+                .read_at(offset + got as u64, &mut self.raw[got..])
+                .map_err(|e| TransferError::Source {
+                    offset: offset + got as u64,
+                    source: e,
+                })?;
+            if n == 0 {
+                return Err(TransferError::Source {
+                    offset: offset + got as u64,
+                    source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "source shrank"),
+                });
+            }
+            got += n;
+        }
+        let mut enc = std::mem::take(&mut self.enc);
+        let codec = if self.version == VERSION_1 {
+            enc.clear();
+            enc.extend_from_slice(&self.raw);
+            CODEC_RAW
+        } else {
+            self.encoder
+                .encode(self.mode.mode(), self.codecs_allowed, offset, &self.raw, &mut enc)
+        };
+        let frame = Frame::Data(Data {
+            stream,
+            seq,
+            object_id: self.cfg.object_id,
+            offset,
+            codec,
+            last: chunk + 1 == self.n_chunks,
+            retransmit,
+            payload: enc,
+        });
+        let bytes = self.emit(&frame);
+        if let Frame::Data(d) = frame {
+            self.enc = d.payload;
+        }
+        let wire_len = bytes.len() as u64;
+        let snap = self.cc.on_send(now, self.bytes_in_flight);
+        let tx = self.tx_counter;
+        self.tx_counter += 1;
+        let st = &mut self.streams[usize::from(stream)];
+        let p = st.packets.entry(seq).or_insert(Packet {
+            chunk,
+            tx_index: tx,
+            snap,
+            bytes: wire_len,
+            in_flight: false,
+            retransmitted: false,
+        });
+        p.tx_index = tx;
+        p.snap = snap;
+        p.bytes = wire_len;
+        p.in_flight = true;
+        p.retransmitted |= retransmit;
+        self.send_order.insert(tx, (stream, seq));
+        self.bytes_in_flight += wire_len;
+        self.st.data_frames_sent += 1;
+        if retransmit {
+            self.st.bytes_retransmitted += wire_len;
+        }
+        let rate = self.cc.pacing_rate().max(1.0);
+        let gap = Duration::from_secs_f64(wire_len as f64 / rate);
+        self.next_send = self.next_send.max(now) + gap;
+        Ok(bytes)
+    }
+
+    /// When `handle_timeout` (then `poll_transmit`) should next be called.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let idle = self.last_recv + self.cfg.idle_timeout;
+        let t = match self.state {
+            SenderState::Handshake => Some(self.hello_due),
+            SenderState::Transfer => {
+                let mut t = self.loss_timer;
+                if let Some(r) = self.rto_deadline() {
+                    t = Some(t.map_or(r, |x| x.min(r)));
+                }
+                if self.cwnd_room() && self.peek_job().is_some() {
+                    let n = self.next_send;
+                    t = Some(t.map_or(n, |x| x.min(n)));
+                }
+                t
+            }
+            SenderState::AwaitClose => self.keepalive_due,
+            SenderState::Complete | SenderState::Failed => return None,
+        };
+        Some(t.map_or(idle, |x| x.min(idle)))
+    }
+
+    /// Process timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if matches!(self.state, SenderState::Complete | SenderState::Failed) {
+            return;
+        }
+        if now >= self.last_recv + self.cfg.idle_timeout {
+            self.fail(TransferError::IdleTimeout);
+            return;
+        }
+        match self.state {
+            SenderState::Transfer => {
+                if self.loss_timer.is_some_and(|t| now >= t) {
+                    self.detect_losses(now);
+                }
+                if self.rto_deadline().is_some_and(|t| now >= t) {
+                    self.on_rto(now);
+                }
+            }
+            SenderState::AwaitClose => {
+                if self.keepalive_due.is_some_and(|t| now >= t) {
+                    self.control.push_back(Frame::Keepalive);
+                    self.rto_backoff += 1;
+                    self.keepalive_due = Some(now + self.rto());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Statistics snapshot.
+    pub fn stats(&self) -> SenderStats {
+        SenderStats {
+            version: self.version,
+            bytes_sent: self.st.bytes_sent,
+            bytes_acked: self.st.bytes_acked,
+            bytes_retransmitted: self.st.bytes_retransmitted,
+            data_frames_sent: self.st.data_frames_sent,
+            frames_sent: self.st.frames_sent,
+            frames_received: self.st.frames_received,
+            frames_dropped: self.st.frames_dropped,
+            losses: self.st.losses,
+            rto_count: self.st.rto_count,
+            chunks_skipped: self.st.chunks_skipped,
+            srtt: self.rtt.srtt(),
+            min_rtt: self.cc.min_rtt(),
+            rttvar: self.rtt.rttvar(),
+            btlbw: self.cc.btlbw(),
+            pacing_rate: self.cc.pacing_rate(),
+            cwnd: self.cc.cwnd(),
+            bytes_in_flight: self.bytes_in_flight,
+            cc_state: self.cc.state(),
+            congestion_events: self.cc.congestion_events(),
+            loss_rate: self.cc.loss_rate(),
+            mode: self.mode.mode(),
+            mode_reason: self.mode.reason(),
+            streams: self.adapter.current(),
+            max_streams: self.adapter.max(),
+            per_stream_acked: self.streams.iter().map(|s| s.acked_raw).collect(),
+            chunks_remaining: self.n_chunks - self.chunks_acked,
+        }
+    }
+}

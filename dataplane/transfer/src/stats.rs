@@ -1,0 +1,100 @@
+//! Counters and estimates exposed by the endpoints (read-only snapshots).
+//!
+//! Owns the field definitions only; exporting them (Prometheus, shared memory) is done elsewhere.
+
+use std::time::Duration;
+
+use crate::cc::BbrState;
+use crate::mode::{LinkMode, ModeReason};
+
+/// Sender snapshot.
+#[derive(Debug, Clone)]
+pub struct SenderStats {
+    /// Negotiated version (0 before the handshake).
+    pub version: u8,
+    /// Datagram bytes sent (all frames).
+    pub bytes_sent: u64,
+    /// Raw object bytes acknowledged (each chunk counted once).
+    pub bytes_acked: u64,
+    /// Datagram bytes of retransmitted data frames.
+    pub bytes_retransmitted: u64,
+    /// Data frames sent (including retransmissions).
+    pub data_frames_sent: u64,
+    /// All frames sent.
+    pub frames_sent: u64,
+    /// Frames received and accepted.
+    pub frames_received: u64,
+    /// Frames dropped (corrupt, malformed, foreign connection).
+    pub frames_dropped: u64,
+    /// Data frames declared lost.
+    pub losses: u64,
+    /// Retransmission timeouts.
+    pub rto_count: u64,
+    /// Chunks skipped because the receiver already held them (resume).
+    pub chunks_skipped: u64,
+    /// Smoothed RTT.
+    pub srtt: Option<Duration>,
+    /// Minimum RTT.
+    pub min_rtt: Option<Duration>,
+    /// RTT variance.
+    pub rttvar: Duration,
+    /// Bottleneck bandwidth estimate, bytes/s.
+    pub btlbw: f64,
+    /// Pacing rate, bytes/s.
+    pub pacing_rate: f64,
+    /// Congestion window, bytes.
+    pub cwnd: u64,
+    /// Bytes in flight.
+    pub bytes_in_flight: u64,
+    /// Congestion controller state.
+    pub cc_state: BbrState,
+    /// Rounds the controller counted as congested.
+    pub congestion_events: u64,
+    /// Loss rate estimate (fraction).
+    pub loss_rate: f64,
+    /// Current link mode.
+    pub mode: LinkMode,
+    /// Why.
+    pub mode_reason: ModeReason,
+    /// Streams in use.
+    pub streams: u16,
+    /// Stream limit from negotiation.
+    pub max_streams: u16,
+    /// Raw bytes acked per stream.
+    pub per_stream_acked: Vec<u64>,
+    /// Chunks still to be acknowledged.
+    pub chunks_remaining: u64,
+}
+
+/// Receiver snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct ReceiverStats {
+    /// Negotiated version.
+    pub version: u8,
+    /// Datagrams handed to the receiver.
+    pub frames_received: u64,
+    /// Dropped: checksum mismatch.
+    pub frames_corrupt: u64,
+    /// Dropped: malformed or unexpected.
+    pub frames_malformed: u64,
+    /// Dropped: other connection or object.
+    pub frames_foreign: u64,
+    /// Data frames accepted.
+    pub data_frames: u64,
+    /// Data frames for chunks already held.
+    pub duplicate_chunks: u64,
+    /// Raw bytes written to the sink.
+    pub bytes_written: u64,
+    /// Acks sent.
+    pub acks_sent: u64,
+    /// Frames sent.
+    pub frames_sent: u64,
+    /// Chunks held (received this session or durable from before).
+    pub chunks_held: u64,
+    /// Chunks known durable.
+    pub chunks_durable: u64,
+    /// Chunks found durable in the journal at the start.
+    pub chunks_resumed: u64,
+    /// Durability flushes.
+    pub flushes: u64,
+}
