@@ -1,2 +1,5 @@
 //! Placeholder.
 #![forbid(unsafe_code)]
+
+pub mod io;
+pub mod worker;

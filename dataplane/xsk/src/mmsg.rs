@@ -48,6 +48,53 @@ pub fn gso_supported(fd: BorrowedFd<'_>) -> bool {
     set_udp_opt(fd, UDP_SEGMENT, 0)
 }
 
+/// A UDP socket bound to `addr` with `SO_REUSEPORT` (so several workers can bind the same
+/// port; the kernel spreads flows between them).
+pub fn bind_udp_reuseport(addr: std::net::SocketAddrV4) -> std::io::Result<std::net::UdpSocket> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket that nothing else owns; OwnedFd closes it on error paths.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    // SAFETY: `one` outlives the call and its size is passed; `fd` is open.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let sa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: addr.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(addr.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `sa` is a complete sockaddr_in whose size is passed; `fd` is open.
+    let r = unsafe {
+        libc::bind(
+            fd,
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(std::net::UdpSocket::from(owned))
+}
+
 /// Receive side: `batch` buffers of `slot` bytes each.
 pub struct MmsgRx {
     buf: Box<[u8]>,
@@ -258,6 +305,12 @@ impl MmsgTx {
     /// Datagrams staged.
     pub fn staged(&self) -> usize {
         self.datagrams
+    }
+
+    /// Discards the staged datagrams.
+    pub fn clear(&mut self) {
+        self.n = 0;
+        self.datagrams = 0;
     }
 
     /// Whether GSO coalescing is on.

@@ -195,8 +195,12 @@ impl<R: RxRings> RxHalf<R> {
 
     fn receive<'a>(&'a mut self, area: &'a UmemArea, max: usize) -> RxBatch<'a, R> {
         let max = max.min(self.descs.len());
-        let n = self.rings.receive(&mut self.descs[..max]);
-        if n == 0 && self.rings.needs_wakeup() {
+        let n = if max == 0 {
+            0
+        } else {
+            self.rings.receive(&mut self.descs[..max])
+        };
+        if n == 0 && max > 0 && self.rings.needs_wakeup() {
             self.stats.rx_wakeups += 1;
             self.rings.wake();
         }

@@ -1,0 +1,281 @@
+//! The AF_XDP backend: one `dwcp-xsk` socket on one NIC queue, registered in the XDP
+//! program's XSKMAP, sending and receiving whole Ethernet frames.
+//!
+//! Owns: opening the socket (on the calling, pinned thread), registering and unregistering
+//! it with the shared XDP program, stripping Ethernet/IPv4/UDP on receive (multi-buffer
+//! packets are gathered into one reassembly buffer), and writing those headers from a
+//! template on send, directly into UMEM frames (jumbo datagrams are built in a scratch
+//! buffer and spread over several frames).
+//! Does not: attach the program itself (see [`super::SharedProgram`]), fragment IP, or
+//! parse DWCP.
+
+use std::time::Duration;
+
+use dwcp_xsk::rings::{KernelRx, KernelTx};
+use dwcp_xsk::{FRAME_SIZE, XskConfig, XskSocket};
+
+use super::net::{self, HDR_LEN, HeaderTemplate};
+use super::{
+    Backend, BackendKind, IoConfig, IoError, IoStats, RxBatch, RxInner, Selection, SharedProgram,
+    TxBatch, TxInner,
+};
+
+/// An AF_XDP port. Dropping it unregisters the socket from the XSKMAP, then closes it.
+pub struct AfXdpBackend {
+    sock: XskSocket,
+    tmpl: HeaderTemplate,
+    port: u16,
+    max_datagram: usize,
+    multi_buffer: bool,
+    rx_scratch: Box<[u8]>,
+    tx_scratch: Box<[u8]>,
+    rx_stats: IoStats,
+    tx_stats: IoStats,
+    program: SharedProgram,
+    queue: u32,
+}
+
+impl std::fmt::Debug for AfXdpBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AfXdpBackend")
+            .field("queue", &self.queue)
+            .field("sock", &self.sock)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AfXdpBackend {
+    /// Attaches the program (once per interface), resolves the peer's MAC, opens and binds
+    /// the socket on `queue` and registers it in the XSKMAP.
+    pub fn open(
+        cfg: &IoConfig,
+        queue: u32,
+        program: &SharedProgram,
+    ) -> Result<(Self, Selection), IoError> {
+        let attach = program.with(cfg, |p| Ok(p.mode()))?;
+        let src = net::own_mac(&cfg.ifname)?;
+        let dst = net::resolve_peer_mac(&cfg.ifname, cfg.peer, Duration::from_secs(2))?;
+        let (sock, info) = XskSocket::open(&XskConfig {
+            ifname: cfg.ifname.clone(),
+            queue,
+            frames: cfg.frames,
+            ring_size: cfg.ring_size,
+            batch: cfg.batch,
+            zero_copy: cfg.zero_copy,
+            multi_buffer: cfg.multi_buffer,
+            hugepages: cfg.hugepages,
+            numa_node: None,
+        })?;
+        program.with(cfg, |p| {
+            p.register_socket(queue, sock.fd())
+                .map_err(|source| IoError::Xdp {
+                    ifname: cfg.ifname.clone(),
+                    source,
+                })
+        })?;
+        let buf = cfg.max_datagram + HDR_LEN;
+        let sel = Selection {
+            kind: BackendKind::AfXdp,
+            fallback_reason: None,
+            detail: format!(
+                "{:?} bind on {} queue {queue}, XDP {attach}, UMEM {} frames node {:?} hugepages {}, multi-buffer {}",
+                info.mode, cfg.ifname, cfg.frames, info.node, info.hugepages, info.multi_buffer
+            ),
+        };
+        Ok((
+            Self {
+                sock,
+                tmpl: HeaderTemplate::new(src, dst, cfg.local, cfg.peer),
+                port: cfg.local.port(),
+                max_datagram: cfg.max_datagram,
+                multi_buffer: cfg.multi_buffer,
+                rx_scratch: vec![0; buf].into_boxed_slice(),
+                tx_scratch: vec![0; buf].into_boxed_slice(),
+                rx_stats: IoStats::default(),
+                tx_stats: IoStats::default(),
+                program: program.clone(),
+                queue,
+            },
+            sel,
+        ))
+    }
+
+    fn split(&mut self, max: usize) -> (XdpRx<'_>, XdpTx<'_>) {
+        let (rx, tx) = self.sock.batches(max);
+        (
+            XdpRx {
+                batch: rx,
+                scratch: &mut self.rx_scratch,
+                port: self.port,
+                stats: &mut self.rx_stats,
+            },
+            XdpTx {
+                batch: tx,
+                tmpl: &self.tmpl,
+                scratch: &mut self.tx_scratch,
+                max_datagram: self.max_datagram,
+                multi_buffer: self.multi_buffer,
+                stats: &mut self.tx_stats,
+                staged: 0,
+                staged_bytes: 0,
+            },
+        )
+    }
+}
+
+impl Drop for AfXdpBackend {
+    fn drop(&mut self) {
+        self.program.unregister(self.queue);
+    }
+}
+
+impl Backend for AfXdpBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::AfXdp
+    }
+
+    #[inline]
+    fn batches(&mut self, max: usize) -> (RxBatch<'_>, TxBatch<'_>) {
+        let (rx, tx) = self.split(max);
+        (RxBatch(RxInner::Xdp(rx)), TxBatch(TxInner::Xdp(tx)))
+    }
+
+    #[inline]
+    fn tx_batch(&mut self) -> TxBatch<'_> {
+        TxBatch(TxInner::Xdp(XdpTx {
+            batch: self.sock.tx_batch(),
+            tmpl: &self.tmpl,
+            scratch: &mut self.tx_scratch,
+            max_datagram: self.max_datagram,
+            multi_buffer: self.multi_buffer,
+            stats: &mut self.tx_stats,
+            staged: 0,
+            staged_bytes: 0,
+        }))
+    }
+
+    #[inline]
+    fn poll(&mut self) {
+        self.sock.poll();
+    }
+
+    fn stats(&self) -> IoStats {
+        let (r, t) = (&self.rx_stats, &self.tx_stats);
+        let s = self.sock.stats();
+        IoStats {
+            rx_packets: r.rx_packets,
+            rx_bytes: r.rx_bytes,
+            rx_not_ours: r.rx_not_ours,
+            rx_oversize: r.rx_oversize,
+            rx_errors: r.rx_errors,
+            tx_packets: t.tx_packets,
+            tx_bytes: t.tx_bytes,
+            tx_dropped: t.tx_dropped,
+            tx_oversize: t.tx_oversize,
+            wakeups: s.rx_wakeups + s.tx_wakeups,
+        }
+    }
+}
+
+pub(crate) struct XdpRx<'a> {
+    batch: dwcp_xsk::RxBatch<'a, KernelRx>,
+    scratch: &'a mut [u8],
+    port: u16,
+    stats: &'a mut IoStats,
+}
+
+impl XdpRx<'_> {
+    #[inline]
+    pub(crate) fn for_each(&mut self, mut f: impl FnMut(&[u8])) {
+        for p in self.batch.packets() {
+            let frame = if p.fragments() == 1 {
+                p.first()
+            } else {
+                match p.copy_to(self.scratch) {
+                    Some(n) if !p.truncated() => &self.scratch[..n],
+                    _ => {
+                        self.stats.rx_oversize += 1;
+                        continue;
+                    }
+                }
+            };
+            match net::udp_payload(frame, self.port) {
+                Ok(payload) => {
+                    self.stats.rx_packets += 1;
+                    self.stats.rx_bytes += payload.len() as u64;
+                    f(payload);
+                }
+                Err(_) => self.stats.rx_not_ours += 1,
+            }
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+}
+
+pub(crate) struct XdpTx<'a> {
+    batch: dwcp_xsk::TxBatch<'a, KernelTx>,
+    tmpl: &'a HeaderTemplate,
+    scratch: &'a mut [u8],
+    max_datagram: usize,
+    multi_buffer: bool,
+    stats: &'a mut IoStats,
+    staged: usize,
+    staged_bytes: u64,
+}
+
+impl XdpTx<'_> {
+    #[inline]
+    pub(crate) fn push_with(
+        &mut self,
+        max_len: usize,
+        write: impl FnOnce(&mut [u8]) -> usize,
+    ) -> bool {
+        if max_len > self.max_datagram {
+            self.stats.tx_oversize += 1;
+            return false;
+        }
+        let mut n = 0;
+        let tmpl = self.tmpl;
+        let ok = if HDR_LEN + max_len <= FRAME_SIZE as usize {
+            self.batch.push_with(HDR_LEN + max_len, |buf| {
+                n = write(&mut buf[HDR_LEN..]).min(max_len);
+                tmpl.write(buf, n);
+                HDR_LEN + n
+            })
+        } else if self.multi_buffer {
+            if self.batch.room() == 0 {
+                return false;
+            }
+            n = write(&mut self.scratch[HDR_LEN..HDR_LEN + max_len]).min(max_len);
+            tmpl.write(self.scratch, n);
+            self.batch.push_gather(&[&self.scratch[..HDR_LEN + n]])
+        } else {
+            self.stats.tx_oversize += 1;
+            return false;
+        };
+        if ok {
+            self.staged += 1;
+            self.staged_bytes += n as u64;
+        }
+        ok
+    }
+
+    pub(crate) fn staged(&self) -> usize {
+        self.staged
+    }
+
+    pub(crate) fn commit(self) -> usize {
+        let sent = self.batch.commit();
+        self.stats.tx_packets += sent as u64;
+        self.stats.tx_dropped += (self.staged - sent) as u64;
+        self.stats.tx_bytes += if sent == self.staged {
+            self.staged_bytes
+        } else {
+            self.staged_bytes * sent as u64 / self.staged.max(1) as u64
+        };
+        sent
+    }
+}

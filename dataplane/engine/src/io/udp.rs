@@ -1,0 +1,205 @@
+//! The UDP fallback backend: one connected kernel UDP socket per worker, batched with
+//! `recvmmsg`/`sendmmsg`, UDP GSO on send and GRO on receive when the kernel offers them.
+//!
+//! Owns: the socket (bound to the local address, connected to the peer, non-blocking,
+//! `SO_REUSEPORT` so every worker can bind the same port), its batch buffers
+//! (`dwcp_xsk::mmsg`), and the counters. Does not: retry sends (a full socket buffer drops
+//! and counts; the transfer layer retransmits) or parse DWCP.
+
+use std::net::UdpSocket;
+use std::os::fd::AsFd;
+
+use dwcp_xsk::mmsg::{self, MmsgRx, MmsgTx};
+
+use super::{
+    Backend, BackendKind, IoConfig, IoError, IoStats, RxBatch, RxInner, Selection, TxBatch, TxInner,
+};
+
+/// A UDP port.
+#[derive(Debug)]
+pub struct UdpBackend {
+    sock: UdpSocket,
+    rx: MmsgRx,
+    tx: MmsgTx,
+    max_datagram: usize,
+    rx_stats: IoStats,
+    tx_stats: IoStats,
+}
+
+impl UdpBackend {
+    /// Binds `cfg.local`, connects to `cfg.peer`, probes GSO/GRO.
+    pub fn open(cfg: &IoConfig) -> Result<(Self, Selection), IoError> {
+        let err = |source| IoError::UdpSocket {
+            addr: cfg.local,
+            source,
+        };
+        let sock = bind_reuseport(cfg).map_err(err)?;
+        sock.connect(cfg.peer).map_err(err)?;
+        sock.set_nonblocking(true).map_err(err)?;
+        let gso = cfg.udp_gso && mmsg::gso_supported(sock.as_fd());
+        let gro = cfg.udp_gro && mmsg::enable_gro(sock.as_fd());
+        let slot = if gro { 65536 } else { cfg.max_datagram.max(1) };
+        let sel = Selection {
+            kind: BackendKind::Udp,
+            fallback_reason: None,
+            detail: format!(
+                "UDP socket {} -> {}, recvmmsg/sendmmsg batch {}, GSO {gso}, GRO {gro}",
+                cfg.local, cfg.peer, cfg.batch
+            ),
+        };
+        Ok((
+            Self {
+                sock,
+                rx: MmsgRx::new(cfg.batch, slot),
+                tx: MmsgTx::new(cfg.batch, gso),
+                max_datagram: cfg.max_datagram,
+                rx_stats: IoStats::default(),
+                tx_stats: IoStats::default(),
+            },
+            sel,
+        ))
+    }
+}
+
+fn bind_reuseport(cfg: &IoConfig) -> std::io::Result<UdpSocket> {
+    mmsg::bind_udp_reuseport(cfg.local)
+}
+
+impl Backend for UdpBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Udp
+    }
+
+    fn batches(&mut self, _max: usize) -> (RxBatch<'_>, TxBatch<'_>) {
+        let n = match self.rx.recv(self.sock.as_fd()) {
+            Ok(n) => n,
+            Err(e) => {
+                self.rx_stats.rx_errors += 1;
+                tracing::debug!(error = %super::error_chain(&e), "recvmmsg");
+                0
+            }
+        };
+        let rx = UdpRx {
+            rx: &self.rx,
+            n,
+            stats: &mut self.rx_stats,
+        };
+        let tx = UdpTx {
+            tx: &mut self.tx,
+            sock: &self.sock,
+            max_datagram: self.max_datagram,
+            stats: &mut self.tx_stats,
+            bytes: 0,
+        };
+        (RxBatch(RxInner::Udp(rx)), TxBatch(TxInner::Udp(tx)))
+    }
+
+    fn tx_batch(&mut self) -> TxBatch<'_> {
+        TxBatch(TxInner::Udp(UdpTx {
+            tx: &mut self.tx,
+            sock: &self.sock,
+            max_datagram: self.max_datagram,
+            stats: &mut self.tx_stats,
+            bytes: 0,
+        }))
+    }
+
+    fn poll(&mut self) {}
+
+    fn stats(&self) -> IoStats {
+        let (r, t) = (&self.rx_stats, &self.tx_stats);
+        IoStats {
+            rx_packets: r.rx_packets,
+            rx_bytes: r.rx_bytes,
+            rx_errors: r.rx_errors,
+            rx_oversize: r.rx_oversize,
+            ..*t
+        }
+    }
+}
+
+pub(crate) struct UdpRx<'a> {
+    rx: &'a MmsgRx,
+    n: usize,
+    stats: &'a mut IoStats,
+}
+
+impl UdpRx<'_> {
+    #[inline]
+    pub(crate) fn for_each(&mut self, mut f: impl FnMut(&[u8])) {
+        for i in 0..self.n {
+            let (msg, seg) = self.rx.message(i);
+            for d in mmsg::segments(msg, seg) {
+                self.stats.rx_packets += 1;
+                self.stats.rx_bytes += d.len() as u64;
+                f(d);
+            }
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+}
+
+pub(crate) struct UdpTx<'a> {
+    tx: &'a mut MmsgTx,
+    sock: &'a UdpSocket,
+    max_datagram: usize,
+    stats: &'a mut IoStats,
+    bytes: u64,
+}
+
+impl UdpTx<'_> {
+    #[inline]
+    pub(crate) fn push_with(
+        &mut self,
+        max_len: usize,
+        write: impl FnOnce(&mut [u8]) -> usize,
+    ) -> bool {
+        if max_len > self.max_datagram {
+            self.stats.tx_oversize += 1;
+            return false;
+        }
+        let mut n = 0;
+        let ok = self.tx.push_with(max_len, |b| {
+            n = write(b).min(max_len);
+            n
+        });
+        if ok {
+            self.bytes += n as u64;
+        }
+        ok
+    }
+
+    pub(crate) fn staged(&self) -> usize {
+        self.tx.staged()
+    }
+
+    pub(crate) fn commit(mut self) -> usize {
+        let staged = self.tx.staged();
+        let sent = match self.tx.send(self.sock.as_fd()) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(error = %super::error_chain(&e), "sendmmsg");
+                0
+            }
+        };
+        self.stats.tx_packets += sent as u64;
+        self.stats.tx_dropped += (staged - sent) as u64;
+        self.stats.tx_bytes += if sent == staged {
+            self.bytes
+        } else {
+            self.bytes * sent as u64 / staged.max(1) as u64
+        };
+        self.bytes = 0;
+        sent
+    }
+}
+
+impl Drop for UdpTx<'_> {
+    fn drop(&mut self) {
+        // Not committed: discard (after commit the batch is already empty).
+        self.tx.clear();
+    }
+}

@@ -1,0 +1,436 @@
+//! Pinned per-core dataplane workers.
+//!
+//! Owns: one thread per configured core, pinned with `core_affinity`, each opening its own
+//! port ([`crate::io::open_port`], AF_XDP socket on queue = worker index, or UDP) *after*
+//! pinning so its UMEM and pools are first touched on the worker's NUMA node; the
+//! busy-poll loop (receive a batch, let the [`Handler`] answer it, let it send more, commit,
+//! housekeeping); DWCP validation of every received datagram with `dwcp_proto` (failures
+//! counted per [`DropReason`]); per-worker counters published to shared atomics once per
+//! batch; clean shutdown (stop flag, join, sockets closed and unregistered, XDP program
+//! detached when the last port is gone).
+//! Does not: implement the transfer protocol (the transfer engine implements [`Handler`]),
+//! or balance load between workers (the NIC's RSS / the XDP program's queue mapping does).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use dwcp_proto::{DropReason, Frame, UnverifiedFrame, parse_frame, parse_frame_unverified};
+
+use crate::io::{self, Backend, IoConfig, IoStats, RxBatch, Selection, SharedProgram, TxBatch};
+
+/// A received, structurally valid DWCP frame.
+#[derive(Debug, Clone, Copy)]
+pub enum RxFrame<'a> {
+    /// Unsealed frame whose CRC32C checked out.
+    Checked(Frame<'a>),
+    /// SEALED frame: structure valid, AEAD tag still to be verified by the transfer layer.
+    Sealed(UnverifiedFrame<'a>),
+}
+
+/// The frames of one received batch, validated as they are visited.
+#[derive(Debug)]
+pub struct RxFrames<'r, 'a> {
+    batch: &'r mut RxBatch<'a>,
+    local: &'r mut Local,
+}
+
+impl RxFrames<'_, '_> {
+    /// Calls `f` with every valid frame; invalid datagrams are counted by reason and skipped.
+    #[inline]
+    pub fn for_each(self, mut f: impl FnMut(RxFrame<'_>)) {
+        let local = self.local;
+        self.batch.for_each(|d| match parse_frame(d) {
+            Ok(fr) => {
+                local.frames_ok += 1;
+                f(RxFrame::Checked(fr));
+            }
+            Err(e) if e.reason() == DropReason::Unauthenticated => {
+                match parse_frame_unverified(d) {
+                    Ok(u) => {
+                        local.frames_ok += 1;
+                        f(RxFrame::Sealed(u));
+                    }
+                    Err(e) => local.drops[e.reason().index()] += 1,
+                }
+            }
+            Err(e) => local.drops[e.reason().index()] += 1,
+        });
+    }
+
+    /// Calls `f` with every raw UDP payload, without DWCP validation (for measurements).
+    pub fn for_each_raw(self, f: impl FnMut(&[u8])) {
+        self.batch.for_each(f);
+    }
+}
+
+/// Per-batch work of a worker; the transfer engine implements it.
+pub trait Handler: Send + 'static {
+    /// A batch arrived; answer through `tx` if needed.
+    fn on_rx(&mut self, frames: RxFrames<'_, '_>, tx: &mut TxBatch<'_>);
+    /// Called every loop iteration (also when nothing arrived) to send more.
+    fn poll_tx(&mut self, _tx: &mut TxBatch<'_>) {}
+}
+
+/// Worker pool configuration.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// One worker per entry, pinned to that core id; worker i uses NIC queue i.
+    pub cores: Vec<usize>,
+    /// Port configuration (shared by all workers).
+    pub io: IoConfig,
+    /// `yield_now` when an iteration found nothing to do (shares the CPU in tests; off for
+    /// a dedicated core).
+    pub idle_yield: bool,
+}
+
+#[derive(Debug, Default)]
+struct Local {
+    frames_ok: u64,
+    drops: [u64; DropReason::COUNT],
+}
+
+/// Counters of one worker, readable from any thread.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    rx_packets: AtomicU64,
+    rx_bytes: AtomicU64,
+    tx_packets: AtomicU64,
+    tx_bytes: AtomicU64,
+    rx_not_ours: AtomicU64,
+    rx_oversize: AtomicU64,
+    rx_errors: AtomicU64,
+    tx_dropped: AtomicU64,
+    tx_oversize: AtomicU64,
+    wakeups: AtomicU64,
+    frames_ok: AtomicU64,
+    dwcp_drops: [AtomicU64; DropReason::COUNT],
+    selection: Mutex<Option<Selection>>,
+    pinned: AtomicBool,
+}
+
+/// A copy of a worker's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSnapshot {
+    /// Worker index (= queue).
+    pub index: usize,
+    /// Core it was asked to run on.
+    pub core: usize,
+    /// Pinning succeeded.
+    pub pinned: bool,
+    /// Backend and why.
+    pub selection: Option<Selection>,
+    /// I/O counters.
+    pub io: IoStats,
+    /// Valid DWCP frames delivered to the handler.
+    pub frames_ok: u64,
+    /// Datagrams dropped by DWCP validation, per reason (index with [`DropReason::index`]).
+    pub dwcp_drops: [u64; DropReason::COUNT],
+}
+
+impl WorkerSnapshot {
+    /// All DWCP validation drops.
+    pub fn dwcp_dropped(&self) -> u64 {
+        self.dwcp_drops.iter().sum()
+    }
+
+    /// Drops for one reason.
+    pub fn dropped(&self, r: DropReason) -> u64 {
+        self.dwcp_drops[r.index()]
+    }
+}
+
+impl WorkerStats {
+    fn publish(&self, io: &IoStats, local: &Local) {
+        let st = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+        st(&self.rx_packets, io.rx_packets);
+        st(&self.rx_bytes, io.rx_bytes);
+        st(&self.tx_packets, io.tx_packets);
+        st(&self.tx_bytes, io.tx_bytes);
+        st(&self.rx_not_ours, io.rx_not_ours);
+        st(&self.rx_oversize, io.rx_oversize);
+        st(&self.rx_errors, io.rx_errors);
+        st(&self.tx_dropped, io.tx_dropped);
+        st(&self.tx_oversize, io.tx_oversize);
+        st(&self.wakeups, io.wakeups);
+        st(&self.frames_ok, local.frames_ok);
+        for (a, v) in self.dwcp_drops.iter().zip(local.drops) {
+            st(a, v);
+        }
+    }
+
+    fn snapshot(&self, index: usize, core: usize) -> WorkerSnapshot {
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        WorkerSnapshot {
+            index,
+            core,
+            pinned: self.pinned.load(Ordering::Relaxed),
+            selection: self
+                .selection
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            io: IoStats {
+                rx_packets: ld(&self.rx_packets),
+                rx_bytes: ld(&self.rx_bytes),
+                tx_packets: ld(&self.tx_packets),
+                tx_bytes: ld(&self.tx_bytes),
+                rx_not_ours: ld(&self.rx_not_ours),
+                rx_oversize: ld(&self.rx_oversize),
+                rx_errors: ld(&self.rx_errors),
+                tx_dropped: ld(&self.tx_dropped),
+                tx_oversize: ld(&self.tx_oversize),
+                wakeups: ld(&self.wakeups),
+            },
+            frames_ok: ld(&self.frames_ok),
+            dwcp_drops: std::array::from_fn(|i| ld(&self.dwcp_drops[i])),
+        }
+    }
+}
+
+/// Worker errors.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// No core configured.
+    #[error("no worker cores configured")]
+    NoCores,
+    /// A worker could not open its port.
+    #[error("worker {index} (core {core}) could not open its port")]
+    Port {
+        /// Worker index.
+        index: usize,
+        /// Core.
+        core: usize,
+        /// Cause.
+        #[source]
+        source: io::IoError,
+    },
+    /// Spawning a thread failed.
+    #[error("spawning worker {index}")]
+    Spawn {
+        /// Worker index.
+        index: usize,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A worker panicked.
+    #[error("worker {index} panicked")]
+    Panicked {
+        /// Worker index.
+        index: usize,
+    },
+}
+
+/// Running workers. [`Workers::stop`] shuts them down and returns their handlers.
+#[derive(Debug)]
+pub struct Workers<H> {
+    stop: Arc<AtomicBool>,
+    threads: Vec<(usize, JoinHandle<H>)>,
+    stats: Vec<Arc<WorkerStats>>,
+    program: SharedProgram,
+}
+
+impl<H: Handler> Workers<H> {
+    /// Starts one pinned worker per core; returns once every worker has opened its port
+    /// (or with the first error, after stopping the others).
+    pub fn spawn(
+        cfg: &WorkerConfig,
+        make_handler: impl Fn(usize) -> H,
+    ) -> Result<Self, WorkerError> {
+        if cfg.cores.is_empty() {
+            return Err(WorkerError::NoCores);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let program = SharedProgram::new();
+        let mut w = Workers {
+            stop: stop.clone(),
+            threads: Vec::new(),
+            stats: Vec::new(),
+            program: program.clone(),
+        };
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        for (index, &core) in cfg.cores.iter().enumerate() {
+            let stats = Arc::new(WorkerStats::default());
+            let handler = make_handler(index);
+            let (stop, stats2, program, io_cfg, ready) = (
+                stop.clone(),
+                stats.clone(),
+                program.clone(),
+                cfg.io.clone(),
+                ready_tx.clone(),
+            );
+            let idle_yield = cfg.idle_yield;
+            let h = std::thread::Builder::new()
+                .name(format!("dwcp-worker-{index}"))
+                .spawn(move || {
+                    run(RunArgs {
+                        index,
+                        core,
+                        io_cfg,
+                        program,
+                        stop,
+                        stats: stats2,
+                        handler,
+                        ready,
+                        idle_yield,
+                    })
+                })
+                .map_err(|source| WorkerError::Spawn { index, source })?;
+            w.threads.push((index, h));
+            w.stats.push(stats);
+        }
+        drop(ready_tx);
+        let mut first_err = None;
+        for _ in 0..cfg.cores.len() {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => break,
+            }
+        }
+        if let Some(e) = first_err {
+            let _ = w.stop_inner();
+            return Err(e);
+        }
+        Ok(w)
+    }
+
+    /// Counters of every worker.
+    pub fn stats(&self) -> Vec<WorkerSnapshot> {
+        self.stats
+            .iter()
+            .zip(&self.threads)
+            .map(|(s, (i, _))| s.snapshot(*i, 0))
+            .collect()
+    }
+
+    /// The XDP program's counters (if AF_XDP is in use).
+    pub fn program_counters(&self) -> Option<dwcp_ebpf::Counters> {
+        self.program.counters()
+    }
+
+    /// Stops, joins (ports close and unregister on their threads) and detaches the
+    /// program. Returns the handlers and the final counters.
+    pub fn stop(mut self) -> Result<Vec<(H, WorkerSnapshot)>, WorkerError> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<Vec<(H, WorkerSnapshot)>, WorkerError> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut out = Vec::new();
+        let mut err = None;
+        for ((index, h), st) in self.threads.drain(..).zip(self.stats.drain(..)) {
+            match h.join() {
+                Ok(handler) => out.push((handler, st.snapshot(index, 0))),
+                Err(_) => {
+                    err.get_or_insert(WorkerError::Panicked { index });
+                }
+            }
+        }
+        self.program.detach();
+        match err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+}
+
+impl<H> Drop for Workers<H> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for (_, h) in self.threads.drain(..) {
+            let _ = h.join();
+        }
+        self.program.detach();
+    }
+}
+
+struct RunArgs<H> {
+    index: usize,
+    core: usize,
+    io_cfg: IoConfig,
+    program: SharedProgram,
+    stop: Arc<AtomicBool>,
+    stats: Arc<WorkerStats>,
+    handler: H,
+    ready: std::sync::mpsc::Sender<Result<(), WorkerError>>,
+    idle_yield: bool,
+}
+
+fn run<H: Handler>(a: RunArgs<H>) -> H {
+    let RunArgs {
+        index,
+        core,
+        io_cfg,
+        program,
+        stop,
+        stats,
+        mut handler,
+        ready,
+        idle_yield,
+    } = a;
+    let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
+    if !pinned {
+        tracing::warn!(worker = index, core, "could not pin worker thread");
+    }
+    stats.pinned.store(pinned, Ordering::Relaxed);
+    let (mut port, sel) = match io::open_port(&io_cfg, index as u32, &program) {
+        Ok(p) => p,
+        Err(source) => {
+            let _ = ready.send(Err(WorkerError::Port {
+                index,
+                core,
+                source,
+            }));
+            return handler;
+        }
+    };
+    tracing::info!(worker = index, core, backend = %sel.kind, detail = %sel.detail, "worker started");
+    *stats.selection.lock().unwrap_or_else(|p| p.into_inner()) = Some(sel);
+    let _ = ready.send(Ok(()));
+    drop(ready);
+
+    let batch = io_cfg.batch;
+    let mut local = Local::default();
+    let mut idle: u32 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let (mut rx, mut tx) = port.batches(batch);
+        let got = !rx.is_empty();
+        if got {
+            handler.on_rx(
+                RxFrames {
+                    batch: &mut rx,
+                    local: &mut local,
+                },
+                &mut tx,
+            );
+        }
+        rx.release();
+        handler.poll_tx(&mut tx);
+        let sent = tx.staged() > 0;
+        tx.commit();
+        port.poll();
+        if got || sent {
+            stats.publish(&port.stats(), &local);
+            idle = 0;
+        } else {
+            idle = idle.wrapping_add(1);
+            if idle % 1024 == 0 {
+                stats.publish(&port.stats(), &local);
+            }
+            if idle_yield {
+                std::thread::yield_now();
+            }
+        }
+    }
+    // Drain what is in flight briefly so the last frames leave before the socket closes.
+    for _ in 0..100 {
+        port.poll();
+    }
+    stats.publish(&port.stats(), &local);
+    drop(port);
+    handler
+}
