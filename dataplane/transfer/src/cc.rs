@@ -7,7 +7,7 @@
 //! `inflight_hi`), and the per-round loss rate. Random loss alone never lowers the rate: a round
 //! counts as congested only if its loss is above [`LOSS_THRESH`] *and* its smallest RTT shows a
 //! standing queue (`> QUEUE_RTT_FACTOR * min_rtt`), or if its loss is above
-//! [`HEAVY_LOSS_THRESH`]. A congested round sets `inflight_hi = BETA * inflight`, which then grows
+//! [`HEAVY_LOSS_THRESH`]. A congested round sets `inflight_hi = max(BETA * inflight, BDP)`, which then grows
 //! back by [`INFLIGHT_HI_GROWTH`] per clean round. See docs/transfer.md for the state diagram.
 //!
 //! Does not: keep per-packet state (the sender stores a [`SendSnapshot`] per packet), detect
@@ -296,7 +296,11 @@ impl Bbr {
         if congested {
             self.congestion_events += 1;
             let base = bytes_in_flight.max(self.cwnd.min(self.inflight_hi) / 2);
-            self.inflight_hi = ((base as f64 * BETA) as u64).max(4 * self.cfg.mss);
+            // Back off to BETA * inflight, but not below one estimated BDP: that removes the
+            // standing queue without giving up the measured share of the bottleneck.
+            self.inflight_hi = ((base as f64 * BETA) as u64)
+                .max(self.bdp())
+                .max(4 * self.cfg.mss);
             if self.state == BbrState::Startup {
                 self.filled = true;
                 self.enter_drain();
@@ -309,7 +313,8 @@ impl Bbr {
                 grown
             };
         }
-        // full pipe detection
+        // full pipe detection: bandwidth plateau for FULL_BW_ROUNDS, or (delay-based, like
+        // HyStart) one round without growth while a standing queue shows in the RTT.
         if !self.filled && self.app_limited_until <= self.delivered {
             let bw = self.btlbw.get();
             if bw >= self.full_bw * 1.25 {
@@ -317,7 +322,7 @@ impl Bbr {
                 self.full_bw_count = 0;
             } else {
                 self.full_bw_count += 1;
-                if self.full_bw_count >= FULL_BW_ROUNDS {
+                if self.full_bw_count >= FULL_BW_ROUNDS || queue {
                     self.filled = true;
                 }
             }
@@ -417,7 +422,9 @@ impl Bbr {
         if self.filled {
             self.cwnd = target;
         } else if self.btlbw.get() > 0.0 {
-            self.cwnd = (self.cwnd + acked_bytes).max(target);
+            if self.cwnd < target {
+                self.cwnd = (self.cwnd + acked_bytes).min(target);
+            }
         } else {
             self.cwnd += acked_bytes;
         }

@@ -75,15 +75,15 @@ impl Source for MemSource {
 #[derive(Debug, Default)]
 struct MemSinkInner {
     data: Vec<u8>,
-    durable: Vec<u8>,
+    unflushed: Vec<Range<u64>>,
     writes: u64,
     bytes_written: u64,
     flushes: u64,
 }
 
 /// An in-memory sink. Clones share the same storage, so a test can keep a handle while a
-/// receiver owns another. It models durability: [`MemSink::crash`] drops everything written
-/// since the last `flush_durable`.
+/// receiver owns another. It models durability: [`MemSink::crash`] zeroes every range written
+/// since the last `flush_durable` (as if those writes never reached the disk).
 #[derive(Debug, Clone, Default)]
 pub struct MemSink {
     inner: Arc<Mutex<MemSinkInner>>,
@@ -101,10 +101,15 @@ impl MemSink {
     pub fn contents(&self) -> Vec<u8> {
         self.lock().data.clone()
     }
-    /// Simulate a power loss: keep only what was flushed.
+    /// Simulate a power loss: writes not yet flushed are lost (zeroed).
     pub fn crash(&self) {
         let mut g = self.lock();
-        g.data = g.durable.clone();
+        let ranges = std::mem::take(&mut g.unflushed);
+        for r in ranges {
+            let end = (r.end as usize).min(g.data.len());
+            let start = (r.start as usize).min(end);
+            g.data[start..end].fill(0);
+        }
     }
     /// Overwrite bytes directly (test helper to model a corrupted disk).
     pub fn poke(&self, offset: usize, bytes: &[u8]) {
@@ -114,7 +119,6 @@ impl MemSink {
             g.data.resize(end, 0);
         }
         g.data[offset..end].copy_from_slice(bytes);
-        g.durable = g.data.clone();
     }
     /// (write calls, bytes written, flushes).
     pub fn counters(&self) -> (u64, u64, u64) {
@@ -133,13 +137,14 @@ impl Sink for MemSink {
             g.data.resize(end, 0);
         }
         g.data[off..end].copy_from_slice(data);
+        g.unflushed.push(offset..offset + data.len() as u64);
         g.writes += 1;
         g.bytes_written += data.len() as u64;
         Ok(())
     }
     fn flush_durable(&mut self) -> io::Result<()> {
         let mut g = self.lock();
-        g.durable = g.data.clone();
+        g.unflushed.clear();
         g.flushes += 1;
         Ok(())
     }

@@ -158,6 +158,11 @@ impl Receiver {
         }
     }
 
+    /// Length of the object being received (0 before the HELLO).
+    pub fn object_len(&self) -> u64 {
+        self.object_len
+    }
+
     /// Life-cycle state.
     pub fn state(&self) -> ReceiverState {
         self.state

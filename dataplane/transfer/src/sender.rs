@@ -187,6 +187,7 @@ struct Counters {
     bytes_acked: u64,
     bytes_retransmitted: u64,
     data_frames_sent: u64,
+    data_frames_retransmitted: u64,
     frames_sent: u64,
     frames_received: u64,
     frames_dropped: u64,
@@ -798,6 +799,7 @@ impl Sender {
         self.bytes_in_flight += wire_len;
         self.st.data_frames_sent += 1;
         if retransmit {
+            self.st.data_frames_retransmitted += 1;
             self.st.bytes_retransmitted += wire_len;
         }
         let rate = self.cc.pacing_rate().max(1.0);
@@ -865,6 +867,7 @@ impl Sender {
             bytes_acked: self.st.bytes_acked,
             bytes_retransmitted: self.st.bytes_retransmitted,
             data_frames_sent: self.st.data_frames_sent,
+            data_frames_retransmitted: self.st.data_frames_retransmitted,
             frames_sent: self.st.frames_sent,
             frames_received: self.st.frames_received,
             frames_dropped: self.st.frames_dropped,

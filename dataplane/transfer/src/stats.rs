@@ -20,6 +20,8 @@ pub struct SenderStats {
     pub bytes_retransmitted: u64,
     /// Data frames sent (including retransmissions).
     pub data_frames_sent: u64,
+    /// Data frames that were retransmissions.
+    pub data_frames_retransmitted: u64,
     /// All frames sent.
     pub frames_sent: u64,
     /// Frames received and accepted.
