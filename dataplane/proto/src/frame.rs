@@ -239,7 +239,9 @@ pub fn parse_frame_unverified(buf: &[u8]) -> Result<UnverifiedFrame<'_>, FrameEr
         need: total,
         got: buf.len(),
     };
-    let (hdr, rest) = buf.split_first_chunk::<HEADER_LEN>().ok_or_else(too_short)?;
+    let (hdr, rest) = buf
+        .split_first_chunk::<HEADER_LEN>()
+        .ok_or_else(too_short)?;
     let (payload, trailer) = rest
         .split_at_checked(header.payload_len as usize)
         .ok_or_else(too_short)?;

@@ -344,7 +344,11 @@ impl Header {
             version,
             frame_type,
             flags: Flags::EMPTY,
-            stream_id: if frame_type.is_control() { CONTROL_STREAM } else { 0 },
+            stream_id: if frame_type.is_control() {
+                CONTROL_STREAM
+            } else {
+                0
+            },
             conn_id: 0,
             payload_len: 0,
             seq: 0,

@@ -64,12 +64,10 @@ pub fn negotiate(local: &Hello, remote: &Hello) -> Result<Session, NegotiateErro
             source,
         })?;
     let common = local.versions.intersection(remote.versions);
-    let version = common
-        .highest()
-        .ok_or(NegotiateError::NoCommonVersion {
-            local: local.versions,
-            remote: remote.versions,
-        })?;
+    let version = common.highest().ok_or(NegotiateError::NoCommonVersion {
+        local: local.versions,
+        remote: remote.versions,
+    })?;
     let capabilities = match version {
         Version::V1 => Capabilities::EMPTY,
         Version::V3 => local

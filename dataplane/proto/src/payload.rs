@@ -78,11 +78,14 @@ impl<'a> Reader<'a> {
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
         let end = self.pos.saturating_add(n);
-        let s = self.buf.get(self.pos..end).ok_or(FrameError::PayloadTruncated {
-            frame_type: self.ft,
-            need: end,
-            got: self.buf.len(),
-        })?;
+        let s = self
+            .buf
+            .get(self.pos..end)
+            .ok_or(FrameError::PayloadTruncated {
+                frame_type: self.ft,
+                need: end,
+                got: self.buf.len(),
+            })?;
         self.pos = end;
         Ok(s)
     }
@@ -1001,10 +1004,9 @@ impl<'a> Payload<'a> {
             Self::Hello(p) | Self::HelloAck(p) => p.encode(out),
             Self::Data(d) => {
                 let got = out.len();
-                let dst = out.get_mut(..d.len()).ok_or(FrameError::BufferTooSmall {
-                    need: d.len(),
-                    got,
-                })?;
+                let dst = out
+                    .get_mut(..d.len())
+                    .ok_or(FrameError::BufferTooSmall { need: d.len(), got })?;
                 dst.copy_from_slice(d);
                 Ok(d.len())
             }

@@ -110,7 +110,10 @@ mod tests {
     fn too_old_is_refused_and_window_slides() {
         let mut w = ReplayWindow::new();
         w.accept(10_000).unwrap();
-        assert_eq!(w.check(10_000 - ReplayWindow::SIZE), Err(DropReason::Replay));
+        assert_eq!(
+            w.check(10_000 - ReplayWindow::SIZE),
+            Err(DropReason::Replay)
+        );
         assert_eq!(w.check(10_000 - ReplayWindow::SIZE + 1), Ok(()));
         // A big jump forgets everything older.
         w.accept(50_000).unwrap();
@@ -137,7 +140,11 @@ mod tests {
             let seq = (i + (x % 1500)).saturating_sub(700);
             let expect_ok = !seen.contains(&seq)
                 && (seen.is_empty() || seq > highest || highest - seq < ReplayWindow::SIZE);
-            assert_eq!(w.accept(seq).is_ok(), expect_ok, "seq {seq} highest {highest}");
+            assert_eq!(
+                w.accept(seq).is_ok(),
+                expect_ok,
+                "seq {seq} highest {highest}"
+            );
             if expect_ok {
                 seen.insert(seq);
                 highest = highest.max(seq);
