@@ -143,12 +143,19 @@ pub struct Received<M> {
 }
 
 /// Reading end of a ring. Exactly one exists per ring while its side is attached.
+///
+/// Reading and consuming are separate: [`Consumer::next`] reads at a private cursor,
+/// [`Consumer::commit`] publishes everything read so far as consumed (only then may the
+/// producer reuse those slots). A consumer that dies between the two sees the uncommitted
+/// messages again after a restart, with the same `seq`.
 #[derive(Debug)]
 pub struct Consumer<M> {
     ring: RingRef,
+    /// Committed position (mirror of the tail word).
     tail: u64,
+    /// Read cursor, `tail <= read <= head`.
+    read: u64,
     cached_head: u64,
-    peeked: bool,
     _guard: Arc<RoleGuard>,
     _m: PhantomData<fn() -> M>,
 }
@@ -159,70 +166,75 @@ impl<M: Message> Consumer<M> {
         Ok(Self {
             ring,
             tail,
+            read: tail,
             cached_head: head,
-            peeked: false,
             _guard: guard,
             _m: PhantomData,
         })
     }
 
-    /// Reads the oldest message without consuming it. Call [`Consumer::commit`] after
-    /// applying it; until then a restarted consumer would see it again.
-    pub fn peek(&mut self) -> Option<Received<M>> {
-        if self.tail == self.cached_head {
+    /// Reads the next message at the read cursor without consuming it.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Option<Received<M>> {
+        if self.read == self.cached_head {
             // Acquire: pairs with the producer's Release store of head, so the slot words
             // written before it are visible below.
             self.cached_head = self.ring.map.words()[self.ring.head_w].load(Acquire);
-            if self.tail == self.cached_head {
+            if self.read == self.cached_head {
                 return None;
             }
         }
         let words = self.ring.map.words();
-        let s = self.ring.slot_w(self.tail);
+        let s = self.ring.slot_w(self.read);
         let slot = &words[s..s + SLOT_WORDS];
         let seq = slot[0].load(Relaxed);
         let mut enc: Words = [0; 7];
         for (d, w) in enc.iter_mut().zip(&slot[1..]) {
             *d = w.load(Relaxed);
         }
-        let msg = if seq != self.tail {
+        let msg = if seq != self.read {
             Err(DecodeError::SeqMismatch {
                 found: seq,
-                expected: self.tail,
+                expected: self.read,
             })
         } else {
             M::decode(&enc)
         };
-        self.peeked = true;
+        self.read += 1;
         Some(Received {
-            seq: self.tail,
+            seq: self.read - 1,
             msg,
         })
     }
 
-    /// Consumes the message last returned by [`Consumer::peek`]; does nothing if there is none.
+    /// Consumes every message read so far.
     pub fn commit(&mut self) {
-        if std::mem::take(&mut self.peeked) {
-            self.tail += 1;
-            // Release: our reads of the slot happen before the producer may reuse it.
+        if self.read != self.tail {
+            self.tail = self.read;
+            // Release: our reads of the slots happen before the producer may reuse them.
             self.ring.map.words()[self.ring.tail_w].store(self.tail, Release);
         }
     }
 
-    /// Takes and consumes the oldest message.
+    /// Moves the read cursor back to the last commit (re-read uncommitted messages).
+    pub fn rewind(&mut self) {
+        self.read = self.tail;
+    }
+
+    /// Reads and consumes the next message.
     pub fn pop(&mut self) -> Option<Received<M>> {
-        let r = self.peek()?;
+        let r = self.next()?;
         self.commit();
         Some(r)
     }
 
-    /// Messages waiting (may be stale by the time it returns).
+    /// Messages written and not yet committed (may be stale by the time it returns).
     pub fn lag(&self) -> u64 {
         self.ring.map.words()[self.ring.head_w].load(Acquire) - self.tail
     }
 
-    /// Sequence number of the next message to be read.
+    /// Sequence number of the next message [`Consumer::next`] returns.
     pub fn next_seq(&self) -> u64 {
-        self.tail
+        self.read
     }
 }

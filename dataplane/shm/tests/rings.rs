@@ -84,7 +84,7 @@ fn child_entry() {
                 .unwrap();
             let mut expect = dp.commands.next_seq();
             while expect < n {
-                let Some(r) = dp.commands.peek() else {
+                let Some(r) = dp.commands.next() else {
                     std::thread::yield_now();
                     continue;
                 };

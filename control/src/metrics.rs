@@ -1,0 +1,220 @@
+//! Prometheus exposition (prometheus-client, text format): figures read from the shared-memory
+//! statistics blocks at scrape time, control-side state, and HTTP request metrics.
+//!
+//! Owns metric names and labels. Does not keep its own copies of dataplane counters: every
+//! scrape reads the region, so the exported values are the dataplane's own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dwcp_shm::{DROP_REASONS, Role, Stat, TransferMode};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::core::Core;
+
+/// Labels of HTTP request metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// Method.
+    pub method: String,
+    /// Route template (e.g. `/v1/flags/{name}`).
+    pub route: String,
+    /// Status code.
+    pub status: u16,
+}
+
+/// Labels of HTTP latency.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Method.
+    pub method: String,
+    /// Route template.
+    pub route: String,
+}
+
+/// HTTP request metrics, updated by middleware.
+#[derive(Debug, Clone)]
+pub struct HttpMetrics {
+    /// Requests by method, route, status.
+    pub requests: Family<HttpLabels, Counter>,
+    /// Handling time by method and route.
+    pub duration: Family<RouteLabels, Histogram>,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+            }),
+        }
+    }
+}
+
+/// Builds the registry: HTTP metrics plus a collector over the region and the core.
+pub fn registry(core: Arc<Core>, http: &HttpMetrics) -> Registry {
+    let mut r = Registry::default();
+    r.register(
+        "dwcp_http_requests",
+        "HTTP requests handled",
+        http.requests.clone(),
+    );
+    r.register(
+        "dwcp_http_request_duration_seconds",
+        "HTTP request handling time",
+        http.duration.clone(),
+    );
+    r.register_collector(Box::new(ShmCollector { core }));
+    r
+}
+
+#[derive(Debug)]
+struct ShmCollector {
+    core: Arc<Core>,
+}
+
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Vec<(&'static str, String)>, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in rows {
+        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Vec<(&'static str, String)>, f64)],
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in rows {
+        ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for ShmCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let region = self.core.region();
+        let stats = region.stats_reader().all();
+        let now = dwcp_shm::monotonic_ns();
+        let per = |s: Stat| -> Vec<(Vec<(&'static str, String)>, u64)> {
+            stats
+                .iter()
+                .map(|w| (vec![("worker", w.worker.to_string())], w.get(s)))
+                .collect()
+        };
+        for (name, help, s) in [
+            ("dwcp_worker_rx_frames", "Frames received", Stat::RxFrames),
+            ("dwcp_worker_tx_frames", "Frames sent", Stat::TxFrames),
+            ("dwcp_worker_rx_bytes", "Payload bytes received", Stat::RxBytes),
+            ("dwcp_worker_tx_bytes", "Payload bytes sent", Stat::TxBytes),
+            ("dwcp_worker_retransmits", "Frames retransmitted", Stat::Retransmits),
+            ("dwcp_worker_errors", "Transfer errors", Stat::Errors),
+            ("dwcp_worker_flows_v1", "Flows on protocol v1", Stat::FlowsV1),
+            ("dwcp_worker_flows_v3", "Flows on protocol v3", Stat::FlowsV3),
+        ] {
+            counter(&mut enc, name, help, &per(s))?;
+        }
+        let drops: Vec<_> = stats
+            .iter()
+            .flat_map(|w| {
+                DROP_REASONS.iter().map(move |(s, reason)| {
+                    (
+                        vec![("worker", w.worker.to_string()), ("reason", (*reason).to_owned())],
+                        w.get(*s),
+                    )
+                })
+            })
+            .collect();
+        counter(&mut enc, "dwcp_worker_drops", "Frames dropped, by reason", &drops)?;
+        let modes: Vec<_> = stats
+            .iter()
+            .map(|w| {
+                let m = TransferMode::from_code(w.get(Stat::Mode)).unwrap_or_default();
+                (
+                    vec![("worker", w.worker.to_string()), ("mode", m.as_str().to_owned())],
+                    1.0,
+                )
+            })
+            .collect();
+        gauge(&mut enc, "dwcp_worker_mode", "Current transfer mode (label), value 1", &modes)?;
+        let g = |s: Stat, scale: f64| -> Vec<_> {
+            stats
+                .iter()
+                .map(|w| (vec![("worker", w.worker.to_string())], w.get(s) as f64 * scale))
+                .collect()
+        };
+        gauge(
+            &mut enc,
+            "dwcp_worker_latency_p99_seconds",
+            "Worker p99 frame-to-ack latency",
+            &g(Stat::LatencyP99Us, 1e-6),
+        )?;
+        gauge(&mut enc, "dwcp_worker_cpu_ratio", "Worker CPU busy share", &g(Stat::CpuPermille, 1e-3))?;
+        let hb: Vec<_> = stats
+            .iter()
+            .filter(|w| w.get(Stat::HeartbeatNs) != 0)
+            .map(|w| {
+                (
+                    vec![("worker", w.worker.to_string())],
+                    Duration::from_nanos(now.saturating_sub(w.get(Stat::HeartbeatNs))).as_secs_f64(),
+                )
+            })
+            .collect();
+        gauge(&mut enc, "dwcp_worker_heartbeat_age_seconds", "Time since the worker's last loop", &hb)?;
+
+        let (pct_bp, stage, state) = self.core.rollout_brief();
+        gauge(&mut enc, "dwcp_rollout_v3_ratio", "Share of flows assigned to v3", &[(vec![], f64::from(pct_bp) / 10_000.0)])?;
+        gauge(&mut enc, "dwcp_rollout_stage", "Current rollout stage index", &[(vec![], stage as f64)])?;
+        gauge(&mut enc, "dwcp_rollout_state", "Rollout state (label), value 1", &[(vec![("state", state.to_owned())], 1.0)])?;
+        gauge(
+            &mut enc,
+            "dwcp_flag_table_generation",
+            "Generation of the shared flag/rollout table",
+            &[(vec![], region.table_reader().generation() as f64)],
+        )?;
+        let (ch, ct) = region.command_positions();
+        let (eh, et) = region.event_positions();
+        gauge(
+            &mut enc,
+            "dwcp_ring_lag",
+            "Messages written and not yet consumed",
+            &[
+                (vec![("ring", "command".to_owned())], (ch - ct) as f64),
+                (vec![("ring", "event".to_owned())], (eh - et) as f64),
+            ],
+        )?;
+        let dp = region.side_status(Role::Dataplane);
+        gauge(&mut enc, "dwcp_dataplane_up", "A live dataplane process is attached", &[(vec![], f64::from(u8::from(dp.alive)))])?;
+        if let Some(age) = dp.heartbeat_age {
+            gauge(&mut enc, "dwcp_dataplane_heartbeat_age_seconds", "Time since the dataplane heartbeat", &[(vec![], age.as_secs_f64())])?;
+        }
+        let c = self.core.counters();
+        for (name, help, v) in [
+            ("dwcp_control_commands_sent", "Commands pushed to the command ring", c.commands_sent),
+            ("dwcp_control_commands_ring_full", "Commands refused by a full command ring", c.commands_ring_full),
+            ("dwcp_control_events_applied", "Events applied", c.events_applied),
+            ("dwcp_control_events_duplicate", "Redelivered events skipped", c.events_duplicate),
+            ("dwcp_control_events_bad", "Undecodable events", c.events_bad),
+            ("dwcp_control_dataplane_restarts", "Dataplane restarts seen", c.dataplane_restarts),
+        ] {
+            counter(&mut enc, name, help, &[(vec![], v)])?;
+        }
+        Ok(())
+    }
+}
