@@ -150,7 +150,7 @@ pub enum LoadError {
         ifname: String,
         /// From aya.
         #[source]
-        source: EbpfError,
+        source: Box<EbpfError>,
     },
     /// The object lacks a program or map this crate expects (build mismatch).
     #[error("the DWCP XDP object has no {what} named {name:?}")]
@@ -171,7 +171,7 @@ pub enum LoadError {
         mode: AttachMode,
         /// From aya (the verifier log is in it for a load failure).
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     /// A map operation failed.
     #[error("{op} on map {map} of the DWCP XDP program on {ifname} ({mode} mode) failed")]
@@ -186,7 +186,7 @@ pub enum LoadError {
         mode: AttachMode,
         /// From aya.
         #[source]
-        source: MapError,
+        source: Box<MapError>,
     },
     /// Setting the relay DEVMAP entry failed.
     #[error("setting relay interface {relay_ifindex} for the DWCP XDP program on {ifname} failed")]
@@ -197,7 +197,7 @@ pub enum LoadError {
         relay_ifindex: u32,
         /// From aya.
         #[source]
-        source: aya::maps::xdp::XdpMapError,
+        source: Box<aya::maps::xdp::XdpMapError>,
     },
     /// The queue has no XSKMAP slot.
     #[error("queue {queue} on {ifname} is outside the XSKMAP (0..{max})")]
@@ -240,7 +240,7 @@ impl XdpProgram {
         raise_memlock_rlimit();
         let ebpf = Ebpf::load(XDP_OBJECT).map_err(|source| LoadError::Object {
             ifname: ifname.to_string(),
-            source,
+            source: Box::new(source),
         })?;
         let mut this = Self {
             ebpf,
@@ -257,7 +257,7 @@ impl XdpProgram {
             op: "load",
             ifname: ifname.to_string(),
             mode,
-            source,
+            source: Box::new(source),
         })?;
         let link = prog
             .attach_to_if_index(ifindex, mode.aya())
@@ -265,7 +265,7 @@ impl XdpProgram {
                 op: "attach",
                 ifname: ifname.to_string(),
                 mode,
-                source,
+                source: Box::new(source),
             })?;
         this.link = Some(link);
         Ok(this)
@@ -282,7 +282,7 @@ impl XdpProgram {
             map: names::XSKS,
             ifname,
             mode,
-            source,
+            source: Box::new(source),
         })
     }
 
@@ -302,7 +302,7 @@ impl XdpProgram {
                 map: names::XSKS,
                 ifname,
                 mode,
-                source,
+                source: Box::new(source),
             }),
         }
     }
@@ -386,14 +386,14 @@ impl XdpProgram {
                 map: names::RELAY,
                 ifname: ifname.clone(),
                 mode,
-                source,
+                source: Box::new(source),
             })?;
             devmap
                 .set(0, relay_ifindex, None, 0)
                 .map_err(|source| LoadError::Relay {
                     ifname: ifname.clone(),
                     relay_ifindex,
-                    source,
+                    source: Box::new(source),
                 })?;
         }
         let map = self.ebpf.map_mut(names::CONFIG).ok_or(LoadError::Missing {
@@ -406,7 +406,7 @@ impl XdpProgram {
                 map: names::CONFIG,
                 ifname: ifname.clone(),
                 mode,
-                source,
+                source: Box::new(source),
             })?;
         arr.set(0, cfg.to_bytes(), 0)
             .map_err(|source| LoadError::Map {
@@ -414,7 +414,7 @@ impl XdpProgram {
                 map: names::CONFIG,
                 ifname,
                 mode,
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -431,7 +431,7 @@ impl XdpProgram {
                 op: "load",
                 ifname,
                 mode,
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -446,7 +446,7 @@ impl XdpProgram {
             map: names::XSKS,
             ifname,
             mode,
-            source,
+            source: Box::new(source),
         })
     }
 
@@ -467,7 +467,7 @@ impl XdpProgram {
             map,
             ifname: self.ifname.clone(),
             mode: self.mode,
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -476,7 +476,7 @@ impl XdpProgram {
             op,
             ifname: self.ifname.clone(),
             mode: self.mode,
-            source,
+            source: Box::new(source),
         }
     }
 }
