@@ -132,6 +132,9 @@ pub struct Counters {
     pub dropped_overflow: u64,
     /// Frames dropped because they were larger than the receive buffer (offloads left on).
     pub dropped_oversize: u64,
+    /// Frames the kernel dropped before the emulator read them (its socket queue was full:
+    /// the emulator did not keep up).
+    pub dropped_socket: u64,
     /// Frames the kernel refused to send (`send` error).
     pub tx_errors: u64,
     /// Extra copies made by duplication.
@@ -149,11 +152,7 @@ pub struct Counters {
 impl Counters {
     /// Mean lateness of sent frames against their release time.
     pub fn mean_late(&self) -> Duration {
-        if self.out_frames == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_nanos(self.late_sum_ns / self.out_frames)
-        }
+        Duration::from_nanos(self.late_sum_ns.checked_div(self.out_frames).unwrap_or(0))
     }
 }
 
@@ -213,6 +212,12 @@ impl Pipeline {
     pub fn count_oversize(&mut self) {
         self.counters.in_frames += 1;
         self.counters.dropped_oversize += 1;
+    }
+
+    /// Records frames the kernel dropped on the receive socket.
+    pub fn count_socket_drops(&mut self, n: u64) {
+        self.counters.in_frames += n;
+        self.counters.dropped_socket += n;
     }
 
     /// Records a failed send.
@@ -469,7 +474,16 @@ fn run_direction(d: Direction, stop: Arc<AtomicBool>, shared: Arc<Mutex<Counters
     let epoch = Instant::now();
     let now_ns = || epoch.elapsed().as_nanos() as u64;
     let mut published = pipe.counters();
+    let mut last_stats = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        if last_stats.elapsed() >= Duration::from_millis(100) {
+            last_stats = Instant::now();
+            if let Ok(n) = rx.take_drops()
+                && n > 0
+            {
+                pipe.count_socket_drops(n);
+            }
+        }
         // Release what is due.
         let now = now_ns();
         while let Some((_, frame)) = pipe.pop_due(now) {

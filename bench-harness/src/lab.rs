@@ -112,7 +112,7 @@ pub enum Profile {
     /// Plain veth pair.
     Direct,
     /// Through the emulator.
-    Wan(WanOptions),
+    Wan(Box<WanOptions>),
 }
 
 /// A running lab. Dropping it stops the emulator and deletes every namespace (and with
@@ -233,7 +233,7 @@ impl Lab {
             a,
             r: Some(r),
             b,
-            profile: Profile::Wan(opts.clone()),
+            profile: Profile::Wan(Box::new(opts.clone())),
             opts: LabOptions {
                 offloads: Offloads::Off,
                 ..opts.lab.clone()
@@ -417,10 +417,11 @@ pub fn cleanup_stale() -> Result<CleanupReport, LabError> {
     let mut stale = Vec::new();
     for line in String::from_utf8_lossy(&list.stdout).lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        if name.starts_with("dwcp-") && !owner_alive(name) {
-            if let Ok(m) = std::fs::metadata(Path::new("/run/netns").join(name)) {
-                stale.push((m.dev(), m.ino()));
-            }
+        if name.starts_with("dwcp-")
+            && !owner_alive(name)
+            && let Ok(m) = std::fs::metadata(Path::new("/run/netns").join(name))
+        {
+            stale.push((m.dev(), m.ino()));
         }
     }
     if !stale.is_empty() {

@@ -161,6 +161,32 @@ impl PacketSocket {
         }
     }
 
+    /// Frames the kernel dropped on this socket's receive queue since the last call
+    /// (`PACKET_STATISTICS`, which resets on read).
+    pub fn take_drops(&self) -> io::Result<u64> {
+        let mut st = libc::tpacket_stats {
+            tp_packets: 0,
+            tp_drops: 0,
+        };
+        let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: `st` is a live tpacket_stats and `len` holds its exact size; the kernel
+        // writes at most `len` bytes.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&raw mut st).cast(),
+                &raw mut len,
+            )
+        };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(u64::from(st.tp_drops))
+        }
+    }
+
     /// Waits until a frame is readable or `timeout` passes (hrtimer precision, not jiffies).
     /// Returns whether the socket is readable.
     pub fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {

@@ -122,6 +122,12 @@ pub fn measure_loss(lab: &Lab, count: u64, pps: u64) -> Result<LossStats, PeerEr
         .b()
         .spawn_in(move || -> Result<LossStats, PeerError> {
             let s = rx.0;
+            // Room for every datagram, so a busy receiver thread does not lose any.
+            let _ = nix::sys::socket::setsockopt(
+                &s,
+                nix::sys::socket::sockopt::RcvBufForce,
+                &(32 << 20),
+            );
             let mut seen = vec![false; count as usize];
             let mut st = LossStats {
                 sent: count,
@@ -300,13 +306,14 @@ pub fn format_counters(c: &(Counters, Counters)) -> String {
     for (name, c) in [("A->B", c.0), ("B->A", c.1)] {
         let _ = writeln!(
             out,
-            "{name}: in {} out {} loss {} queue {} overflow {} oversize {} txerr {} dup {} corrupt {} reordered {} late mean {:?} max {:?}",
+            "{name}: in {} out {} loss {} queue {} overflow {} oversize {} socket {} txerr {} dup {} corrupt {} reordered {} late mean {:?} max {:?}",
             c.in_frames,
             c.out_frames,
             c.dropped_loss,
             c.dropped_queue,
             c.dropped_overflow,
             c.dropped_oversize,
+            c.dropped_socket,
             c.tx_errors,
             c.duplicated,
             c.corrupted,
