@@ -173,6 +173,14 @@ fn config_changes_ports_while_attached() {
     assert!(c[Counter::Pass] >= 1);
     let frames = xsk.finish(Duration::from_millis(50));
     assert_eq!(frames.len(), 2);
+    // The link cannot be removed or replaced behind the owner's back.
+    assert!(
+        pair.b
+            .ip(&["link", "set", "dev", IF_B, "xdp", "off"])
+            .is_err(),
+        "netlink detach must be refused while the BPF link holds the program"
+    );
+    assert!(has_xdp(&pair.b, IF_B));
     assert!(
         prog.set_config(&ProgramConfig {
             dwcp_ports: vec![],
