@@ -23,6 +23,7 @@ pub(crate) fn kernels() -> Option<Kernels> {
     Some(Kernels {
         name: "avx2",
         is_zero,
+        equal,
         xor_into,
         xor_in_place,
         xor_zero_masks,
@@ -36,6 +37,11 @@ pub(crate) fn kernels() -> Option<Kernels> {
 fn is_zero(buf: &[u8]) -> bool {
     // SAFETY: reachable only through `kernels()`, which checked that the CPU has AVX2.
     unsafe { is_zero_avx2(buf) }
+}
+
+fn equal(a: &[u8], b: &[u8]) -> bool {
+    // SAFETY: AVX2 is present (see `kernels()`); lengths re-asserted inside.
+    unsafe { equal_avx2(a, b) }
 }
 
 fn xor_into(dst: &mut [u8], a: &[u8], b: &[u8]) {
@@ -114,6 +120,43 @@ unsafe fn is_zero_avx2(buf: &[u8]) -> bool {
         i += 32;
     }
     scalar::is_zero(&buf[i..])
+}
+
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn equal_avx2(a: &[u8], b: &[u8]) -> bool {
+    assert_eq!(a.len(), b.len());
+    let n = a.len();
+    let mut i = 0;
+    while i + 128 <= n {
+        // SAFETY: AVX2 present (function contract); `i + 128 <= n` for both slices.
+        let acc = unsafe {
+            _mm256_or_si256(
+                _mm256_or_si256(
+                    _mm256_xor_si256(load(a, i), load(b, i)),
+                    _mm256_xor_si256(load(a, i + 32), load(b, i + 32)),
+                ),
+                _mm256_or_si256(
+                    _mm256_xor_si256(load(a, i + 64), load(b, i + 64)),
+                    _mm256_xor_si256(load(a, i + 96), load(b, i + 96)),
+                ),
+            )
+        };
+        if _mm256_testz_si256(acc, acc) == 0 {
+            return false;
+        }
+        i += 128;
+    }
+    while i + 32 <= n {
+        // SAFETY: AVX2 present; `i + 32 <= n`.
+        let x = unsafe { _mm256_xor_si256(load(a, i), load(b, i)) };
+        if _mm256_testz_si256(x, x) == 0 {
+            return false;
+        }
+        i += 32;
+    }
+    scalar::equal(&a[i..], &b[i..])
 }
 
 /// # Safety

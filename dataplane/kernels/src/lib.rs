@@ -36,6 +36,7 @@ pub const SIMD_ENV: &str = "DWCP_SIMD";
 pub struct Kernels {
     name: &'static str,
     is_zero: fn(&[u8]) -> bool,
+    equal: fn(&[u8], &[u8]) -> bool,
     xor_into: fn(&mut [u8], &[u8], &[u8]),
     xor_in_place: fn(&mut [u8], &[u8]),
     xor_zero_masks: fn(&[u8], &[u8], &mut [u32]),
@@ -55,6 +56,7 @@ impl Kernels {
         Kernels {
             name: "scalar",
             is_zero: scalar::is_zero,
+            equal: scalar::equal,
             xor_into: scalar::xor_into,
             xor_in_place: scalar::xor_in_place,
             xor_zero_masks: scalar::xor_zero_masks,
@@ -94,6 +96,12 @@ impl Kernels {
     #[inline]
     pub fn is_zero(&self, buf: &[u8]) -> bool {
         (self.is_zero)(buf)
+    }
+
+    /// True if `a == b` byte for byte (false if the lengths differ).
+    #[inline]
+    pub fn equal(&self, a: &[u8], b: &[u8]) -> bool {
+        a.len() == b.len() && (self.equal)(a, b)
     }
 
     /// `dst = a ^ b`.

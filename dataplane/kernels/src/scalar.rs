@@ -9,6 +9,11 @@ pub fn is_zero(buf: &[u8]) -> bool {
     buf.iter().all(|&b| b == 0)
 }
 
+/// True if `a == b` (lengths checked by the caller).
+pub fn equal(a: &[u8], b: &[u8]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x == y)
+}
+
 /// `dst[i] = a[i] ^ b[i]`; the three lengths are checked by the caller.
 pub fn xor_into(dst: &mut [u8], a: &[u8], b: &[u8]) {
     for ((d, x), y) in dst.iter_mut().zip(a).zip(b) {

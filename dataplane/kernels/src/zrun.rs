@@ -180,17 +180,39 @@ fn encode(k: &Kernels, src: Src, out: &mut Vec<u8>, limit: usize) -> Result<usiz
         while base < n {
             let end = n.min(base + MASK_BATCH * 32);
             let cnt = (end - base).div_ceil(32);
+            // An unchanged stretch inside a zero run costs one equality test per batch.
+            if run_zero {
+                let same = match src {
+                    Src::Delta(d) => (k.is_zero)(&d[base..end]),
+                    Src::Xor(a, b) => (k.equal)(&a[base..end], &b[base..end]),
+                };
+                if same {
+                    base = end;
+                    continue;
+                }
+            }
             match src {
                 Src::Delta(d) => (k.zero_masks)(&d[base..end], &mut masks[..cnt]),
                 Src::Xor(a, b) => {
                     (k.xor_zero_masks)(&a[base..end], &b[base..end], &mut masks[..cnt])
                 }
             }
-            for (j, &m0) in masks[..cnt].iter().enumerate() {
+            let full = (end - base) / 32; // chunks of 32 valid bytes; at most one partial after
+            let mut j = 0usize;
+            while j < cnt {
+                // Skip chunks that continue the current run (the common case).
+                let skip = if run_zero { u32::MAX } else { 0 };
+                while j < full && masks[j] == skip {
+                    j += 1;
+                }
+                if j == cnt {
+                    break;
+                }
                 let cs = base + j * 32;
                 let w = (n - cs).min(32);
                 let valid = if w == 32 { u32::MAX } else { (1u32 << w) - 1 };
-                let m = m0 & valid;
+                let m = masks[j] & valid;
+                j += 1;
                 if (run_zero && m == valid) || (!run_zero && m == 0) {
                     continue;
                 }

@@ -5,7 +5,12 @@ use dwcp_kernels::{Kernels, zrun};
 use proptest::prelude::*;
 
 fn sets() -> (Kernels, Kernels) {
-    (Kernels::scalar(), Kernels::detect())
+    let d = Kernels::detect();
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        assert_eq!(d.name(), "avx2", "AVX2 CPU must get the AVX2 set");
+    }
+    (Kernels::scalar(), d)
 }
 
 /// Checks every kernel on `a` (and `b` of the same length) with both sets.
@@ -14,6 +19,8 @@ fn check_all(a: &[u8], b: &[u8]) {
     assert_eq!(s.is_zero(a), d.is_zero(a), "is_zero len {}", a.len());
     assert_eq!(s.is_zero(a), a.iter().all(|&x| x == 0));
     assert_eq!(s.crc32c(a), d.crc32c(a), "crc32c len {}", a.len());
+    assert_eq!(s.equal(a, b), d.equal(a, b), "equal len {}", a.len());
+    assert_eq!(s.equal(a, b), a == b);
 
     let mut xs = vec![0u8; a.len()];
     let mut xd = vec![0u8; a.len()];
