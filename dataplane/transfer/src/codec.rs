@@ -34,7 +34,7 @@ pub enum CodecError {
 }
 
 /// Encodes a raw chunk for the wire.
-pub trait ChunkEncoder: std::fmt::Debug {
+pub trait ChunkEncoder: std::fmt::Debug + Send {
     /// Bitmask of codec ids this encoder may emit.
     fn codecs(&self) -> u32;
     /// Encode `raw` (chunk at `offset`) into `out`, using only codecs in `allowed`; returns the
@@ -50,7 +50,7 @@ pub trait ChunkEncoder: std::fmt::Debug {
 }
 
 /// Decodes a chunk payload back to raw bytes.
-pub trait ChunkDecoder: std::fmt::Debug {
+pub trait ChunkDecoder: std::fmt::Debug + Send {
     /// Bitmask of codec ids this decoder understands.
     fn codecs(&self) -> u32;
     /// Decode `payload` (codec `codec`) of the chunk at `offset` with raw length `len` into `out`.

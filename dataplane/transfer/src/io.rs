@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::rangeset::RangeSet;
 
 /// The object to send, read at arbitrary offsets.
-pub trait Source: std::fmt::Debug {
+pub trait Source: std::fmt::Debug + Send {
     /// Object length in bytes.
     fn len(&self) -> u64;
     /// True for an empty object.
@@ -24,7 +24,7 @@ pub trait Source: std::fmt::Debug {
 }
 
 /// Where received chunks go.
-pub trait Sink: std::fmt::Debug {
+pub trait Sink: std::fmt::Debug + Send {
     /// Write `data` at `offset` (chunks arrive in any order, possibly twice).
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Make everything written so far durable (fsync-like).
@@ -34,7 +34,7 @@ pub trait Sink: std::fmt::Debug {
 }
 
 /// Persistent record of which byte ranges of an object are durable in the sink.
-pub trait Journal: std::fmt::Debug {
+pub trait Journal: std::fmt::Debug + Send {
     /// Start (or resume) receiving `object_id` of `len` bytes hashing to `hash`. Returns the
     /// durable byte ranges recorded for this exact object; a journal holding another version of
     /// the object (different length or hash) forgets it and returns nothing.

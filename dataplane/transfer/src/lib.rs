@@ -81,11 +81,22 @@ pub enum TransferError {
         /// Hash of what the sink holds.
         actual: u128,
     },
-    /// The peer closed the transfer with an error code.
-    #[error("peer closed the transfer with code {code}")]
+    /// The peer closed the transfer without a verified completion.
+    #[error("peer closed the transfer with code {code}: {message}")]
     PeerClosed {
         /// Close code sent by the peer.
-        code: u8,
+        code: u16,
+        /// The peer's message.
+        message: String,
+    },
+    /// A frame could not be built (a local bug or an out-of-range parameter).
+    #[error("building a {what} frame failed")]
+    Encode {
+        /// Frame kind.
+        what: &'static str,
+        /// Details from the wire-format crate.
+        #[source]
+        source: dwcp_proto::FrameError,
     },
     /// The peer's configuration cannot be used (e.g. no common version).
     #[error("negotiation failed: {reason}")]

@@ -20,8 +20,12 @@ use crate::codec::{BasicCodec, CODEC_RAW, ChunkDecoder};
 use crate::io::{Journal, Sink};
 use crate::rangeset::RangeSet;
 use crate::stats::ReceiverStats;
-use crate::wire::{self, Ack, Close, Frame, HelloAck, WireError, close_code};
-use crate::{TransferError, VERSION_1, VERSION_3};
+use crate::wire::{self, Ack, Close, CloseCode, Frame, HelloAck};
+use crate::{TransferError, VERSION_3};
+
+/// Received-range entries kept per stream beyond the cumulative point; older ones are
+/// forgotten (they were acknowledged many times already).
+const MAX_TRACKED_RANGES: usize = 256;
 
 /// Receiver configuration.
 #[derive(Debug, Clone)]
@@ -74,6 +78,10 @@ pub enum ReceiverState {
 
 #[derive(Debug, Clone, Default)]
 struct StreamRx {
+    largest: Option<u64>,
+    bytes: u64,
+    first_data: Option<Instant>,
+    last_ns: u64,
     cum: u64,
     above: RangeSet,
     since_ack: u32,
@@ -188,10 +196,14 @@ impl Receiver {
         s
     }
 
-    fn fail(&mut self, e: TransferError, code: u8, hash: u128) {
+    fn fail(&mut self, e: TransferError) {
         self.state = ReceiverState::Failed;
+        let message = e.to_string();
         self.error = Some(e);
-        self.control.push_back(Frame::Close(Close { code, hash }));
+        self.control.push_back(Frame::Close(Close {
+            code: CloseCode::APPLICATION_ERROR,
+            message: message.chars().take(200).collect(),
+        }));
     }
 
     fn chunk_len(&self, idx: u64) -> u64 {
@@ -203,7 +215,7 @@ impl Receiver {
         self.st.frames_received += 1;
         let env = match wire::decode(datagram) {
             Ok(e) => e,
-            Err(WireError::BadChecksum { .. }) => {
+            Err(e) if e.is_corruption() => {
                 self.st.frames_corrupt += 1;
                 return;
             }
@@ -237,7 +249,10 @@ impl Receiver {
             Frame::Close(c) => {
                 if self.state == ReceiverState::Receiving {
                     self.state = ReceiverState::Failed;
-                    self.error = Some(TransferError::PeerClosed { code: c.code });
+                    self.error = Some(TransferError::PeerClosed {
+                        code: c.code.0,
+                        message: c.message,
+                    });
                 }
             }
             Frame::Ack(_) | Frame::HelloAck(_) => self.st.frames_malformed += 1,
@@ -251,8 +266,8 @@ impl Receiver {
             .any(|f| matches!(f, Frame::Close(_)))
         {
             self.control.push_back(Frame::Close(Close {
-                code: close_code::COMPLETE,
-                hash: self.object_hash,
+                code: CloseCode::NORMAL,
+                message: format!("verified xxh3-128 {:032x}", self.object_hash),
             }));
         }
     }
@@ -268,46 +283,34 @@ impl Receiver {
             }
             return;
         }
-        let version = if h.max_version >= VERSION_3 && self.cfg.max_version >= VERSION_3 {
-            VERSION_3
-        } else if h.max_version >= VERSION_1 && self.cfg.max_version >= VERSION_1 {
-            VERSION_1
-        } else {
-            self.conn_id = Some(conn_id);
-            self.control.push_back(Frame::Close(Close {
-                code: close_code::VERSION,
-                hash: 0,
-            }));
-            return;
+        let local = crate::sender::receiver_caps(
+            self.cfg.max_version,
+            self.decoder.codecs(),
+            self.cfg.max_streams,
+            self.cfg.max_chunk_size.clamp(1, wire::MAX_PAYLOAD as u32),
+        );
+        let session = match dwcp_proto::negotiate(&local, &h.caps) {
+            Ok(s) => s,
+            Err(e) => {
+                self.conn_id = Some(conn_id);
+                self.control.push_back(Frame::Close(Close {
+                    code: CloseCode::NO_COMMON_VERSION,
+                    message: e.to_string().chars().take(200).collect(),
+                }));
+                return;
+            }
         };
-        let chunk_size = u64::from(h.chunk_size.min(self.cfg.max_chunk_size));
-        if chunk_size == 0 {
-            self.st.frames_malformed += 1;
-            return;
-        }
+        let version = session.version.as_u8();
+        let chunk_size = u64::from(session.chunk_size);
         let same_object = self.state != ReceiverState::Listening
             && self.object_id == h.object_id
             && self.object_len == h.object_len
             && self.object_hash == h.object_hash
             && self.chunk_size == chunk_size;
-        if matches!(self.state, ReceiverState::Failed) && !same_object {
-            // a failed receiver does not start another object
-        }
         self.conn_id = Some(conn_id);
         self.version = version;
-        self.streams = vec![
-            StreamRx::default();
-            usize::from(if version == VERSION_1 {
-                1
-            } else {
-                h.max_streams.clamp(1, self.cfg.max_streams.max(1))
-            })
-        ];
-        self.codecs = if version == VERSION_1 {
-            1 << CODEC_RAW
-        } else {
-            self.decoder.codecs() | (1 << CODEC_RAW)
-        };
+        self.streams = vec![StreamRx::default(); usize::from(session.max_streams.max(1))];
+        self.codecs = crate::sender::codec_mask(&session) & (self.decoder.codecs() | (1 << CODEC_RAW));
         if !same_object {
             if self.flush(now).is_err() {
                 return;
@@ -324,14 +327,10 @@ impl Receiver {
                 Ok(d) => d,
                 Err(e) => {
                     let id = h.object_id;
-                    self.fail(
-                        TransferError::Journal {
-                            object_id: id,
-                            source: e,
-                        },
-                        close_code::ABORT,
-                        0,
-                    );
+                    self.fail(TransferError::Journal {
+                        object_id: id,
+                        source: e,
+                    });
                     return;
                 }
             };
@@ -365,10 +364,7 @@ impl Receiver {
             }
         }
         let ack = HelloAck {
-            version,
-            max_streams: self.streams.len() as u16,
-            chunk_size: chunk_size as u32,
-            codecs: self.codecs,
+            caps: local,
             window_chunks: self.cfg.window_chunks,
             held,
         };
@@ -434,6 +430,7 @@ impl Receiver {
         // sequence bookkeeping for acks
         let st = &mut self.streams[s];
         let dup_seq = d.seq < st.cum || st.above.contains(d.seq);
+        let in_order = st.largest.is_none_or(|l| d.seq == l + 1);
         if !dup_seq {
             st.above.insert(d.seq..d.seq + 1);
             if let Some(first) = st.above.first()
@@ -442,10 +439,19 @@ impl Receiver {
                 st.cum = st.cum.max(first.end);
                 st.above.remove_below(st.cum);
             }
+            if st.above.len() > MAX_TRACKED_RANGES {
+                let keep = st.above.iter().rev().nth(MAX_TRACKED_RANGES - 1);
+                if let Some(keep) = keep {
+                    st.above.remove_below(keep.start);
+                }
+            }
+            st.largest = Some(st.largest.map_or(d.seq, |l| l.max(d.seq)));
         }
         st.last_data = Some(now);
+        st.first_data.get_or_insert(now);
+        st.bytes += d.payload.len() as u64;
         st.since_ack += 1;
-        if dup_seq || !st.above.is_empty() || st.since_ack >= self.cfg.ack_every {
+        if dup_seq || !in_order || st.since_ack >= self.cfg.ack_every {
             st.immediate = true;
         } else if st.ack_due.is_none() {
             st.ack_due = Some(now + self.cfg.max_ack_delay);
@@ -464,9 +470,7 @@ impl Receiver {
                     op: "write",
                     offset: off,
                     source: e,
-                },
-                close_code::ABORT,
-                0,
+                }
             );
             return;
         }
@@ -499,9 +503,7 @@ impl Receiver {
                     op: "flush",
                     offset: 0,
                     source: e,
-                },
-                close_code::ABORT,
-                0,
+                }
             );
             return Err(());
         }
@@ -515,8 +517,6 @@ impl Receiver {
                         object_id: id,
                         source: e,
                     },
-                    close_code::ABORT,
-                    0,
                 );
                 return Err(());
             }
@@ -554,9 +554,7 @@ impl Receiver {
                                 std::io::ErrorKind::UnexpectedEof,
                                 "sink shorter than the object",
                             ),
-                        },
-                        close_code::ABORT,
-                        0,
+                        }
                     );
                     return;
                 }
@@ -566,9 +564,7 @@ impl Receiver {
                             op: "read",
                             offset: off,
                             source: e,
-                        },
-                        close_code::ABORT,
-                        0,
+                        }
                     );
                     return;
                 }
@@ -586,8 +582,6 @@ impl Receiver {
                     expected,
                     actual,
                 },
-                close_code::HASH_MISMATCH,
-                actual,
             );
         }
     }
@@ -595,10 +589,14 @@ impl Receiver {
     /// Next datagram to send, if any.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
         let conn = self.conn_id?;
-        let version = if self.version == 0 { VERSION_1 } else { self.version };
+        let version = if self.version == 0 {
+            crate::VERSION_1
+        } else {
+            self.version
+        };
         if let Some(f) = self.control.pop_front() {
             self.st.frames_sent += 1;
-            return Some(wire::encode(version, conn, &f));
+            return wire::encode(version, conn, &f).ok();
         }
         if self.state != ReceiverState::Receiving && self.state != ReceiverState::Complete {
             return None;
@@ -607,8 +605,6 @@ impl Receiver {
             .streams
             .iter()
             .position(|s| s.immediate || s.ack_due.is_some_and(|t| now >= t))?;
-        let max_chunk = self.first_missing + u64::from(self.cfg.window_chunks);
-        let held = self.held_count;
         let st = &mut self.streams[i];
         st.immediate = false;
         st.ack_due = None;
@@ -616,17 +612,29 @@ impl Receiver {
         let delay = st
             .last_data
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        let mut ranges: Vec<_> = st.above.iter().rev().take(wire::MAX_SACK_RANGES).collect();
+        ranges.reverse();
+        let (recv_ns, rate) = match (st.first_data, st.last_data) {
+            (Some(f), Some(l)) => {
+                let span = l.saturating_duration_since(f).as_secs_f64();
+                let ns = l.saturating_duration_since(f).as_nanos().min(u128::from(u64::MAX));
+                let rate = if span > 0.0 { st.bytes as f64 / span } else { 0.0 };
+                (ns as u64, rate as u64)
+            }
+            _ => (0, 0),
+        };
+        st.last_ns = recv_ns;
         let ack = Ack {
             stream: i as u16,
             cumulative: st.cum,
-            ranges: st.above.iter().rev().take(wire::MAX_ACK_RANGES).collect(),
+            ranges,
             ack_delay_us: delay.as_micros().min(u128::from(u32::MAX)) as u32,
-            max_chunk,
-            chunks_held: held,
+            recv_timestamp_ns: recv_ns,
+            receive_rate: rate,
         };
         self.st.acks_sent += 1;
         self.st.frames_sent += 1;
-        Some(wire::encode(version, conn, &Frame::Ack(ack)))
+        wire::encode(version, conn, &Frame::Ack(ack)).ok()
     }
 
     /// When `handle_timeout` should next be called.

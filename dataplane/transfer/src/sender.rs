@@ -6,12 +6,14 @@
 //! `poll_transmit(now)` until it returns `None` after each of those. No clock is read and no I/O
 //! is done besides `Source::read_at`.
 //!
-//! Loss detection: a data packet keeps its (stream, sequence) for life, retransmissions reuse it
-//! with the RETRANSMIT flag, so each stream's cumulative ack advances once the hole is filled.
-//! A packet is declared lost RACK-style, when a packet sent after it was acknowledged and
-//! `latest_rtt + reorder_window` has passed since it was sent (reorder window = min_rtt / 4,
-//! at least 500 us), or when the retransmission timeout (RFC 6298-like, with backoff) expires.
-//! RTT samples come only from packets sent once (Karn).
+//! Loss detection: every transmission takes a fresh (stream, sequence) — sequence numbers are
+//! never reused, as the wire format requires (they feed the AEAD nonce) — so every ack is
+//! unambiguous and every acked packet gives an RTT sample. A packet is declared lost RACK-style,
+//! when a packet sent after it was acknowledged and `latest_rtt + reorder_window` has passed since
+//! it was sent (reorder window = min_rtt / 4, at least 500 us), or when the retransmission timeout
+//! (RFC 6298-like, with backoff) expires. Its chunk is then queued for retransmission (on the next
+//! stream in turn, with the RETRANSMIT flag). A late ack for a packet declared lost still marks
+//! its chunk delivered, so a spurious loss costs at most one extra copy.
 //!
 //! Does not: encode chunks itself (see [`crate::codec`]), hold sockets, or retry a failed object.
 
@@ -21,12 +23,14 @@ use std::time::{Duration, Instant};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::cc::{Bbr, CcConfig, SendSnapshot};
+use dwcp_proto::{Capabilities, Codec, VersionSet};
+
 use crate::codec::{BasicCodec, CODEC_RAW, ChunkEncoder};
 use crate::io::Source;
 use crate::mode::{LinkMode, ModeDetector, ModeThresholds};
 use crate::stats::SenderStats;
 use crate::streams::{MIN_INTERVAL_ROUNDS, StreamAdapter};
-use crate::wire::{self, Data, Frame, Hello, close_code};
+use crate::wire::{self, Caps, CloseCode, Data, Frame, Hello, Session};
 use crate::{TransferError, VERSION_1, VERSION_3};
 
 /// IPv4 + UDP header bytes, used to fit a chunk to an MTU.
@@ -107,7 +111,8 @@ pub enum SenderState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ChunkSt {
     Pending,
-    Sent,
+    InFlight,
+    Lost,
     Acked,
 }
 
@@ -118,7 +123,6 @@ struct Packet {
     snap: SendSnapshot,
     bytes: u64,
     in_flight: bool,
-    retransmitted: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -130,7 +134,7 @@ struct StreamTx {
 
 #[derive(Debug, Clone, Copy)]
 enum Job {
-    Retransmit(u16, u64),
+    Retransmit(u64),
     New(u64),
 }
 
@@ -148,12 +152,16 @@ pub struct Sender {
     chunk_size: u64,
     n_chunks: u64,
     codecs_allowed: u32,
+    session: Option<Session>,
+    window_chunks: u64,
+    first_unacked: u64,
+    lost_fifo: VecDeque<(Instant, u16, u64)>,
     hello_due: Instant,
     hello_count: u32,
     hello_sent: Option<Instant>,
     chunks: Vec<ChunkSt>,
     next_new: u64,
-    retx: VecDeque<(u16, u64)>,
+    retx: VecDeque<u64>,
     streams: Vec<StreamTx>,
     rr: usize,
     send_order: BTreeMap<u64, (u16, u64)>,
@@ -168,7 +176,6 @@ pub struct Sender {
     loss_timer: Option<Instant>,
     rto_backoff: u32,
     keepalive_due: Option<Instant>,
-    max_chunk: u64,
     chunks_acked: u64,
     control: VecDeque<Frame>,
     last_recv: Instant,
@@ -271,6 +278,10 @@ impl Sender {
             chunk_size: chunk,
             n_chunks: 0,
             codecs_allowed: 1 << CODEC_RAW,
+            session: None,
+            window_chunks: 1,
+            first_unacked: 0,
+            lost_fifo: VecDeque::new(),
             hello_due: now,
             hello_count: 0,
             hello_sent: None,
@@ -291,7 +302,6 @@ impl Sender {
             loss_timer: None,
             rto_backoff: 0,
             keepalive_due: None,
-            max_chunk: 0,
             chunks_acked: 0,
             control: VecDeque::new(),
             last_recv: now,
@@ -339,8 +349,8 @@ impl Sender {
             self.state = SenderState::Failed;
             self.error = Some(e);
             self.control.push_back(Frame::Close(wire::Close {
-                code: close_code::ABORT,
-                hash: 0,
+                code: CloseCode::APPLICATION_ERROR,
+                message: "sender aborted".into(),
             }));
         }
     }
@@ -353,16 +363,50 @@ impl Sender {
         self.rtt.rto_backoff(self.cfg.max_ack_delay, self.rto_backoff)
     }
 
-    fn emit(&mut self, frame: &Frame) -> Vec<u8> {
+    fn emit(&mut self, frame: &Frame) -> Option<Vec<u8>> {
         let v = if self.version == 0 {
             self.cfg.max_version
         } else {
             self.version
         };
-        let b = wire::encode(v, self.cfg.conn_id, frame);
-        self.st.frames_sent += 1;
-        self.st.bytes_sent += b.len() as u64;
-        b
+        match wire::encode(v, self.cfg.conn_id, frame) {
+            Ok(b) => {
+                self.st.frames_sent += 1;
+                self.st.bytes_sent += b.len() as u64;
+                Some(b)
+            }
+            Err(source) => {
+                let was_failed = self.state == SenderState::Failed;
+                self.state = SenderState::Failed;
+                if !was_failed {
+                    self.error = Some(TransferError::Encode {
+                        what: "outgoing",
+                        source,
+                    });
+                }
+                None
+            }
+        }
+    }
+
+    /// The capabilities this sender offers.
+    fn local_caps(&self) -> Caps {
+        let max_payload = match self.cfg.mtu {
+            Some(mtu) => mtu.saturating_sub(IP_UDP_OVERHEAD + wire::HEADER_LEN + 16),
+            None => wire::MAX_PAYLOAD,
+        }
+        .clamp(self.chunk_size as usize, wire::MAX_PAYLOAD) as u32;
+        let mut caps = Caps::new(self.cfg.max_streams.max(1), max_payload, self.chunk_size as u32);
+        caps.versions = if self.cfg.max_version >= VERSION_3 {
+            VersionSet::V1.union(VersionSet::V3)
+        } else {
+            VersionSet::V1
+        };
+        caps.capabilities = codec_capabilities(self.encoder.codecs());
+        if self.cfg.max_streams > 1 {
+            caps.capabilities.insert(Capabilities::MULTISTREAM);
+        }
+        caps
     }
 
     /// Handle one received datagram.
@@ -391,26 +435,23 @@ impl Sender {
                 if matches!(self.state, SenderState::Complete | SenderState::Failed) {
                     return;
                 }
-                if self.state == SenderState::Handshake && c.code == close_code::VERSION {
+                let verified = format!("verified xxh3-128 {:032x}", self.object_hash);
+                if c.code == CloseCode::NO_COMMON_VERSION {
                     self.state = SenderState::Failed;
                     self.error = Some(TransferError::Negotiation {
                         reason: "peer has no common version",
                     });
-                } else if c.code == close_code::COMPLETE
-                    && c.hash == self.object_hash
+                } else if c.code == CloseCode::NORMAL
+                    && c.message == verified
                     && self.state != SenderState::Handshake
                 {
                     self.state = SenderState::Complete;
-                } else if c.code == close_code::HASH_MISMATCH {
-                    self.state = SenderState::Failed;
-                    self.error = Some(TransferError::HashMismatch {
-                        object_id: self.cfg.object_id,
-                        expected: self.object_hash,
-                        actual: c.hash,
-                    });
                 } else {
                     self.state = SenderState::Failed;
-                    self.error = Some(TransferError::PeerClosed { code: c.code });
+                    self.error = Some(TransferError::PeerClosed {
+                        code: c.code.0,
+                        message: c.message,
+                    });
                 }
             }
             _ => {}
@@ -418,29 +459,21 @@ impl Sender {
     }
 
     fn on_hello_ack(&mut self, now: Instant, a: wire::HelloAck) {
-        if (a.version != VERSION_1 && a.version != VERSION_3)
-            || a.version > self.cfg.max_version
-            || a.chunk_size == 0
-            || u64::from(a.chunk_size) > self.chunk_size
-        {
-            self.fail(TransferError::Negotiation {
-                reason: "unacceptable HELLO_ACK parameters",
-            });
-            return;
-        }
-        self.version = a.version;
-        self.chunk_size = u64::from(a.chunk_size);
+        let session = match dwcp_proto::negotiate(&self.local_caps(), &a.caps) {
+            Ok(s) => s,
+            Err(_) => {
+                self.fail(TransferError::Negotiation {
+                    reason: "HELLO_ACK has no common version or is invalid",
+                });
+                return;
+            }
+        };
+        self.version = session.version.as_u8();
+        self.chunk_size = u64::from(session.chunk_size).min(self.chunk_size);
         self.n_chunks = self.object_len.div_ceil(self.chunk_size);
-        let max_streams = if a.version == VERSION_1 {
-            1
-        } else {
-            a.max_streams.clamp(1, self.cfg.max_streams.max(1))
-        };
-        self.codecs_allowed = if a.version == VERSION_1 {
-            1 << CODEC_RAW
-        } else {
-            (a.codecs & self.encoder.codecs()) | (1 << CODEC_RAW)
-        };
+        let max_streams = session.max_streams.clamp(1, self.cfg.max_streams.max(1));
+        self.codecs_allowed = codec_mask(&session) & (self.encoder.codecs() | (1 << CODEC_RAW));
+        self.session = Some(session);
         let initial = if self.cfg.adapt_streams {
             self.cfg.initial_streams
         } else {
@@ -458,13 +491,9 @@ impl Sender {
                 }
             }
         }
-        let first_missing = self
-            .chunks
-            .iter()
-            .position(|c| *c != ChunkSt::Acked)
-            .unwrap_or(self.chunks.len()) as u64;
-        self.next_new = first_missing;
-        self.max_chunk = first_missing + u64::from(a.window_chunks.max(1));
+        self.window_chunks = u64::from(a.window_chunks.max(1));
+        self.advance_first_unacked();
+        self.next_new = self.first_unacked;
         if self.hello_count == 1
             && let Some(t) = self.hello_sent
         {
@@ -476,6 +505,14 @@ impl Sender {
         self.next_send = now;
         self.interval_start = now;
         self.check_all_acked(now);
+    }
+
+    fn advance_first_unacked(&mut self) {
+        while self.first_unacked < self.n_chunks
+            && self.chunks[self.first_unacked as usize] == ChunkSt::Acked
+        {
+            self.first_unacked += 1;
+        }
     }
 
     fn check_all_acked(&mut self, now: Instant) {
@@ -492,7 +529,6 @@ impl Sender {
             self.st.frames_dropped += 1;
             return;
         }
-        self.max_chunk = self.max_chunk.max(a.max_chunk.min(self.n_chunks));
         let mut keys: Vec<u64> = self.streams[s]
             .packets
             .range(..a.cumulative)
@@ -506,7 +542,6 @@ impl Sender {
         }
         let mut acked = Vec::with_capacity(keys.len());
         let mut largest: Option<(u64, Packet)> = None;
-        let min_rtt = self.rtt.min().unwrap_or(Duration::ZERO);
         for k in keys {
             let Some(p) = self.streams[s].packets.remove(&k) else {
                 continue;
@@ -523,20 +558,16 @@ impl Sender {
                 self.st.bytes_acked += raw;
                 self.streams[s].acked_raw += raw;
             }
-            // RACK: time of the most recently sent packet known delivered. An ack that comes
-            // sooner than min_rtt after a retransmission is for the original: not evidence.
-            if !p.retransmitted || now.saturating_duration_since(p.snap.sent) >= min_rtt {
-                self.rack_xmit = Some(self.rack_xmit.map_or(p.snap.sent, |t| t.max(p.snap.sent)));
-            }
+            // RACK: send time of the most recently sent packet known delivered.
+            self.rack_xmit = Some(self.rack_xmit.map_or(p.snap.sent, |t| t.max(p.snap.sent)));
             if largest.as_ref().is_none_or(|(seq, _)| k > *seq) {
                 largest = Some((k, p));
             }
         }
         self.rto_backoff = 0;
         let mut rtt_sample = None;
-        if let Some((_, p)) = largest
-            && !p.retransmitted
-        {
+        let min_rtt = self.rtt.min().unwrap_or(Duration::ZERO);
+        if let Some((_, p)) = largest {
             let mut r = now.saturating_duration_since(p.snap.sent);
             let delay = Duration::from_micros(u64::from(a.ack_delay_us)).min(self.cfg.max_ack_delay);
             if r >= min_rtt + delay {
@@ -545,6 +576,7 @@ impl Sender {
             self.rtt.update(r);
             rtt_sample = Some(r);
         }
+        self.advance_first_unacked();
         let round = self.cc.on_ack(now, &acked, rtt_sample, self.bytes_in_flight);
         if round {
             self.on_round(now);
@@ -559,6 +591,18 @@ impl Sender {
     }
 
     fn on_round(&mut self, now: Instant) {
+        // forget packets declared lost long ago (their late acks can no longer come)
+        let keep = (self.rtt.srtt().unwrap_or(Duration::ZERO) * 4).max(Duration::from_millis(200));
+        while let Some(&(t, s, seq)) = self.lost_fifo.front() {
+            if now.saturating_duration_since(t) < keep {
+                break;
+            }
+            self.lost_fifo.pop_front();
+            let pk = &mut self.streams[usize::from(s)].packets;
+            if pk.get(&seq).is_some_and(|p| !p.in_flight) {
+                pk.remove(&seq);
+            }
+        }
         if let (Some(min_rtt), Some(srtt)) = (self.cc.min_rtt(), self.rtt.srtt()) {
             self.mode
                 .evaluate(min_rtt, srtt, self.cc.btlbw(), self.cc.loss_rate());
@@ -583,7 +627,7 @@ impl Sender {
         (self.rtt.min().unwrap_or(Duration::ZERO) / 4).max(Duration::from_micros(500))
     }
 
-    fn declare_lost(&mut self, s: u16, seq: u64) {
+    fn declare_lost(&mut self, now: Instant, s: u16, seq: u64) {
         let Some(p) = self.streams[usize::from(s)].packets.get_mut(&seq) else {
             return;
         };
@@ -591,11 +635,15 @@ impl Sender {
             return;
         }
         p.in_flight = false;
-        let bytes = p.bytes;
+        let (bytes, chunk) = (p.bytes, p.chunk);
         self.bytes_in_flight -= bytes;
         self.cc.on_loss(bytes);
         self.st.losses += 1;
-        self.retx.push_back((s, seq));
+        self.lost_fifo.push_back((now, s, seq));
+        if self.chunks[chunk as usize] == ChunkSt::InFlight {
+            self.chunks[chunk as usize] = ChunkSt::Lost;
+            self.retx.push_back(chunk);
+        }
     }
 
     /// Oldest packet still in flight, pruning stale entries.
@@ -621,7 +669,7 @@ impl Sender {
             }
             if now >= sent + wait {
                 self.send_order.remove(&tx);
-                self.declare_lost(s, seq);
+                self.declare_lost(now, s, seq);
             } else {
                 self.loss_timer = Some(sent + wait);
                 break;
@@ -642,28 +690,25 @@ impl Sender {
                 break;
             }
             self.send_order.remove(&tx);
-            self.declare_lost(s, seq);
+            self.declare_lost(now, s, seq);
         }
         self.rto_backoff += 1;
     }
 
     /// Next data job, pruning stale retransmissions.
     fn peek_job(&mut self) -> Option<Job> {
-        while let Some(&(s, seq)) = self.retx.front() {
-            match self.streams[usize::from(s)].packets.get(&seq) {
-                Some(p) if !p.in_flight && self.chunks[p.chunk as usize] != ChunkSt::Acked => {
-                    return Some(Job::Retransmit(s, seq));
-                }
-                _ => {
-                    self.retx.pop_front();
-                }
+        while let Some(&c) = self.retx.front() {
+            if self.chunks[c as usize] == ChunkSt::Lost {
+                return Some(Job::Retransmit(c));
             }
+            self.retx.pop_front();
         }
         while self.next_new < self.n_chunks && self.chunks[self.next_new as usize] == ChunkSt::Acked
         {
             self.next_new += 1;
         }
-        if self.next_new < self.n_chunks && self.next_new < self.max_chunk {
+        if self.next_new < self.n_chunks && self.next_new < self.first_unacked + self.window_chunks
+        {
             return Some(Job::New(self.next_new));
         }
         None
@@ -676,16 +721,13 @@ impl Sender {
     /// Next datagram to send now, if any.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
         if let Some(f) = self.control.pop_front() {
-            return Some(self.emit(&f));
+            return self.emit(&f);
         }
         match self.state {
             SenderState::Handshake if now >= self.hello_due => {
                 let hello = Frame::Hello(Hello {
-                    max_version: self.cfg.max_version,
-                    max_streams: self.cfg.max_streams.max(1),
+                    caps: self.local_caps(),
                     initial_streams: self.cfg.initial_streams.max(1),
-                    chunk_size: self.chunk_size as u32,
-                    codecs: self.encoder.codecs(),
                     object_id: self.cfg.object_id,
                     object_len: self.object_len,
                     object_hash: self.object_hash,
@@ -693,7 +735,7 @@ impl Sender {
                 self.hello_count += 1;
                 self.hello_sent = Some(now);
                 self.hello_due = now + self.rtt.rto_backoff(Duration::ZERO, self.hello_count - 1);
-                Some(self.emit(&hello))
+                self.emit(&hello)
             }
             SenderState::Transfer => {
                 if now < self.next_send || !self.cwnd_room() {
@@ -705,10 +747,11 @@ impl Sender {
                     return None;
                 };
                 match self.send_job(now, job) {
-                    Ok(b) => Some(b),
+                    Ok(b) => b,
                     Err(e) => {
                         self.fail(e);
-                        self.control.pop_front().map(|f| self.emit(&f))
+                        let f = self.control.pop_front()?;
+                        self.emit(&f)
                     }
                 }
             }
@@ -716,24 +759,23 @@ impl Sender {
         }
     }
 
-    fn send_job(&mut self, now: Instant, job: Job) -> Result<Vec<u8>, TransferError> {
-        let (stream, seq, chunk, retransmit) = match job {
-            Job::Retransmit(s, seq) => {
+    fn send_job(&mut self, now: Instant, job: Job) -> Result<Option<Vec<u8>>, TransferError> {
+        let (chunk, retransmit) = match job {
+            Job::Retransmit(c) => {
                 self.retx.pop_front();
-                let chunk = self.streams[usize::from(s)].packets[&seq].chunk;
-                (s, seq, chunk, true)
+                (c, true)
             }
             Job::New(c) => {
-                let s = (self.rr % usize::from(self.adapter.current().max(1))) as u16;
-                self.rr = self.rr.wrapping_add(1);
-                let st = &mut self.streams[usize::from(s)];
-                let seq = st.next_seq;
-                st.next_seq += 1;
                 self.next_new = c + 1;
-                self.chunks[c as usize] = ChunkSt::Sent;
-                (s, seq, c, false)
+                (c, false)
             }
         };
+        self.chunks[chunk as usize] = ChunkSt::InFlight;
+        let stream = (self.rr % usize::from(self.adapter.current().max(1))) as u16;
+        self.rr = self.rr.wrapping_add(1);
+        let st = &mut self.streams[usize::from(stream)];
+        let seq = st.next_seq;
+        st.next_seq += 1;
         let offset = chunk * self.chunk_size;
         let len = self.chunk_len(chunk) as usize;
         self.raw.resize(len, 0);
@@ -777,24 +819,23 @@ impl Sender {
         if let Frame::Data(d) = frame {
             self.enc = d.payload;
         }
+        let Some(bytes) = bytes else {
+            return Ok(None);
+        };
         let wire_len = bytes.len() as u64;
         let snap = self.cc.on_send(now, self.bytes_in_flight);
         let tx = self.tx_counter;
         self.tx_counter += 1;
-        let st = &mut self.streams[usize::from(stream)];
-        let p = st.packets.entry(seq).or_insert(Packet {
-            chunk,
-            tx_index: tx,
-            snap,
-            bytes: wire_len,
-            in_flight: false,
-            retransmitted: false,
-        });
-        p.tx_index = tx;
-        p.snap = snap;
-        p.bytes = wire_len;
-        p.in_flight = true;
-        p.retransmitted |= retransmit;
+        self.streams[usize::from(stream)].packets.insert(
+            seq,
+            Packet {
+                chunk,
+                tx_index: tx,
+                snap,
+                bytes: wire_len,
+                in_flight: true,
+            },
+        );
         self.send_order.insert(tx, (stream, seq));
         self.bytes_in_flight += wire_len;
         self.st.data_frames_sent += 1;
@@ -805,7 +846,7 @@ impl Sender {
         let rate = self.cc.pacing_rate().max(1.0);
         let gap = Duration::from_secs_f64(wire_len as f64 / rate);
         self.next_send = self.next_send.max(now) + gap;
-        Ok(bytes)
+        Ok(Some(bytes))
     }
 
     /// When `handle_timeout` (then `poll_transmit`) should next be called.
@@ -892,4 +933,45 @@ impl Sender {
             chunks_remaining: self.n_chunks - self.chunks_acked,
         }
     }
+}
+
+/// Codec ids (bitmask) a session allows.
+pub(crate) fn codec_mask(session: &Session) -> u32 {
+    Codec::ALL
+        .iter()
+        .filter(|c| session.codec_allowed(**c))
+        .fold(0, |m, c| m | (1 << c.as_u8()))
+}
+
+/// Capabilities needed for a codec that may emit the codecs in `mask`.
+fn codec_capabilities(mask: u32) -> Capabilities {
+    let mut caps = Capabilities::EMPTY;
+    let delta = [Codec::Zero, Codec::Dup, Codec::XorDeltaZeroRun, Codec::HdeContainer];
+    if delta.iter().any(|c| mask & (1 << c.as_u8()) != 0) {
+        caps.insert(Capabilities::DELTA);
+    }
+    if mask & (1 << Codec::Zstd.as_u8()) != 0 {
+        caps.insert(Capabilities::ZSTD);
+    }
+    caps
+}
+
+/// Capabilities a receiver with `decoder_mask` and `max_streams` offers.
+pub(crate) fn receiver_caps(
+    max_version: u8,
+    decoder_mask: u32,
+    max_streams: u16,
+    chunk_size: u32,
+) -> Caps {
+    let mut caps = Caps::new(max_streams.max(1), wire::MAX_PAYLOAD as u32, chunk_size);
+    caps.versions = if max_version >= VERSION_3 {
+        VersionSet::V1.union(VersionSet::V3)
+    } else {
+        VersionSet::V1
+    };
+    caps.capabilities = codec_capabilities(decoder_mask);
+    if max_streams > 1 {
+        caps.capabilities.insert(Capabilities::MULTISTREAM);
+    }
+    caps
 }

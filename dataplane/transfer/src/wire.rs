@@ -1,77 +1,35 @@
-//! The transfer engine's view of DWCP frames: typed [`Frame`]s and their encoding into the
-//! fixed 48-byte header + payload + CRC32C trailer layout of the DWCP frame.
+//! The transfer engine's view of DWCP frames: typed [`Frame`]s mapped onto the shared wire
+//! format of `dwcp-proto` (48-byte header, CRC32C trailer, typed HELLO / ACK / KEEPALIVE / CLOSE
+//! payloads, version and capability negotiation).
 //!
-//! Owns: the mapping between engine events (hello, data chunk, ack, close) and datagrams, and the
-//! payload layouts of the control frames as this engine uses them. Does not do: sealing (AEAD),
-//! which belongs to the wire-format crate; frames with the SEALED flag are rejected here.
-//! The layout is kept in one place so swapping in the shared wire-format crate is a thin change.
+//! Owns: the mapping between engine events and datagrams, and the *transfer extension* that
+//! follows the standard HELLO payload: the object descriptor (id, length, XXH3-128, initial
+//! streams) in HELLO, and the receive window plus the chunk ranges the receiver already holds
+//! (resume) in HELLO_ACK. The standard part is encoded and validated by `dwcp-proto`; the
+//! extension is placed after the key-exchange blob, where `dwcp-proto` would otherwise expect
+//! zero padding (see docs/transfer.md, "Wire mapping", for this open point).
+//!
+//! Does not do: sealing (AEAD); SEALED frames are refused here and handled by the layer that
+//! owns the keys.
 
 use std::ops::Range;
 
-/// Frame magic.
-pub const MAGIC: u16 = 0xDC57;
-/// Header length.
-pub const HEADER_LEN: usize = 48;
+use dwcp_proto::{CONTROL_STREAM, Codec, Flags, FrameError, FrameType, Header, Version, WirePayload};
+
+pub use dwcp_proto::{CloseCode, HEADER_LEN, Hello as Caps, MAX_PAYLOAD, MAX_SACK_RANGES, Session};
+
 /// CRC32C trailer length.
-pub const TRAILER_LEN: usize = 4;
-/// Largest payload in one UDP datagram.
-pub const MAX_PAYLOAD: usize = 65_536 - HEADER_LEN - 16;
-
-/// Frame type codes.
-pub mod ftype {
-    /// HELLO.
-    pub const HELLO: u8 = 0x01;
-    /// HELLO_ACK.
-    pub const HELLO_ACK: u8 = 0x02;
-    /// DATA.
-    pub const DATA: u8 = 0x10;
-    /// ACK.
-    pub const ACK: u8 = 0x11;
-    /// NACK.
-    pub const NACK: u8 = 0x12;
-    /// KEEPALIVE.
-    pub const KEEPALIVE: u8 = 0x30;
-    /// CLOSE.
-    pub const CLOSE: u8 = 0x3F;
-}
-
-/// Header flag: trailer is an AEAD tag.
-pub const FLAG_SEALED: u16 = 1;
-/// Header flag: last chunk of the object.
-pub const FLAG_LAST: u16 = 2;
-/// Header flag: retransmission.
-pub const FLAG_RETRANSMIT: u16 = 4;
-
-/// Most SACK ranges carried by one ACK.
-pub const MAX_ACK_RANGES: usize = 64;
+pub const TRAILER_LEN: usize = dwcp_proto::CRC_LEN;
 /// Most resume ranges carried by one HELLO_ACK.
 pub const MAX_HELLO_RANGES: usize = 2048;
 
-/// Close codes.
-pub mod close_code {
-    /// Object received completely and its hash verified.
-    pub const COMPLETE: u8 = 0;
-    /// Object received but its hash did not match.
-    pub const HASH_MISMATCH: u8 = 1;
-    /// Transfer aborted (local error).
-    pub const ABORT: u8 = 2;
-    /// No common version.
-    pub const VERSION: u8 = 3;
-}
-
-/// Sender's opening frame: capabilities and object identity.
+/// Sender's opening frame: standard capabilities plus the object descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
-    /// Highest version the sender speaks.
-    pub max_version: u8,
-    /// Most streams the sender can use.
-    pub max_streams: u16,
+    /// Versions, capabilities and limits (standard HELLO payload).
+    pub caps: Caps,
     /// Streams the sender wants to start with.
     pub initial_streams: u16,
-    /// Proposed chunk payload size (raw bytes per chunk).
-    pub chunk_size: u32,
-    /// Bitmask of codec ids the sender may emit (bit n = codec n).
-    pub codecs: u32,
     /// Object id.
     pub object_id: u64,
     /// Object length.
@@ -80,20 +38,14 @@ pub struct Hello {
     pub object_hash: u128,
 }
 
-/// Receiver's answer: chosen parameters and the chunks it already holds.
+/// Receiver's answer: its capabilities plus window and held chunks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HelloAck {
-    /// Version chosen (min of both sides).
-    pub version: u8,
-    /// Most streams the sender may use.
-    pub max_streams: u16,
-    /// Chunk size to use.
-    pub chunk_size: u32,
-    /// Codecs the receiver decodes (bitmask).
-    pub codecs: u32,
-    /// Receive window in chunks beyond the first missing chunk.
+    /// Versions, capabilities and limits (standard HELLO_ACK payload).
+    pub caps: Caps,
+    /// Receive window in chunks beyond the first chunk not yet acknowledged.
     pub window_chunks: u32,
-    /// Chunk index ranges the receiver already holds (resume).
+    /// Chunk index ranges the receiver already holds (resume), ascending.
     pub held: Vec<Range<u64>>,
 }
 
@@ -102,7 +54,7 @@ pub struct HelloAck {
 pub struct Data {
     /// Stream id.
     pub stream: u16,
-    /// Per-stream sequence number.
+    /// Per-stream sequence number (never reused).
     pub seq: u64,
     /// Object id.
     pub object_id: u64,
@@ -112,7 +64,7 @@ pub struct Data {
     pub codec: u8,
     /// Last chunk of the object.
     pub last: bool,
-    /// Retransmission.
+    /// Retransmission of a chunk sent before.
     pub retransmit: bool,
     /// Encoded payload.
     pub payload: Vec<u8>,
@@ -125,23 +77,23 @@ pub struct Ack {
     pub stream: u16,
     /// Every sequence number below this was received.
     pub cumulative: u64,
-    /// Received ranges above `cumulative`, newest first, at most [`MAX_ACK_RANGES`].
+    /// Received ranges above `cumulative`, ascending, at most [`MAX_SACK_RANGES`].
     pub ranges: Vec<Range<u64>>,
     /// Time between receiving the newest frame and sending this ack, microseconds.
     pub ack_delay_us: u32,
-    /// Flow control: the sender may send chunk indices below this.
-    pub max_chunk: u64,
-    /// Chunks the receiver holds in total.
-    pub chunks_held: u64,
+    /// Receiver clock (ns, arbitrary origin) when the newest frame arrived.
+    pub recv_timestamp_ns: u64,
+    /// Payload bytes per second received on this stream.
+    pub receive_rate: u64,
 }
 
-/// End of transfer.
+/// End of the transfer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Close {
-    /// A [`close_code`].
-    pub code: u8,
-    /// Hash the receiver computed (0 if none).
-    pub hash: u128,
+    /// Reason code.
+    pub code: CloseCode,
+    /// Detail; a verified completion says `verified xxh3-128 <32 hex digits>`.
+    pub message: String,
 }
 
 /// A decoded frame.
@@ -175,66 +127,48 @@ pub struct Envelope {
 /// Why a datagram was dropped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
-    /// Shorter than header + trailer.
-    #[error("datagram of {len} bytes is too short")]
-    TooShort {
-        /// Datagram length.
-        len: usize,
+    /// Rejected by the wire-format crate (framing, header rules, CRC, payload rules).
+    #[error("frame rejected: {reason}")]
+    Frame {
+        /// Counter label.
+        reason: dwcp_proto::DropReason,
+        /// Details.
+        #[source]
+        source: FrameError,
     },
-    /// Magic mismatch.
-    #[error("bad magic {magic:#06x}")]
-    BadMagic {
-        /// What was found.
-        magic: u16,
-    },
-    /// CRC32C mismatch (corruption).
-    #[error("checksum mismatch: computed {computed:#010x}, trailer {trailer:#010x}")]
-    BadChecksum {
-        /// Computed CRC.
-        computed: u32,
-        /// Trailer CRC.
-        trailer: u32,
-    },
-    /// Length field does not match the datagram.
-    #[error("payload length {declared} does not fit datagram of {len} bytes")]
-    BadLength {
-        /// Declared payload length.
-        declared: usize,
-        /// Datagram length.
-        len: usize,
-    },
-    /// Unsupported version, type or flags, or a malformed payload.
-    #[error("malformed frame: {what}")]
+    /// The transfer extension of HELLO / HELLO_ACK is malformed, or a frame type this engine
+    /// does not use arrived.
+    #[error("malformed transfer frame: {what}")]
     Malformed {
         /// What is wrong.
         what: &'static str,
     },
 }
 
-struct Hdr {
-    ftype: u8,
-    flags: u16,
-    stream: u16,
-    seq: u64,
-    object_id: u64,
-    offset: u64,
-    codec: u8,
+impl WireError {
+    /// True for a CRC mismatch (corruption on the path).
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            WireError::Frame {
+                reason: dwcp_proto::DropReason::ChecksumMismatch,
+                ..
+            }
+        )
+    }
 }
 
-fn put_header(out: &mut Vec<u8>, version: u8, conn_id: u32, h: &Hdr, payload_len: usize) {
-    out.extend_from_slice(&MAGIC.to_be_bytes());
-    out.push(version);
-    out.push(h.ftype);
-    out.extend_from_slice(&h.flags.to_be_bytes());
-    out.extend_from_slice(&h.stream.to_be_bytes());
-    out.extend_from_slice(&conn_id.to_be_bytes());
-    out.extend_from_slice(&(payload_len as u32).to_be_bytes());
-    out.extend_from_slice(&h.seq.to_be_bytes());
-    out.extend_from_slice(&h.object_id.to_be_bytes());
-    out.extend_from_slice(&h.offset.to_be_bytes());
-    out.push(h.codec);
-    out.extend_from_slice(&[0, 0, 0]);
-    out.extend_from_slice(&0u32.to_be_bytes());
+impl From<FrameError> for WireError {
+    fn from(source: FrameError) -> Self {
+        WireError::Frame {
+            reason: source.reason(),
+            source,
+        }
+    }
+}
+
+fn version_of(v: u8) -> Version {
+    if v == 1 { Version::V1 } else { Version::V3 }
 }
 
 fn put_ranges(p: &mut Vec<u8>, ranges: &[Range<u64>]) {
@@ -245,120 +179,76 @@ fn put_ranges(p: &mut Vec<u8>, ranges: &[Range<u64>]) {
 }
 
 /// Encode a frame into a datagram.
-pub fn encode(version: u8, conn_id: u32, frame: &Frame) -> Vec<u8> {
-    let mut p = Vec::new();
-    let empty = Hdr {
-        ftype: 0,
-        flags: 0,
-        stream: 0,
-        seq: 0,
-        object_id: 0,
-        offset: 0,
-        codec: 0,
-    };
-    let (hdr, payload): (Hdr, &[u8]) = match frame {
-        Frame::Hello(h) => {
-            p.push(h.max_version);
-            p.push(0);
-            p.extend_from_slice(&h.max_streams.to_be_bytes());
-            p.extend_from_slice(&h.initial_streams.to_be_bytes());
-            p.extend_from_slice(&[0, 0]);
-            p.extend_from_slice(&h.chunk_size.to_be_bytes());
-            p.extend_from_slice(&h.codecs.to_be_bytes());
-            p.extend_from_slice(&h.object_len.to_be_bytes());
-            p.extend_from_slice(&h.object_hash.to_be_bytes());
-            (
-                Hdr {
-                    ftype: ftype::HELLO,
-                    object_id: h.object_id,
-                    ..empty
-                },
-                &p,
-            )
+pub fn encode(version: u8, conn_id: u32, frame: &Frame) -> Result<Vec<u8>, FrameError> {
+    let v = version_of(version);
+    let (mut h, payload): (Header, Vec<u8>) = match frame {
+        Frame::Hello(x) => {
+            let mut p = x.caps.to_vec()?;
+            p.extend_from_slice(&x.initial_streams.to_be_bytes());
+            p.extend_from_slice(&[0; 6]);
+            p.extend_from_slice(&x.object_id.to_be_bytes());
+            p.extend_from_slice(&x.object_len.to_be_bytes());
+            p.extend_from_slice(&x.object_hash.to_be_bytes());
+            (Header::new(v, FrameType::Hello), p)
         }
-        Frame::HelloAck(a) => {
-            let held = &a.held[..a.held.len().min(MAX_HELLO_RANGES)];
-            p.push(a.version);
-            p.push(0);
-            p.extend_from_slice(&a.max_streams.to_be_bytes());
-            p.extend_from_slice(&a.chunk_size.to_be_bytes());
-            p.extend_from_slice(&a.codecs.to_be_bytes());
-            p.extend_from_slice(&a.window_chunks.to_be_bytes());
+        Frame::HelloAck(x) => {
+            let held = &x.held[..x.held.len().min(MAX_HELLO_RANGES)];
+            let mut p = x.caps.to_vec()?;
+            p.extend_from_slice(&x.window_chunks.to_be_bytes());
             p.extend_from_slice(&(held.len() as u32).to_be_bytes());
             put_ranges(&mut p, held);
-            (
-                Hdr {
-                    ftype: ftype::HELLO_ACK,
-                    ..empty
-                },
-                &p,
-            )
+            (Header::new(v, FrameType::HelloAck), p)
         }
         Frame::Data(d) => {
-            let mut flags = 0;
+            let mut h = Header::new(v, FrameType::Data);
+            h.conn_id = conn_id;
+            h.stream_id = d.stream;
+            h.seq = d.seq;
+            h.object_id = d.object_id;
+            h.offset = d.offset;
+            h.codec = Codec::from_u8(d.codec)?;
             if d.last {
-                flags |= FLAG_LAST;
+                h.flags.insert(Flags::LAST);
             }
             if d.retransmit {
-                flags |= FLAG_RETRANSMIT;
+                h.flags.insert(Flags::RETRANSMIT);
             }
-            (
-                Hdr {
-                    ftype: ftype::DATA,
-                    flags,
-                    stream: d.stream,
-                    seq: d.seq,
-                    object_id: d.object_id,
-                    offset: d.offset,
-                    codec: d.codec,
-                },
-                &d.payload,
-            )
+            return build(&h, &d.payload);
         }
         Frame::Ack(a) => {
-            let ranges = &a.ranges[..a.ranges.len().min(MAX_ACK_RANGES)];
-            p.extend_from_slice(&a.cumulative.to_be_bytes());
-            p.extend_from_slice(&a.ack_delay_us.to_be_bytes());
-            p.extend_from_slice(&(ranges.len() as u16).to_be_bytes());
-            p.extend_from_slice(&[0, 0]);
-            p.extend_from_slice(&a.max_chunk.to_be_bytes());
-            p.extend_from_slice(&a.chunks_held.to_be_bytes());
-            put_ranges(&mut p, ranges);
-            (
-                Hdr {
-                    ftype: ftype::ACK,
-                    stream: a.stream,
-                    ..empty
-                },
-                &p,
-            )
+            let n = a.ranges.len().min(MAX_SACK_RANGES);
+            let ack = dwcp_proto::Ack {
+                stream_id: a.stream,
+                ack_delay_us: a.ack_delay_us,
+                cumulative_seq: a.cumulative,
+                recv_timestamp_ns: a.recv_timestamp_ns,
+                receive_rate: a.receive_rate,
+                sack: a.ranges[a.ranges.len() - n..]
+                    .iter()
+                    .map(|r| dwcp_proto::SeqRange::new(r.start, r.end))
+                    .collect(),
+            };
+            (Header::new(v, FrameType::Ack), ack.to_vec()?)
         }
-        Frame::Keepalive => (
-            Hdr {
-                ftype: ftype::KEEPALIVE,
-                ..empty
-            },
-            &p,
-        ),
+        Frame::Keepalive => (Header::new(v, FrameType::Keepalive), Vec::new()),
         Frame::Close(c) => {
-            p.push(c.code);
-            p.extend_from_slice(&[0; 7]);
-            p.extend_from_slice(&c.hash.to_be_bytes());
-            (
-                Hdr {
-                    ftype: ftype::CLOSE,
-                    ..empty
-                },
-                &p,
-            )
+            let close = dwcp_proto::Close {
+                code: c.code,
+                message: c.message.clone(),
+            };
+            (Header::new(v, FrameType::Close), close.to_vec()?)
         }
     };
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + TRAILER_LEN);
-    put_header(&mut out, version, conn_id, &hdr, payload.len());
-    out.extend_from_slice(payload);
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_be_bytes());
-    out
+    h.stream_id = CONTROL_STREAM;
+    h.conn_id = conn_id;
+    build(&h, &payload)
+}
+
+fn build(h: &Header, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
+    let mut out = vec![0u8; HEADER_LEN + payload.len() + TRAILER_LEN];
+    let n = dwcp_proto::build_frame(h, payload, &mut out)?;
+    out.truncate(n);
+    Ok(out)
 }
 
 struct Rd<'a> {
@@ -366,190 +256,133 @@ struct Rd<'a> {
 }
 
 impl<'a> Rd<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
-        if self.b.len() < n {
-            return Err(WireError::Malformed {
-                what: "payload too short",
-            });
-        }
-        let (a, rest) = self.b.split_at(n);
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
+        let (a, rest) = self.b.split_first_chunk::<N>().ok_or(WireError::Malformed {
+            what: "transfer extension too short",
+        })?;
         self.b = rest;
-        Ok(a)
+        Ok(*a)
     }
-    fn u8(&mut self) -> Result<u8, WireError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, WireError> {
-        Ok(u16::from_be_bytes(self.take(2)?.try_into().unwrap_or([0; 2])))
-    }
-    fn u32(&mut self) -> Result<u32, WireError> {
-        Ok(u32::from_be_bytes(self.take(4)?.try_into().unwrap_or([0; 4])))
-    }
-    fn u64(&mut self) -> Result<u64, WireError> {
-        Ok(u64::from_be_bytes(self.take(8)?.try_into().unwrap_or([0; 8])))
-    }
-    fn u128(&mut self) -> Result<u128, WireError> {
-        Ok(u128::from_be_bytes(
-            self.take(16)?.try_into().unwrap_or([0; 16]),
-        ))
-    }
-    fn ranges(&mut self, n: usize, max: usize) -> Result<Vec<Range<u64>>, WireError> {
-        if n > max {
+    fn ranges(&mut self, n: usize) -> Result<Vec<Range<u64>>, WireError> {
+        if n > MAX_HELLO_RANGES || self.b.len() != n * 16 {
             return Err(WireError::Malformed {
-                what: "too many ranges",
+                what: "resume range count does not match the payload",
             });
         }
         let mut v = Vec::with_capacity(n);
-        for _ in 0..n {
-            let s = self.u64()?;
-            let e = self.u64()?;
-            if s >= e {
+        let mut prev = 0u64;
+        for i in 0..n {
+            let s = u64::from_be_bytes(self.take()?);
+            let e = u64::from_be_bytes(self.take()?);
+            if s >= e || (i > 0 && s <= prev) {
                 return Err(WireError::Malformed {
-                    what: "empty range",
+                    what: "resume ranges must ascend and be non-empty",
                 });
             }
+            prev = e;
             v.push(s..e);
         }
         Ok(v)
     }
 }
 
-/// Decode and verify a datagram.
+/// Split a HELLO / HELLO_ACK payload into its standard part and the transfer extension.
+fn split_hello(payload: &[u8]) -> Result<(Caps, &[u8]), WireError> {
+    let kex = payload
+        .get(6..8)
+        .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        .ok_or(WireError::Malformed {
+            what: "HELLO too short",
+        })?;
+    let std_len = dwcp_proto::payload::HELLO_FIXED_LEN + kex;
+    if payload.len() < std_len {
+        return Err(WireError::Malformed {
+            what: "HELLO too short",
+        });
+    }
+    let (std, ext) = payload.split_at(std_len);
+    Ok((Caps::decode(std)?, ext))
+}
+
+/// Decode and verify a datagram (framing, CRC and header rules by `dwcp-proto`).
 pub fn decode(buf: &[u8]) -> Result<Envelope, WireError> {
-    if buf.len() < HEADER_LEN + TRAILER_LEN {
-        return Err(WireError::TooShort { len: buf.len() });
-    }
-    let be16 = |o: usize| u16::from_be_bytes([buf[o], buf[o + 1]]);
-    let be32 = |o: usize| u32::from_be_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]);
-    let be64 = |o: usize| {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(&buf[o..o + 8]);
-        u64::from_be_bytes(a)
-    };
-    let magic = be16(0);
-    if magic != MAGIC {
-        return Err(WireError::BadMagic { magic });
-    }
-    let flags = be16(4);
-    if flags & FLAG_SEALED != 0 {
-        return Err(WireError::Malformed {
-            what: "sealed frames are not handled by the transfer engine",
-        });
-    }
-    if flags & !(FLAG_LAST | FLAG_RETRANSMIT) != 0 {
-        return Err(WireError::Malformed {
-            what: "unknown flags",
-        });
-    }
-    let declared = be32(12) as usize;
-    if HEADER_LEN + declared + TRAILER_LEN != buf.len() {
-        return Err(WireError::BadLength {
-            declared,
-            len: buf.len(),
-        });
-    }
-    let body = &buf[..HEADER_LEN + declared];
-    let trailer = be32(HEADER_LEN + declared);
-    let computed = crc32c::crc32c(body);
-    if computed != trailer {
-        return Err(WireError::BadChecksum { computed, trailer });
-    }
-    let version = buf[2];
-    if version != 1 && version != 3 {
-        return Err(WireError::Malformed { what: "version" });
-    }
-    if buf[41] != 0 || be16(42) != 0 {
-        return Err(WireError::Malformed {
-            what: "reserved bytes",
-        });
-    }
-    let conn_id = be32(8);
-    let stream = be16(6);
-    let seq = be64(16);
-    let object_id = be64(24);
-    let offset = be64(32);
-    let codec = buf[40];
-    let payload = &buf[HEADER_LEN..HEADER_LEN + declared];
-    let mut r = Rd { b: payload };
-    let frame = match buf[3] {
-        ftype::HELLO => {
-            let max_version = r.u8()?;
-            r.u8()?;
-            let max_streams = r.u16()?;
-            let initial_streams = r.u16()?;
-            r.u16()?;
+    let f = dwcp_proto::parse_frame(buf)?;
+    let h = f.header;
+    let frame = match h.frame_type {
+        FrameType::Hello => {
+            let (caps, ext) = split_hello(f.payload)?;
+            let mut r = Rd { b: ext };
+            let initial_streams = u16::from_be_bytes(r.take()?);
+            let _reserved: [u8; 6] = r.take()?;
+            let object_id = u64::from_be_bytes(r.take()?);
+            let object_len = u64::from_be_bytes(r.take()?);
+            let object_hash = u128::from_be_bytes(r.take()?);
+            if !r.b.is_empty() {
+                return Err(WireError::Malformed {
+                    what: "trailing bytes after the HELLO extension",
+                });
+            }
             Frame::Hello(Hello {
-                max_version,
-                max_streams,
+                caps,
                 initial_streams,
-                chunk_size: r.u32()?,
-                codecs: r.u32()?,
                 object_id,
-                object_len: r.u64()?,
-                object_hash: r.u128()?,
+                object_len,
+                object_hash,
             })
         }
-        ftype::HELLO_ACK => {
-            let version = r.u8()?;
-            r.u8()?;
-            let max_streams = r.u16()?;
-            let chunk_size = r.u32()?;
-            let codecs = r.u32()?;
-            let window_chunks = r.u32()?;
-            let n = r.u32()? as usize;
+        FrameType::HelloAck => {
+            let (caps, ext) = split_hello(f.payload)?;
+            let mut r = Rd { b: ext };
+            let window_chunks = u32::from_be_bytes(r.take()?);
+            let n = u32::from_be_bytes(r.take()?) as usize;
+            let held = r.ranges(n)?;
             Frame::HelloAck(HelloAck {
-                version,
-                max_streams,
-                chunk_size,
-                codecs,
+                caps,
                 window_chunks,
-                held: r.ranges(n, MAX_HELLO_RANGES)?,
+                held,
             })
         }
-        ftype::DATA => Frame::Data(Data {
-            stream,
-            seq,
-            object_id,
-            offset,
-            codec,
-            last: flags & FLAG_LAST != 0,
-            retransmit: flags & FLAG_RETRANSMIT != 0,
-            payload: payload.to_vec(),
+        FrameType::Data => Frame::Data(Data {
+            stream: h.stream_id,
+            seq: h.seq,
+            object_id: h.object_id,
+            offset: h.offset,
+            codec: h.codec.as_u8(),
+            last: h.flags.contains(Flags::LAST),
+            retransmit: h.flags.contains(Flags::RETRANSMIT),
+            payload: f.payload.to_vec(),
         }),
-        ftype::ACK => {
-            let cumulative = r.u64()?;
-            let ack_delay_us = r.u32()?;
-            let n = r.u16()? as usize;
-            r.u16()?;
-            let max_chunk = r.u64()?;
-            let chunks_held = r.u64()?;
+        FrameType::Ack => {
+            let a = dwcp_proto::Ack::decode(f.payload)?;
             Frame::Ack(Ack {
-                stream,
-                cumulative,
-                ack_delay_us,
-                max_chunk,
-                chunks_held,
-                ranges: r.ranges(n, MAX_ACK_RANGES)?,
+                stream: a.stream_id,
+                cumulative: a.cumulative_seq,
+                ranges: a.sack.iter().map(|r| r.start..r.end).collect(),
+                ack_delay_us: a.ack_delay_us,
+                recv_timestamp_ns: a.recv_timestamp_ns,
+                receive_rate: a.receive_rate,
             })
         }
-        ftype::KEEPALIVE => Frame::Keepalive,
-        ftype::CLOSE => {
-            let code = r.u8()?;
-            r.take(7)?;
+        FrameType::Keepalive => {
+            dwcp_proto::Keepalive::decode(f.payload)?;
+            Frame::Keepalive
+        }
+        FrameType::Close => {
+            let c = dwcp_proto::Close::decode(f.payload)?;
             Frame::Close(Close {
-                code,
-                hash: r.u128()?,
+                code: c.code,
+                message: c.message,
             })
         }
-        _ => {
+        FrameType::Nack | FrameType::Probe | FrameType::ProbeAck => {
             return Err(WireError::Malformed {
                 what: "frame type not used by the transfer engine",
             });
         }
     };
     Ok(Envelope {
-        version,
-        conn_id,
+        version: h.version.as_u8(),
+        conn_id: h.conn_id,
         frame,
     })
 }
@@ -564,7 +397,7 @@ mod tests {
     use super::*;
 
     fn roundtrip(f: Frame) {
-        let b = encode(3, 77, &f);
+        let b = encode(3, 77, &f).expect("encode");
         let e = decode(&b).expect("decode");
         assert_eq!(e.frame, f);
         assert_eq!(e.conn_id, 77);
@@ -581,20 +414,14 @@ mod tests {
     #[test]
     fn frames_roundtrip_and_reject_bit_flips() {
         roundtrip(Frame::Hello(Hello {
-            max_version: 3,
-            max_streams: 8,
+            caps: Caps::new(8, MAX_PAYLOAD as u32, 8000),
             initial_streams: 2,
-            chunk_size: 8000,
-            codecs: 3,
             object_id: 9,
             object_len: 123_456,
             object_hash: 0x1234_5678_9abc_def0_1122_3344_5566_7788,
         }));
         roundtrip(Frame::HelloAck(HelloAck {
-            version: 3,
-            max_streams: 4,
-            chunk_size: 8000,
-            codecs: 1,
+            caps: Caps::new(4, 9000, 8000),
             window_chunks: 1000,
             held: vec![0..4, 9..12],
         }));
@@ -611,19 +438,45 @@ mod tests {
         roundtrip(Frame::Ack(Ack {
             stream: 1,
             cumulative: 100,
-            ranges: vec![110..120, 102..105],
+            ranges: vec![102..105, 110..120],
             ack_delay_us: 250,
-            max_chunk: 5000,
-            chunks_held: 300,
+            recv_timestamp_ns: 5,
+            receive_rate: 6,
         }));
         roundtrip(Frame::Keepalive);
-        roundtrip(Frame::Close(Close { code: 0, hash: 5 }));
+        roundtrip(Frame::Close(Close {
+            code: CloseCode::NORMAL,
+            message: "done".into(),
+        }));
     }
 
     #[test]
-    fn wrong_length_rejected() {
-        let mut b = encode(1, 1, &Frame::Keepalive);
+    fn corruption_is_reported_as_such() {
+        let mut b = encode(1, 1, &Frame::Keepalive).expect("encode");
+        let last = b.len() - 1;
+        b[last] ^= 1;
+        assert!(decode(&b).expect_err("must fail").is_corruption());
+        let mut b = encode(1, 1, &Frame::Keepalive).expect("encode");
         b.push(0);
-        assert!(matches!(decode(&b), Err(WireError::BadLength { .. })));
+        assert!(!decode(&b).expect_err("must fail").is_corruption());
+    }
+
+    #[test]
+    fn hello_extension_must_be_exact() {
+        let h = Frame::Hello(Hello {
+            caps: Caps::new(8, 9000, 8000),
+            initial_streams: 1,
+            object_id: 1,
+            object_len: 2,
+            object_hash: 3,
+        });
+        let b = encode(3, 5, &h).expect("encode");
+        let f = dwcp_proto::parse_frame(&b).expect("parse");
+        let mut p = f.payload.to_vec();
+        p.push(1);
+        let mut hdr = f.header;
+        hdr.payload_len = p.len() as u32;
+        let b2 = build(&hdr, &p).expect("build");
+        assert!(decode(&b2).is_err());
     }
 }
