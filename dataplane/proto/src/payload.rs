@@ -340,7 +340,9 @@ bit_set! {
 ///
 /// Layout (big-endian): versions u16, capabilities u16, max_streams u16,
 /// key_exchange_len u16, max_payload u32, chunk_size u32, session_nonce [u8; 32],
-/// key_exchange [u8; key_exchange_len], then `padding` zero bytes.
+/// key_exchange [u8; key_exchange_len], then the extension: every remaining byte of the
+/// payload, opaque to the wire layer (the transfer layer's handshake data, and any
+/// anti-amplification padding it defines).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Hello {
     /// Versions spoken.
@@ -358,13 +360,13 @@ pub struct Hello {
     /// Key-exchange material (e.g. an ephemeral public key), at most
     /// [`MAX_KEY_EXCHANGE_LEN`] bytes; empty when SEALED is not offered.
     pub key_exchange: Vec<u8>,
-    /// Count of zero bytes appended (anti-amplification padding of the initiator's HELLO).
-    pub padding: u16,
+    /// Extension bytes after the key exchange, up to the end of the payload (opaque here).
+    pub extension: Vec<u8>,
 }
 
 impl Hello {
-    /// A HELLO offering everything this implementation supports, with the given limits, no
-    /// key exchange and no padding.
+    /// A HELLO offering everything this implementation supports, with the given limits, a
+    /// zero nonce, no key exchange and no extension.
     #[must_use]
     pub fn new(max_streams: u16, max_payload: u32, chunk_size: u32) -> Self {
         Self {
@@ -375,7 +377,7 @@ impl Hello {
             chunk_size,
             session_nonce: [0; SESSION_NONCE_LEN],
             key_exchange: Vec::new(),
-            padding: 0,
+            extension: Vec::new(),
         }
     }
 }
@@ -419,8 +421,8 @@ impl WirePayload for Hello {
         if self.encoded_len() > MAX_PAYLOAD {
             return Err(bad(
                 ft,
-                "padding",
-                self.padding.into(),
+                "extension",
+                self.extension.len() as u64,
                 "payload exceeds the maximum",
             ));
         }
@@ -428,7 +430,9 @@ impl WirePayload for Hello {
     }
 
     fn encoded_len(&self) -> usize {
-        HELLO_FIXED_LEN + self.key_exchange.len() + usize::from(self.padding)
+        HELLO_FIXED_LEN
+            .saturating_add(self.key_exchange.len())
+            .saturating_add(self.extension.len())
     }
 
     fn encode(&self, out: &mut [u8]) -> Result<usize, FrameError> {
@@ -443,7 +447,7 @@ impl WirePayload for Hello {
         w.put(&self.chunk_size.to_be_bytes())?;
         w.put(&self.session_nonce)?;
         w.put(&self.key_exchange)?;
-        w.zeros(self.padding.into())?;
+        w.put(&self.extension)?;
         Ok(w.pos)
     }
 
@@ -466,16 +470,7 @@ impl WirePayload for Hello {
             ));
         }
         let key_exchange = r.take(kex_len)?.to_vec();
-        let pad = r.rest();
-        check_zero_padding(ft, pad)?;
-        let padding = u16::try_from(pad.len()).map_err(|_| {
-            bad(
-                ft,
-                "padding",
-                pad.len() as u64,
-                "at most 65535 padding bytes",
-            )
-        })?;
+        let extension = r.rest().to_vec();
         let hello = Self {
             versions,
             capabilities,
@@ -484,7 +479,7 @@ impl WirePayload for Hello {
             chunk_size,
             session_nonce,
             key_exchange,
-            padding,
+            extension,
         };
         hello.validate()?;
         Ok(hello)

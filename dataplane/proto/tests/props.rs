@@ -88,9 +88,9 @@ fn arb_hello() -> impl Strategy<Value = Hello> {
             vec(any::<u8>(), 0..64),
             vec(any::<u8>(), 0..=MAX_KEY_EXCHANGE_LEN)
         ],
-        0u16..3000,
+        vec(any::<u8>(), 0..300),
     )
-        .prop_map(|(v, c, ms, mp, chunk, nonce, kex, padding)| Hello {
+        .prop_map(|(v, c, ms, mp, chunk, nonce, kex, extension)| Hello {
             versions: VersionSet::from_bits_retain(v),
             capabilities: Capabilities::from_bits_retain(c),
             max_streams: ms,
@@ -98,7 +98,7 @@ fn arb_hello() -> impl Strategy<Value = Hello> {
             chunk_size: chunk % mp + 1,
             session_nonce: nonce,
             key_exchange: kex,
-            padding,
+            extension,
         })
 }
 

@@ -69,9 +69,9 @@ pub fn sample_frames() -> Vec<(&'static str, Vec<u8>)> {
     ));
     let mut hello_v3 = sample_hello();
     hello_v3.key_exchange = (0..32u8).collect();
-    hello_v3.padding = 200;
+    hello_v3.extension = (0..200u8).map(|i| i % 7).collect();
     v.push((
-        "hello_v3_kex_padded",
+        "hello_v3_kex_ext",
         typed(ctl(Version::V1, FrameType::Hello, conn, 0), &hello_v3),
     ));
     let mut hello_ack = sample_hello();
