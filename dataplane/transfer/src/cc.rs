@@ -5,7 +5,8 @@
 //! [`BTLBW_WINDOW_ROUNDS`] round trips), the windowed minimum RTT, the Startup / Drain / ProbeBw /
 //! ProbeRtt state machine, the pacing rate and the congestion window (`cwnd_gain * BDP`, capped by
 //! `inflight_hi`), and the per-round loss rate. Random loss alone never lowers the rate: a round
-//! counts as congested only if its loss is above [`LOSS_THRESH`] *and* its smallest RTT shows a
+//! counts as congested only if its loss is above [`LOSS_THRESH`] plus twice the long-run loss
+//! rate *and* its smallest RTT shows a
 //! standing queue (`> QUEUE_RTT_FACTOR * min_rtt`), or if its loss is above
 //! [`HEAVY_LOSS_THRESH`]. A congested round sets `inflight_hi = max(BETA * inflight, BDP)`, which then grows
 //! back by [`INFLIGHT_HI_GROWTH`] per clean round. See docs/transfer.md for the state diagram.
@@ -287,12 +288,15 @@ impl Bbr {
         } else {
             0.0
         };
-        self.loss_ewma = self.loss_ewma * 0.875 + frac * 0.125;
         let queue = match (self.round_min_rtt, self.min_rtt) {
             (Some(r), Some(m)) => r.as_secs_f64() > m.as_secs_f64() * QUEUE_RTT_FACTOR,
             _ => false,
         };
-        let congested = (frac > LOSS_THRESH && queue) || frac > HEAVY_LOSS_THRESH;
+        // The loss threshold sits above the long-run loss rate, so steady random loss does not
+        // count as congestion; a queue-overflow burst on top of it does.
+        let thresh = LOSS_THRESH + 2.0 * self.loss_ewma;
+        self.loss_ewma = self.loss_ewma * 0.875 + frac * 0.125;
+        let congested = (frac > thresh && queue) || frac > HEAVY_LOSS_THRESH;
         if congested {
             self.congestion_events += 1;
             let base = bytes_in_flight.max(self.cwnd.min(self.inflight_hi) / 2);

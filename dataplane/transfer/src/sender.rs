@@ -136,6 +136,7 @@ struct StreamTx {
 enum Job {
     Retransmit(u64),
     New(u64),
+    Probe(u64),
 }
 
 /// The sending endpoint.
@@ -156,6 +157,11 @@ pub struct Sender {
     window_chunks: u64,
     first_unacked: u64,
     lost_fifo: VecDeque<(Instant, u16, u64)>,
+    last_send: Instant,
+    tlp_count: u32,
+    probe: Option<u64>,
+    reo_mult: u32,
+    reo_decay_round: u64,
     hello_due: Instant,
     hello_count: u32,
     hello_sent: Option<Instant>,
@@ -201,6 +207,8 @@ struct Counters {
     losses: u64,
     rto_count: u64,
     chunks_skipped: u64,
+    spurious_losses: u64,
+    tail_probes: u64,
 }
 
 /// XXH3-128 of a whole source, read in offset order.
@@ -282,6 +290,11 @@ impl Sender {
             window_chunks: 1,
             first_unacked: 0,
             lost_fifo: VecDeque::new(),
+            last_send: now,
+            tlp_count: 0,
+            probe: None,
+            reo_mult: 1,
+            reo_decay_round: 0,
             hello_due: now,
             hello_count: 0,
             hello_sent: None,
@@ -549,6 +562,11 @@ impl Sender {
             if p.in_flight {
                 self.bytes_in_flight -= p.bytes;
                 acked.push((p.snap, p.bytes));
+            } else {
+                // declared lost, yet delivered: the reordering window was too small
+                self.st.spurious_losses += 1;
+                self.reo_mult = (self.reo_mult + 1).min(4);
+                self.reo_decay_round = self.cc.rounds() + 16;
             }
             let idx = p.chunk as usize;
             if self.chunks[idx] != ChunkSt::Acked {
@@ -565,6 +583,7 @@ impl Sender {
             }
         }
         self.rto_backoff = 0;
+        self.tlp_count = 0;
         let mut rtt_sample = None;
         let min_rtt = self.rtt.min().unwrap_or(Duration::ZERO);
         if let Some((_, p)) = largest {
@@ -610,6 +629,10 @@ impl Sender {
         if self.cc.state() == crate::cc::BbrState::Startup {
             self.interval_limited = true;
         }
+        if self.reo_mult > 1 && self.cc.rounds() >= self.reo_decay_round {
+            self.reo_mult -= 1;
+            self.reo_decay_round = self.cc.rounds() + 16;
+        }
         if self.cc.rounds() >= self.interval_round + MIN_INTERVAL_ROUNDS {
             let dt = now.saturating_duration_since(self.interval_start).as_secs_f64();
             if dt > 0.0 && self.cfg.adapt_streams {
@@ -623,8 +646,34 @@ impl Sender {
         }
     }
 
+    /// RACK reordering window: min_rtt / 4, widened (up to 4x, at most srtt) after spurious
+    /// loss declarations, at least 500 us.
     fn reorder_window(&self) -> Duration {
-        (self.rtt.min().unwrap_or(Duration::ZERO) / 4).max(Duration::from_micros(500))
+        let w = self.rtt.min().unwrap_or(Duration::ZERO) / 4 * self.reo_mult;
+        w.min(self.rtt.srtt().unwrap_or(w)).max(Duration::from_micros(500))
+    }
+
+    /// Tail loss probe deadline: with nothing new to send and packets in flight, probe after
+    /// `2 * srtt + max_ack_delay` of silence so a lost tail is found without waiting for the RTO.
+    fn tlp_deadline(&mut self) -> Option<Instant> {
+        if self.tlp_count >= 2 || self.bytes_in_flight == 0 || self.probe.is_some() {
+            return None;
+        }
+        if self.peek_job().is_some() && self.cwnd_room() {
+            return None;
+        }
+        let srtt = self.rtt.srtt()?;
+        Some(self.last_send + srtt * 2 + self.cfg.max_ack_delay)
+    }
+
+    fn newest_in_flight_chunk(&self) -> Option<u64> {
+        self.send_order.iter().rev().find_map(|(&tx, &(s, seq))| {
+            self.streams[usize::from(s)]
+                .packets
+                .get(&seq)
+                .filter(|p| p.in_flight && p.tx_index == tx)
+                .map(|p| p.chunk)
+        })
     }
 
     fn declare_lost(&mut self, now: Instant, s: u16, seq: u64) {
@@ -738,6 +787,19 @@ impl Sender {
                 self.emit(&hello)
             }
             SenderState::Transfer => {
+                if let Some(c) = self.probe.take() {
+                    if self.chunks[c as usize] == ChunkSt::InFlight {
+                        self.st.tail_probes += 1;
+                        return match self.send_job(now, Job::Probe(c)) {
+                            Ok(b) => b,
+                            Err(e) => {
+                                self.fail(e);
+                                let f = self.control.pop_front()?;
+                                self.emit(&f)
+                            }
+                        };
+                    }
+                }
                 if now < self.next_send || !self.cwnd_room() {
                     return None;
                 }
@@ -769,6 +831,7 @@ impl Sender {
                 self.next_new = c + 1;
                 (c, false)
             }
+            Job::Probe(c) => (c, true),
         };
         self.chunks[chunk as usize] = ChunkSt::InFlight;
         let stream = (self.rr % usize::from(self.adapter.current().max(1))) as u16;
@@ -846,6 +909,7 @@ impl Sender {
         let rate = self.cc.pacing_rate().max(1.0);
         let gap = Duration::from_secs_f64(wire_len as f64 / rate);
         self.next_send = self.next_send.max(now) + gap;
+        self.last_send = now;
         Ok(Some(bytes))
     }
 
@@ -862,6 +926,12 @@ impl Sender {
                 if self.cwnd_room() && self.peek_job().is_some() {
                     let n = self.next_send;
                     t = Some(t.map_or(n, |x| x.min(n)));
+                }
+                if let Some(p) = self.tlp_deadline() {
+                    t = Some(t.map_or(p, |x| x.min(p)));
+                }
+                if self.probe.is_some() {
+                    t = Some(self.last_recv.min(self.next_send));
                 }
                 t
             }
@@ -887,6 +957,9 @@ impl Sender {
                 }
                 if self.rto_deadline().is_some_and(|t| now >= t) {
                     self.on_rto(now);
+                } else if self.tlp_deadline().is_some_and(|t| now >= t) {
+                    self.tlp_count += 1;
+                    self.probe = self.newest_in_flight_chunk();
                 }
             }
             SenderState::AwaitClose => {
@@ -915,6 +988,8 @@ impl Sender {
             losses: self.st.losses,
             rto_count: self.st.rto_count,
             chunks_skipped: self.st.chunks_skipped,
+            spurious_losses: self.st.spurious_losses,
+            tail_probes: self.st.tail_probes,
             srtt: self.rtt.srtt(),
             min_rtt: self.cc.min_rtt(),
             rttvar: self.rtt.rttvar(),

@@ -34,6 +34,10 @@ pub struct SenderStats {
     pub rto_count: u64,
     /// Chunks skipped because the receiver already held them (resume).
     pub chunks_skipped: u64,
+    /// Packets declared lost that were acknowledged later.
+    pub spurious_losses: u64,
+    /// Tail loss probes sent.
+    pub tail_probes: u64,
     /// Smoothed RTT.
     pub srtt: Option<Duration>,
     /// Minimum RTT.
