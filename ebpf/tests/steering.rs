@@ -228,6 +228,12 @@ fn vlan_qinq_ipv4_options_ipv6_extensions_and_fragments() {
         raw(vec![]).v6(&[], PORT, &f),
         raw(vec![]).v6(&[(0, pad6.clone()), (60, pad6.clone())], PORT, &f),
         raw(vec![(0x8100, 7)]).v6(&[(43, pad6.clone())], PORT, &f),
+        // Hop-by-hop, AH (4-byte length units), destination options.
+        raw(vec![]).v6(
+            &[(0, pad6.clone()), (51, vec![0u8; 14]), (60, pad6.clone())],
+            PORT,
+            &f,
+        ),
     ];
     let dropped = vec![
         (
@@ -351,4 +357,91 @@ fn jumbo_multi_buffer_frames() {
     let got: Vec<&[u8]> = frames.iter().map(|f| udp_payload_v4(f)).collect();
     let want: Vec<&[u8]> = valid.iter().map(|f| f.as_slice()).collect();
     assert_eq!(got, want);
+}
+
+#[test]
+fn one_socket_per_queue_and_no_socket_fallback() {
+    if !dwcp_netns::privileged_test_guard("one_socket_per_queue_and_no_socket_fallback") {
+        return;
+    }
+    let pair = Pair::new(
+        "xmq",
+        VethOptions {
+            queues: 2,
+            ..VethOptions::default()
+        },
+    )
+    .expect("lab");
+    let ip_b = IpAddr::V4(pair.ip_b());
+    let mut prog = pair
+        .b
+        .run_in(|| XdpProgram::attach(IF_B, AttachMode::Native, &ProgramConfig::default()))
+        .unwrap()
+        .expect("attach");
+    let q0 = XskRx::open(&pair.b, IF_B, 0, false);
+    let q1 = XskRx::open(&pair.b, IF_B, 1, false);
+    prog.register_socket(0, q0.fd()).unwrap();
+    prog.register_socket(1, q1.fd()).unwrap();
+    assert!(matches!(
+        prog.register_socket(64, q0.fd()),
+        Err(dwcp_ebpf::LoadError::QueueOutOfRange { queue: 64, .. })
+    ));
+    send_udp(&pair.a, ip_b, 9, vec![b"arp".to_vec()]);
+    std::thread::sleep(Duration::from_millis(50));
+
+    // Many flows (one sender socket each) so the veth spreads them over both queues.
+    let before = prog.counters().unwrap();
+    let mut sent = Vec::new();
+    for i in 0..32u32 {
+        let mut f = dwcp(3, DATA, 0, 64);
+        f[16..24].copy_from_slice(&u64::from(i).to_be_bytes()); // sequence = flow number
+        send_udp(&pair.a, ip_b, PORT, vec![f.clone()]);
+        sent.push(f);
+    }
+    let c = wait_counters(&prog, |c| {
+        c.since(&before)[Counter::RedirectedPackets] >= 32
+    })
+    .since(&before);
+    // The XSKMAP holds a reference to each socket: remove them so closing really closes
+    // and queue 0 can be bound again below.
+    prog.unregister_socket(0).unwrap();
+    prog.unregister_socket(1).unwrap();
+    let mut got: Vec<Vec<u8>> = q0
+        .finish(Duration::from_millis(100))
+        .into_iter()
+        .chain(q1.finish(Duration::ZERO))
+        .map(|f| udp_payload_v4(&f).to_vec())
+        .collect();
+    assert_eq!(c[Counter::RedirectedPackets], 32, "{c:?}");
+    assert_eq!(c[Counter::NoSocket], 0, "{c:?}");
+    got.sort();
+    sent.sort();
+    assert_eq!(
+        got, sent,
+        "every frame reaches the socket of the queue it arrived on"
+    );
+
+    // Only queue 0 served: frames arriving on queue 1 fall back to the stack.
+    let q0 = XskRx::open(&pair.b, IF_B, 0, false);
+    prog.register_socket(0, q0.fd()).unwrap();
+    let before = prog.counters().unwrap();
+    for _ in 0..32 {
+        send_udp(&pair.a, ip_b, PORT, vec![dwcp(3, ACK, 0, 0)]);
+    }
+    let c = wait_counters(&prog, |c| {
+        let d = c.since(&before);
+        d[Counter::RedirectedPackets] + d[Counter::NoSocket] >= 32
+    })
+    .since(&before);
+    let on_q0 = q0.finish(Duration::from_millis(100)).len() as u64;
+    assert_eq!(
+        c[Counter::RedirectedPackets] + c[Counter::NoSocket],
+        32,
+        "{c:?}"
+    );
+    assert_eq!(on_q0, c[Counter::RedirectedPackets]);
+    assert!(
+        c[Counter::NoSocket] > 0 && c[Counter::RedirectedPackets] > 0,
+        "32 flows should use both queues: {c:?}"
+    );
 }

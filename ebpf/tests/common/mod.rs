@@ -290,7 +290,18 @@ fn xsk_rx_thread(
         )
         .expect("rx ring");
     let mut rx = user.map_rx().expect("map rx");
-    umem.bind(&user).expect("bind");
+    // A queue whose previous socket was just closed stays busy until the kernel's deferred
+    // buffer-pool release has run: retry for a while.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match umem.bind(&user) {
+            Ok(()) => break,
+            Err(e) if e.get_raw() == libc::EBUSY && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("bind {ifname} queue {queue}: {e:?}"),
+        }
+    }
     {
         let mut w = fq.fill(XSK_FRAMES as u32);
         w.insert((0..XSK_FRAMES as u32).map(|i| umem.frame(BufIdx(i)).unwrap().offset));
@@ -518,6 +529,11 @@ impl Raw {
                 // Fragment header: fixed 8 bytes, second byte reserved.
                 ext_bytes.push(0);
                 ext_bytes.extend_from_slice(&body[..6]);
+            } else if exts[i].0 == 51 {
+                // AH: length in 4-byte units, minus 2.
+                assert_eq!((body.len() + 2) % 8, 0);
+                ext_bytes.push(((body.len() + 2) / 4 - 2) as u8);
+                ext_bytes.extend_from_slice(body);
             } else {
                 assert_eq!((body.len() + 2) % 8, 0);
                 ext_bytes.push(((body.len() + 2) / 8 - 1) as u8);
