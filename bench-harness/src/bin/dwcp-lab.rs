@@ -228,12 +228,18 @@ fn run_validate(args: &LabArgs, datagrams: u64, secs: u32) -> Result<()> {
     });
     let pps = 10_000;
     let loss = validate::measure_loss(&lab, datagrams, pps)?;
-    let sd = (imp.loss * (1.0 - imp.loss) / datagrams as f64).sqrt();
+    // A corrupted datagram fails the UDP checksum in B and is lost too.
+    let expected = 1.0 - (1.0 - imp.loss) * (1.0 - imp.corrupt);
+    let sd = (expected * (1.0 - expected) / datagrams as f64).sqrt();
     rows.push(Row {
         metric: format!("loss A->B ({datagrams} UDP, {pps}/s)"),
-        configured: format!("{:.3}%", imp.loss * 100.0),
+        configured: if imp.corrupt > 0.0 {
+            format!("{:.3}% (+corrupt)", expected * 100.0)
+        } else {
+            format!("{:.3}%", expected * 100.0)
+        },
         measured: format!("{:.3}% (+-{:.3}% 1sd)", loss.loss() * 100.0, sd * 100.0),
-        deviation: rel(loss.loss(), imp.loss),
+        deviation: rel(loss.loss(), expected),
     });
     rows.push(Row {
         metric: "  duplicates / reordered / damaged".into(),
