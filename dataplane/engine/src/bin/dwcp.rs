@@ -1,0 +1,346 @@
+//! `dwcp`: the appliance's dataplane command line.
+//!
+//! `dwcp demo` runs a transfer between two appliances in a lab it builds itself;
+//! `dwcp send` / `dwcp recv` move one file between two appliances. Human-readable progress
+//! on a terminal, `--json` for scripts.
+
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use dwcp_engine::demo::{self, DemoOptions};
+use dwcp_engine::io::{BackendChoice, IoConfig, Selection};
+use dwcp_engine::runner::{RecvReport, RunOptions, SendReport, recv_file, send_file};
+use dwcp_transfer::{ReceiverConfig, SenderConfig};
+use serde_json::{Value, json};
+
+#[derive(Parser, Debug)]
+#[command(name = "dwcp", version, about = "DWCP transfer appliance dataplane")]
+struct Cli {
+    /// Print one JSON document instead of human-readable text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Backend {
+    /// AF_XDP when it works, else UDP sockets (with the reason logged).
+    Auto,
+    /// AF_XDP or fail.
+    Afxdp,
+    /// UDP sockets only.
+    Udp,
+}
+
+impl From<Backend> for BackendChoice {
+    fn from(b: Backend) -> Self {
+        match b {
+            Backend::Auto => BackendChoice::Auto,
+            Backend::Afxdp => BackendChoice::AfXdp,
+            Backend::Udp => BackendChoice::Udp,
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+struct PortArgs {
+    /// Interface that carries DWCP.
+    #[arg(long)]
+    iface: String,
+    /// Local IPv4 address and DWCP port.
+    #[arg(long)]
+    local: SocketAddrV4,
+    /// Peer IPv4 address and DWCP port.
+    #[arg(long)]
+    peer: SocketAddrV4,
+    /// Backend.
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    backend: Backend,
+    /// Core to pin the worker to.
+    #[arg(long, default_value_t = 0)]
+    core: usize,
+    /// Link MTU (sizes datagrams).
+    #[arg(long, default_value_t = 1500)]
+    mtu: usize,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 3600)]
+    timeout: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Demo transfer between two appliances in a network-namespace lab (needs root; without
+    /// it, runs over loopback with UDP sockets).
+    Demo {
+        /// Object size in MiB.
+        #[arg(long, default_value_t = 256)]
+        size_mib: u64,
+        /// Backend for both appliances.
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
+        backend: Backend,
+        /// Highest protocol version to offer (1 or 3).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
+        version: u8,
+        /// Lab link MTU.
+        #[arg(long, default_value_t = 1500)]
+        mtu: u32,
+    },
+    /// Send one file.
+    Send {
+        #[command(flatten)]
+        port: PortArgs,
+        /// File or block device to send.
+        file: PathBuf,
+        /// Object id (the receiver's journal keys on it).
+        #[arg(long, default_value_t = 1)]
+        object_id: u64,
+        /// Highest protocol version to offer (1 or 3).
+        #[arg(long, default_value_t = 3)]
+        version: u8,
+        /// Most streams.
+        #[arg(long, default_value_t = 8)]
+        streams: u16,
+    },
+    /// Receive one file (resumes an interrupted receive of the same object).
+    Recv {
+        #[command(flatten)]
+        port: PortArgs,
+        /// Destination path; appears only once the object is complete and verified.
+        dest: PathBuf,
+    },
+}
+
+fn run_opts(p: &PortArgs) -> RunOptions {
+    let mut io = IoConfig::new(&p.iface, p.local, p.peer);
+    io.choice = p.backend.into();
+    io.max_datagram = p.mtu.saturating_sub(28);
+    RunOptions {
+        io,
+        core: p.core,
+        timeout: Duration::from_secs(p.timeout),
+        idle_yield: false,
+    }
+}
+
+fn selection_json(s: &Option<Selection>) -> Value {
+    match s {
+        Some(s) => json!({
+            "backend": s.kind.to_string(),
+            "fallback_reason": s.fallback_reason,
+            "detail": s.detail,
+        }),
+        None => Value::Null,
+    }
+}
+
+fn gbit(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 * 8.0 / d.as_secs_f64().max(1e-9) / 1e9
+}
+
+fn send_json(r: &SendReport) -> Value {
+    let s = &r.stats;
+    json!({
+        "object_bytes": r.object_len,
+        "seconds": r.elapsed.as_secs_f64(),
+        "goodput_gbit_s": gbit(r.object_len, r.elapsed),
+        "version": s.version,
+        "mode": format!("{:?}", s.mode),
+        "mode_reason": format!("{:?}", s.mode_reason),
+        "streams": s.streams,
+        "bytes_on_wire": s.bytes_sent,
+        "bytes_retransmitted": s.bytes_retransmitted,
+        "data_frames_sent": s.data_frames_sent,
+        "losses": s.losses,
+        "rto_count": s.rto_count,
+        "chunks_skipped_resume": s.chunks_skipped,
+        "srtt_us": s.srtt.map(|d| d.as_micros() as u64),
+        "min_rtt_us": s.min_rtt.map(|d| d.as_micros() as u64),
+        "btlbw_gbit_s": s.btlbw * 8.0 / 1e9,
+        "selection": selection_json(&r.selection),
+        "io": format!("{:?}", r.worker.io),
+        "xdp_counters": r.xdp.as_ref().map(|c| format!("{c:?}")),
+    })
+}
+
+fn recv_json(r: &RecvReport) -> Value {
+    let s = &r.stats;
+    json!({
+        "path": r.path,
+        "object_bytes": r.object_len,
+        "seconds": r.elapsed.as_secs_f64(),
+        "version": s.version,
+        "frames_received": s.frames_received,
+        "frames_corrupt": s.frames_corrupt,
+        "frames_malformed": s.frames_malformed,
+        "frames_foreign": s.frames_foreign,
+        "duplicate_chunks": s.duplicate_chunks,
+        "chunks_resumed": s.chunks_resumed,
+        "flushes": s.flushes,
+        "selection": selection_json(&r.selection),
+        "io": format!("{:?}", r.worker.io),
+        "xdp_counters": r.xdp.as_ref().map(|c| format!("{c:?}")),
+    })
+}
+
+fn print_send(r: &SendReport) {
+    let s = &r.stats;
+    println!(
+        "sent {} bytes in {:.2} s: {:.2} Gbit/s goodput, v{}, mode {:?} ({:?}), {} streams",
+        r.object_len,
+        r.elapsed.as_secs_f64(),
+        gbit(r.object_len, r.elapsed),
+        s.version,
+        s.mode,
+        s.mode_reason,
+        s.streams
+    );
+    println!(
+        "  on the wire {} bytes ({:.3}x), retransmitted {} bytes, {} losses, {} RTOs, srtt {:?}",
+        s.bytes_sent,
+        s.bytes_sent as f64 / r.object_len.max(1) as f64,
+        s.bytes_retransmitted,
+        s.losses,
+        s.rto_count,
+        s.srtt
+    );
+    if let Some(sel) = &r.selection {
+        println!("  backend {} ({})", sel.kind, sel.detail);
+        if let Some(why) = &sel.fallback_reason {
+            println!("  AF_XDP not used: {why}");
+        }
+    }
+}
+
+fn print_recv(r: &RecvReport) {
+    let s = &r.stats;
+    println!(
+        "received {} bytes into {} (verified); {} frames, {} corrupt, {} malformed, {} duplicate chunks, {} chunks resumed",
+        r.object_len,
+        r.path.display(),
+        s.frames_received,
+        s.frames_corrupt,
+        s.frames_malformed,
+        s.duplicate_chunks,
+        s.chunks_resumed
+    );
+    if let Some(sel) = &r.selection {
+        println!("  backend {} ({})", sel.kind, sel.detail);
+    }
+    if let Some(c) = &r.xdp {
+        println!("  XDP program counters: {c:?}");
+    }
+}
+
+fn progress_bar(json: bool, total: u64) -> indicatif::ProgressBar {
+    if json {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(total);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+        )
+        .expect("valid template"),
+    );
+    pb
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.cmd {
+        Cmd::Demo {
+            size_mib,
+            backend,
+            version,
+            mtu,
+        } => {
+            let opts = DemoOptions {
+                size: size_mib << 20,
+                backend: backend.into(),
+                version,
+                mtu,
+                dir: None,
+            };
+            if !cli.json {
+                println!(
+                    "dwcp demo: {size_mib} MiB object, backend {backend:?}, v{version}, MTU {mtu}"
+                );
+            }
+            let r = demo::run(&opts).context("demo failed")?;
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({
+                        "lab": r.lab,
+                        "hash": format!("{:032x}", r.hash),
+                        "send": send_json(&r.send),
+                        "recv": recv_json(&r.recv),
+                    })
+                );
+            } else {
+                println!("lab: {}", r.lab);
+                print_send(&r.send);
+                print_recv(&r.recv);
+                println!("object verified: xxh3-128 {:032x} on both sides", r.hash);
+            }
+        }
+        Cmd::Send {
+            port,
+            file,
+            object_id,
+            version,
+            streams,
+        } => {
+            let opts = run_opts(&port);
+            let cfg = SenderConfig {
+                object_id,
+                max_version: version,
+                max_streams: streams,
+                mtu: Some(port.mtu),
+                ..SenderConfig::default()
+            };
+            let len = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            let pb = progress_bar(cli.json, len);
+            let r = send_file(&file, cfg, &opts, &mut |s| {
+                pb.set_position(s.bytes_acked);
+                pb.set_message(format!("{:?} {} streams", s.mode, s.streams));
+            });
+            pb.finish_and_clear();
+            let r = r.context("send failed")?;
+            if cli.json {
+                println!("{}", send_json(&r));
+            } else {
+                print_send(&r);
+            }
+        }
+        Cmd::Recv { port, dest } => {
+            let opts = run_opts(&port);
+            let pb = progress_bar(cli.json, 0);
+            let r = recv_file(
+                &dest,
+                ReceiverConfig::default(),
+                &opts,
+                Duration::from_millis(500),
+                &mut |s| pb.set_position(s.bytes_written),
+            );
+            pb.finish_and_clear();
+            let r = r.context("receive failed")?;
+            if cli.json {
+                println!("{}", recv_json(&r));
+            } else {
+                print_recv(&r);
+            }
+        }
+    }
+    Ok(())
+}

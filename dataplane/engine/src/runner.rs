@@ -1,0 +1,228 @@
+//! One-shot file transfers on a pinned worker: [`send_file`] and [`recv_file`].
+//!
+//! Owns: opening the file storage, starting a one-worker [`Workers`] pool with an
+//! [`EndpointHandler`], waiting for the endpoint to finish while reporting progress, the
+//! receiver's linger (it keeps answering for a moment so a sender that missed the final CLOSE
+//! hears it again), stopping the worker (which detaches the XDP program), and, on the
+//! receiving side, moving the verified part file onto its final name.
+//!
+//! Does not: implement the protocol (dwcp-transfer), talk to the control process, or run
+//! several objects at once (a daemon mode with the command ring does that).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use dwcp_transfer::{Receiver, ReceiverConfig, ReceiverStats, Sender, SenderConfig, SenderStats};
+
+use crate::files::{FileJournal, FileSink, FileSource};
+use crate::io::{IoConfig, Selection};
+use crate::session::{EndpointHandler, Snapshot};
+use crate::worker::{WorkerConfig, WorkerError, WorkerSnapshot, Workers};
+
+/// Errors of a one-shot transfer.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The file to send or the destination could not be opened.
+    #[error("{what} {path}")]
+    File {
+        /// What was being opened.
+        what: &'static str,
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The transfer engine refused to start.
+    #[error("transfer set-up")]
+    Setup(#[source] dwcp_transfer::TransferError),
+    /// The worker could not start.
+    #[error("dataplane worker")]
+    Worker(#[from] WorkerError),
+    /// The transfer failed.
+    #[error("transfer failed: {0}")]
+    Failed(String),
+    /// The transfer did not finish in time.
+    #[error("transfer did not finish within {0:?}")]
+    Timeout(Duration),
+    /// Moving the verified object onto its name failed.
+    #[error("finishing {path}")]
+    Finish {
+        /// Destination.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Common options.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Port configuration (interface, addresses, backend choice).
+    pub io: IoConfig,
+    /// Core to pin the worker to.
+    pub core: usize,
+    /// Give up after this long.
+    pub timeout: Duration,
+    /// Yield the CPU when idle (share a core; off for a dedicated core).
+    pub idle_yield: bool,
+}
+
+/// What a finished send reports.
+#[derive(Debug, Clone)]
+pub struct SendReport {
+    /// Wall time from start to verified completion.
+    pub elapsed: Duration,
+    /// Object length.
+    pub object_len: u64,
+    /// Final sender stats.
+    pub stats: SenderStats,
+    /// Backend in use and why.
+    pub selection: Option<Selection>,
+    /// Worker counters.
+    pub worker: WorkerSnapshot,
+    /// XDP program counters, when AF_XDP was in use.
+    pub xdp: Option<dwcp_ebpf::Counters>,
+}
+
+/// What a finished receive reports.
+#[derive(Debug, Clone)]
+pub struct RecvReport {
+    /// Wall time from the first poll to verified completion.
+    pub elapsed: Duration,
+    /// Where the verified object now is.
+    pub path: PathBuf,
+    /// Object length.
+    pub object_len: u64,
+    /// Final receiver stats.
+    pub stats: ReceiverStats,
+    /// Backend in use and why.
+    pub selection: Option<Selection>,
+    /// Worker counters.
+    pub worker: WorkerSnapshot,
+    /// XDP program counters, when AF_XDP was in use.
+    pub xdp: Option<dwcp_ebpf::Counters>,
+}
+
+fn wait<S: Clone>(
+    progress: &crate::session::Progress<S>,
+    start: Instant,
+    timeout: Duration,
+    on_progress: &mut dyn FnMut(&S),
+) -> Result<Snapshot<S>, RunError> {
+    loop {
+        if let Some(s) = progress.get() {
+            on_progress(&s.stats);
+            if s.finished {
+                return match &s.failure {
+                    Some(f) => Err(RunError::Failed(f.clone())),
+                    None => Ok(s),
+                };
+            }
+        }
+        if start.elapsed() > timeout {
+            return Err(RunError::Timeout(timeout));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn worker_cfg(opts: &RunOptions) -> WorkerConfig {
+    WorkerConfig {
+        cores: vec![opts.core],
+        io: opts.io.clone(),
+        idle_yield: opts.idle_yield,
+    }
+}
+
+/// Sends the file at `path` to the peer in `opts.io`.
+pub fn send_file(
+    path: &Path,
+    cfg: SenderConfig,
+    opts: &RunOptions,
+    on_progress: &mut dyn FnMut(&SenderStats),
+) -> Result<SendReport, RunError> {
+    let source = FileSource::open(path).map_err(|source| RunError::File {
+        what: "source",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let object_len = dwcp_transfer::Source::len(&source);
+    let start = Instant::now();
+    let sender = Sender::new(cfg, Box::new(source), start).map_err(RunError::Setup)?;
+    let (handler, progress) = EndpointHandler::new(sender);
+    let slot = std::cell::RefCell::new(Some(handler));
+    let workers = Workers::spawn(&worker_cfg(opts), |_| {
+        slot.borrow_mut()
+            .take()
+            .unwrap_or_else(EndpointHandler::idle)
+    })?;
+    let res = wait(&progress, start, opts.timeout, on_progress);
+    let elapsed = start.elapsed();
+    let xdp = workers.program_counters();
+    let mut stopped = workers.stop()?;
+    let (_, worker) = stopped.remove(0);
+    let snap = res?;
+    Ok(SendReport {
+        elapsed,
+        object_len,
+        stats: snap.stats,
+        selection: worker.selection.clone(),
+        worker,
+        xdp,
+    })
+}
+
+/// Receives one object into `dest` from the peer in `opts.io`. The object appears under
+/// `dest` only once complete and verified; an interrupted receive resumes from the journal.
+pub fn recv_file(
+    dest: &Path,
+    cfg: ReceiverConfig,
+    opts: &RunOptions,
+    linger: Duration,
+    on_progress: &mut dyn FnMut(&ReceiverStats),
+) -> Result<RecvReport, RunError> {
+    let file_err = |source| RunError::File {
+        what: "destination",
+        path: dest.to_path_buf(),
+        source,
+    };
+    let sink = FileSink::open(dest).map_err(file_err)?;
+    let keep = sink.try_clone().map_err(file_err)?;
+    let receiver = Receiver::new(cfg, Box::new(sink), Box::new(FileJournal::open(dest)));
+    let (handler, progress) = EndpointHandler::new(receiver);
+    let slot = std::cell::RefCell::new(Some(handler));
+    let start = Instant::now();
+    let workers = Workers::spawn(&worker_cfg(opts), |_| {
+        slot.borrow_mut()
+            .take()
+            .unwrap_or_else(EndpointHandler::idle)
+    })?;
+    let res = wait(&progress, start, opts.timeout, on_progress);
+    let elapsed = start.elapsed();
+    if res.is_ok() {
+        std::thread::sleep(linger);
+    }
+    let xdp = workers.program_counters();
+    let mut stopped = workers.stop()?;
+    let (handler, worker) = stopped.remove(0);
+    let snap = res?;
+    let object_len = handler
+        .into_endpoint()
+        .map(|r| r.object_len())
+        .unwrap_or_default();
+    let path = keep.finish(object_len).map_err(|source| RunError::Finish {
+        path: dest.to_path_buf(),
+        source,
+    })?;
+    Ok(RecvReport {
+        elapsed,
+        path,
+        object_len,
+        stats: snap.stats,
+        selection: worker.selection.clone(),
+        worker,
+        xdp,
+    })
+}

@@ -1,0 +1,230 @@
+//! Runs one transfer endpoint (a [`dwcp_transfer::Sender`] or [`dwcp_transfer::Receiver`])
+//! on a pinned dataplane worker.
+//!
+//! Owns: the glue between the I/O-free transfer engine and the worker loop — received
+//! datagrams go to `handle_frame`, timers to `handle_timeout`, and `poll_transmit` fills the
+//! worker's tx batch; a frame that did not fit in the batch is kept and sent first next time,
+//! so backpressure never loses a frame. Progress is published to a [`Progress`] handle that
+//! other threads read (CLI progress bar, JSON report, control-plane stats).
+//!
+//! Does not: choose the backend or pin threads (the worker does), parse DWCP itself (the
+//! transfer engine validates every frame, CRC included), or spread one object over several
+//! workers: one transfer runs on one worker, and its streams share that worker's queue.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dwcp_transfer::{Receiver, ReceiverStats, Sender, SenderStats};
+
+use crate::io::TxBatch;
+use crate::worker::{Handler, RxFrames};
+
+/// An endpoint the worker can drive.
+pub trait Endpoint: Send + 'static {
+    /// Stats snapshot type.
+    type Stats: Clone + Send + std::fmt::Debug + 'static;
+    /// A datagram arrived.
+    fn handle_frame(&mut self, now: Instant, datagram: &[u8]);
+    /// The next datagram to send now, if any.
+    fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>>;
+    /// When `handle_timeout` must next be called.
+    fn poll_timeout(&mut self) -> Option<Instant>;
+    /// Timers fired.
+    fn handle_timeout(&mut self, now: Instant);
+    /// Finished (complete or failed).
+    fn finished(&self) -> bool;
+    /// Failure text, if failed.
+    fn failure(&self) -> Option<String>;
+    /// Stats snapshot.
+    fn stats(&self) -> Self::Stats;
+}
+
+impl Endpoint for Sender {
+    type Stats = SenderStats;
+    fn handle_frame(&mut self, now: Instant, datagram: &[u8]) {
+        Sender::handle_frame(self, now, datagram);
+    }
+    fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        Sender::poll_transmit(self, now)
+    }
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        Sender::poll_timeout(self)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Sender::handle_timeout(self, now);
+    }
+    fn finished(&self) -> bool {
+        self.is_complete() || self.error().is_some()
+    }
+    fn failure(&self) -> Option<String> {
+        self.error().map(|e| crate::io::error_chain(e))
+    }
+    fn stats(&self) -> SenderStats {
+        Sender::stats(self)
+    }
+}
+
+impl Endpoint for Receiver {
+    type Stats = ReceiverStats;
+    fn handle_frame(&mut self, now: Instant, datagram: &[u8]) {
+        Receiver::handle_frame(self, now, datagram);
+    }
+    fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        Receiver::poll_transmit(self, now)
+    }
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        Receiver::poll_timeout(self)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Receiver::handle_timeout(self, now);
+    }
+    fn finished(&self) -> bool {
+        self.is_complete() || self.error().is_some()
+    }
+    fn failure(&self) -> Option<String> {
+        self.error().map(|e| crate::io::error_chain(e))
+    }
+    fn stats(&self) -> ReceiverStats {
+        Receiver::stats(self)
+    }
+}
+
+/// What a running endpoint last published.
+#[derive(Debug, Clone)]
+pub struct Snapshot<S> {
+    /// Endpoint stats.
+    pub stats: S,
+    /// Finished (complete or failed).
+    pub finished: bool,
+    /// Failure, if any.
+    pub failure: Option<String>,
+}
+
+/// Shared, periodically refreshed view of an endpoint.
+#[derive(Debug)]
+pub struct Progress<S> {
+    inner: Mutex<Option<Snapshot<S>>>,
+}
+
+impl<S: Clone> Progress<S> {
+    /// The latest snapshot (None before the endpoint first ran).
+    pub fn get(&self) -> Option<Snapshot<S>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// A worker [`Handler`] that drives one endpoint.
+#[derive(Debug)]
+pub struct EndpointHandler<E: Endpoint> {
+    ep: Option<E>,
+    pending: Option<Vec<u8>>,
+    progress: Arc<Progress<E::Stats>>,
+    last_publish: Option<Instant>,
+    publish_every: Duration,
+    done: bool,
+}
+
+impl<E: Endpoint> EndpointHandler<E> {
+    /// Wraps `ep`; returns the handler and the progress handle.
+    pub fn new(ep: E) -> (Self, Arc<Progress<E::Stats>>) {
+        let progress = Arc::new(Progress {
+            inner: Mutex::new(None),
+        });
+        (
+            Self {
+                ep: Some(ep),
+                pending: None,
+                progress: progress.clone(),
+                last_publish: None,
+                publish_every: Duration::from_millis(50),
+                done: false,
+            },
+            progress,
+        )
+    }
+
+    /// An idle handler (for workers that carry no transfer).
+    pub fn idle() -> Self {
+        Self {
+            ep: None,
+            pending: None,
+            progress: Arc::new(Progress {
+                inner: Mutex::new(None),
+            }),
+            last_publish: None,
+            publish_every: Duration::from_millis(50),
+            done: true,
+        }
+    }
+
+    /// The endpoint, once the worker returned the handler.
+    pub fn into_endpoint(self) -> Option<E> {
+        self.ep
+    }
+
+    fn publish(&mut self, now: Instant, force: bool) {
+        let Some(ep) = &self.ep else { return };
+        if !force
+            && self
+                .last_publish
+                .is_some_and(|t| now - t < self.publish_every)
+        {
+            return;
+        }
+        self.last_publish = Some(now);
+        let snap = Snapshot {
+            stats: ep.stats(),
+            finished: ep.finished(),
+            failure: ep.failure(),
+        };
+        *self
+            .progress
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(snap);
+    }
+
+    fn fill(&mut self, now: Instant, tx: &mut TxBatch<'_>) {
+        let Some(ep) = &mut self.ep else { return };
+        if let Some(t) = ep.poll_timeout() {
+            if t <= now {
+                ep.handle_timeout(now);
+            }
+        }
+        loop {
+            let frame = match self.pending.take() {
+                Some(f) => f,
+                None => match ep.poll_transmit(now) {
+                    Some(f) => f,
+                    None => break,
+                },
+            };
+            if !tx.push(&frame) {
+                self.pending = Some(frame);
+                break;
+            }
+        }
+    }
+}
+
+impl<E: Endpoint> Handler for EndpointHandler<E> {
+    fn on_rx(&mut self, frames: RxFrames<'_, '_>, _tx: &mut TxBatch<'_>) {
+        let Some(ep) = &mut self.ep else { return };
+        let now = Instant::now();
+        frames.for_each_raw(|d| ep.handle_frame(now, d));
+    }
+
+    fn poll_tx(&mut self, tx: &mut TxBatch<'_>) {
+        let now = Instant::now();
+        self.fill(now, tx);
+        let finished = self.ep.as_ref().is_some_and(Endpoint::finished);
+        if finished && !self.done {
+            // Publish the final state at once; the endpoint keeps answering (a receiver
+            // re-sends its CLOSE when the sender missed it) until the caller stops the worker.
+            self.publish(now, true);
+            self.done = true;
+        } else {
+            self.publish(now, false);
+        }
+    }
+}
