@@ -1,11 +1,13 @@
 //! Run one simulated transfer and print a timeline.
 //!
-//! `cargo run --release -p dwcp-transfer --example simrun -- RATE_MBIT RTT_MS LOSS_PCT SIZE_MB [STREAMS]`
+//! `cargo run --release -p dwcp-transfer --example simrun -- RATE_MBIT RTT_MS LOSS_PCT SIZE_MB [STREAMS] [SEED]`
 
 use std::time::{Duration, Instant};
 
 use dwcp_transfer::sim::{Link, LinkConfig, Sim, SimRng};
-use dwcp_transfer::{MemJournal, MemSink, MemSource, Receiver, ReceiverConfig, Sender, SenderConfig};
+use dwcp_transfer::{
+    MemJournal, MemSink, MemSource, Receiver, ReceiverConfig, Sender, SenderConfig,
+};
 
 fn main() {
     let a: Vec<f64> = std::env::args()
@@ -18,6 +20,7 @@ fn main() {
     let loss = get(2, 1.0) / 100.0;
     let size = (get(3, 100.0) * 1e6) as usize;
     let streams = get(4, 2.0) as u16;
+    let seed = get(5, 11.0) as u64;
     let mut r = SimRng::new(1);
     let data: Vec<u8> = (0..size).map(|_| r.next_u64() as u8).collect();
     let epoch = Instant::now();
@@ -25,7 +28,7 @@ fn main() {
         loss,
         ..LinkConfig::clean(rate, rtt)
     };
-    let mut sim = Sim::new(epoch, Link::new(link, 11), Link::new(link, 12));
+    let mut sim = Sim::new(epoch, Link::new(link, seed), Link::new(link, seed + 1));
     let cfg = SenderConfig {
         initial_streams: streams,
         ..SenderConfig::default()
@@ -44,29 +47,34 @@ fn main() {
         let t = sim.now + step;
         let done = sim.run_until(t, |_| false);
         let st = sim.flows[0].sender.stats();
-        eprintln!(
-            "t={:6.3}s acked {:6.1} Mbit/s cc {:?} btlbw {:.1} Mbit/s pacing {:.1} cwnd {} inflight {} srtt {:?} losses {} qdrops {} rdrops {} mode {} streams {}",
-            sim.elapsed().as_secs_f64(),
-            (st.bytes_acked - last) as f64 * 8.0 / step.as_secs_f64() / 1e6,
-            st.cc_state,
-            st.btlbw * 8.0 / 1e6,
-            st.pacing_rate * 8.0 / 1e6,
-            st.cwnd,
-            st.bytes_in_flight,
-            st.srtt,
-            st.losses,
-            sim.fwd.stats.dropped_queue,
-            sim.fwd.stats.dropped_random,
-            st.mode,
-            st.streams
-        );
+        if std::env::var_os("QUIET").is_none() {
+            eprintln!(
+                "t={:6.3}s acked {:6.1} Mbit/s cc {:?} btlbw {:.1} Mbit/s pacing {:.1} cwnd {} inflight {} srtt {:?} losses {} qdrops {} rdrops {} mode {} streams {}",
+                sim.elapsed().as_secs_f64(),
+                (st.bytes_acked - last) as f64 * 8.0 / step.as_secs_f64() / 1e6,
+                st.cc_state,
+                st.btlbw * 8.0 / 1e6,
+                st.pacing_rate * 8.0 / 1e6,
+                st.cwnd,
+                st.bytes_in_flight,
+                st.srtt,
+                st.losses,
+                sim.fwd.stats.dropped_queue,
+                sim.fwd.stats.dropped_random,
+                st.mode,
+                st.streams
+            );
+        }
         last = st.bytes_acked;
         if done || sim.elapsed() > Duration::from_secs(120) {
             break;
         }
     }
     let f = &sim.flows[0];
-    let secs = f.done_at.map(|d| d.duration_since(f.start).as_secs_f64()).unwrap_or(f64::NAN);
+    let secs = f
+        .done_at
+        .map(|d| d.duration_since(f.start).as_secs_f64())
+        .unwrap_or(f64::NAN);
     println!(
         "state {:?} time {secs:.3} s goodput {:.1} Mbit/s ({:.1} %), wall {:?}",
         f.sender.state(),

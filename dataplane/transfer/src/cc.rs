@@ -370,7 +370,8 @@ impl Bbr {
             let elapsed = now.saturating_duration_since(self.cycle_stamp) > min_rtt;
             let gain = self.pacing_gain;
             let advance = if gain > 1.0 {
-                elapsed && (bytes_in_flight as f64 >= gain * self.bdp() as f64 || self.round_lost > 0)
+                elapsed
+                    && (bytes_in_flight as f64 >= gain * self.bdp() as f64 || self.round_lost > 0)
                     || now.saturating_duration_since(self.cycle_stamp) > min_rtt * 2
             } else if gain < 1.0 {
                 elapsed || bytes_in_flight <= self.bdp()

@@ -127,7 +127,13 @@ impl ModeDetector {
     }
 
     /// Classify one set of measurements (no hysteresis).
-    pub fn classify(&self, min_rtt: Duration, srtt: Duration, btlbw: f64, loss: f64) -> (LinkMode, &'static str) {
+    pub fn classify(
+        &self,
+        min_rtt: Duration,
+        srtt: Duration,
+        btlbw: f64,
+        loss: f64,
+    ) -> (LinkMode, &'static str) {
         let th = &self.th;
         if min_rtt > th.internet_rtt {
             (LinkMode::Internet, "min_rtt above internet threshold")
@@ -138,7 +144,10 @@ impl ModeDetector {
         } else if min_rtt < th.dc_rtt && srtt < th.dc_rtt * 4 && loss < th.dc_loss {
             (LinkMode::Datacenter, "low rtt and loss")
         } else {
-            (LinkMode::Hybrid, "between datacenter and internet thresholds")
+            (
+                LinkMode::Hybrid,
+                "between datacenter and internet thresholds",
+            )
         }
     }
 
@@ -195,7 +204,12 @@ mod tests {
     fn hysteresis_needs_k_consecutive() {
         let ms = Duration::from_millis;
         let mut d = ModeDetector::new(ModeThresholds::default());
-        let dc = (Duration::from_micros(200), Duration::from_micros(300), 1e9, 0.0);
+        let dc = (
+            Duration::from_micros(200),
+            Duration::from_micros(300),
+            1e9,
+            0.0,
+        );
         let inet = (ms(50), ms(55), 25e6, 0.01);
         for i in 0..4 {
             assert!(!d.evaluate(dc.0, dc.1, dc.2, dc.3), "switched after {i}");
@@ -219,6 +233,9 @@ mod tests {
         let (m, _) = d.classify(ms(8), ms(9), 1e9, 0.002);
         assert_eq!(m, LinkMode::Hybrid);
         let (m, r) = d.classify(ms(1), ms(1), 1e9, 0.02);
-        assert_eq!((m, r), (LinkMode::Internet, "loss above internet threshold"));
+        assert_eq!(
+            (m, r),
+            (LinkMode::Internet, "loss above internet threshold")
+        );
     }
 }

@@ -108,7 +108,7 @@ mod tests {
     #[test]
     fn insert_counts_against_brute_force() {
         let mut s = RangeSet::default();
-        let mut bits = vec![false; 200];
+        let mut bits = [false; 200];
         let mut x: u64 = 12345;
         for _ in 0..500 {
             x ^= x << 13;

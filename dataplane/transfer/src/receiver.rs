@@ -260,11 +260,7 @@ impl Receiver {
     }
 
     fn queue_close(&mut self) {
-        if !self
-            .control
-            .iter()
-            .any(|f| matches!(f, Frame::Close(_)))
-        {
+        if !self.control.iter().any(|f| matches!(f, Frame::Close(_))) {
             self.control.push_back(Frame::Close(Close {
                 code: CloseCode::NORMAL,
                 message: format!("verified xxh3-128 {:032x}", self.object_hash),
@@ -310,7 +306,8 @@ impl Receiver {
         self.conn_id = Some(conn_id);
         self.version = version;
         self.streams = vec![StreamRx::default(); usize::from(session.max_streams.max(1))];
-        self.codecs = crate::sender::codec_mask(&session) & (self.decoder.codecs() | (1 << CODEC_RAW));
+        self.codecs =
+            crate::sender::codec_mask(&session) & (self.decoder.codecs() | (1 << CODEC_RAW));
         if !same_object {
             if self.flush(now).is_err() {
                 return;
@@ -401,7 +398,7 @@ impl Receiver {
         }
         let s = usize::from(d.stream);
         if s >= self.streams.len()
-            || d.offset % self.chunk_size != 0
+            || !d.offset.is_multiple_of(self.chunk_size)
             || d.offset >= self.object_len.max(1)
             || self.codecs & (1u32 << (d.codec & 31)) == 0
             || d.codec > 31
@@ -465,13 +462,11 @@ impl Receiver {
         if let Err(e) = self.sink.write_at(d.offset, &dec) {
             self.dec = dec;
             let off = d.offset;
-            self.fail(
-                TransferError::Sink {
-                    op: "write",
-                    offset: off,
-                    source: e,
-                }
-            );
+            self.fail(TransferError::Sink {
+                op: "write",
+                offset: off,
+                source: e,
+            });
             return;
         }
         self.dec = dec;
@@ -498,13 +493,11 @@ impl Receiver {
             return Ok(());
         }
         if let Err(e) = self.sink.flush_durable() {
-            self.fail(
-                TransferError::Sink {
-                    op: "flush",
-                    offset: 0,
-                    source: e,
-                }
-            );
+            self.fail(TransferError::Sink {
+                op: "flush",
+                offset: 0,
+                source: e,
+            });
             return Err(());
         }
         self.st.flushes += 1;
@@ -512,12 +505,10 @@ impl Receiver {
         for r in ranges {
             if let Err(e) = self.journal.record_durable(self.object_id, r.clone()) {
                 let id = self.object_id;
-                self.fail(
-                    TransferError::Journal {
-                        object_id: id,
-                        source: e,
-                    },
-                );
+                self.fail(TransferError::Journal {
+                    object_id: id,
+                    source: e,
+                });
                 return Err(());
             }
             self.durable_chunks += (r.end - r.start).div_ceil(self.chunk_size.max(1));
@@ -546,26 +537,22 @@ impl Receiver {
                     off += n as u64;
                 }
                 Ok(_) => {
-                    self.fail(
-                        TransferError::Sink {
-                            op: "read",
-                            offset: off,
-                            source: std::io::Error::new(
-                                std::io::ErrorKind::UnexpectedEof,
-                                "sink shorter than the object",
-                            ),
-                        }
-                    );
+                    self.fail(TransferError::Sink {
+                        op: "read",
+                        offset: off,
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "sink shorter than the object",
+                        ),
+                    });
                     return;
                 }
                 Err(e) => {
-                    self.fail(
-                        TransferError::Sink {
-                            op: "read",
-                            offset: off,
-                            source: e,
-                        }
-                    );
+                    self.fail(TransferError::Sink {
+                        op: "read",
+                        offset: off,
+                        source: e,
+                    });
                     return;
                 }
             }
@@ -576,13 +563,11 @@ impl Receiver {
             self.queue_close();
         } else {
             let (id, expected) = (self.object_id, self.object_hash);
-            self.fail(
-                TransferError::HashMismatch {
-                    object_id: id,
-                    expected,
-                    actual,
-                },
-            );
+            self.fail(TransferError::HashMismatch {
+                object_id: id,
+                expected,
+                actual,
+            });
         }
     }
 
@@ -617,8 +602,15 @@ impl Receiver {
         let (recv_ns, rate) = match (st.first_data, st.last_data) {
             (Some(f), Some(l)) => {
                 let span = l.saturating_duration_since(f).as_secs_f64();
-                let ns = l.saturating_duration_since(f).as_nanos().min(u128::from(u64::MAX));
-                let rate = if span > 0.0 { st.bytes as f64 / span } else { 0.0 };
+                let ns = l
+                    .saturating_duration_since(f)
+                    .as_nanos()
+                    .min(u128::from(u64::MAX));
+                let rate = if span > 0.0 {
+                    st.bytes as f64 / span
+                } else {
+                    0.0
+                };
                 (ns as u64, rate as u64)
             }
             _ => (0, 0),

@@ -258,7 +258,10 @@ impl Sender {
         let object_len = source.len();
         let mut chunk = cfg.chunk_size.max(1) as usize;
         if let Some(mtu) = cfg.mtu {
-            chunk = chunk.min(mtu.saturating_sub(IP_UDP_OVERHEAD + wire::HEADER_LEN + 16).max(64));
+            chunk = chunk.min(
+                mtu.saturating_sub(IP_UDP_OVERHEAD + wire::HEADER_LEN + 16)
+                    .max(64),
+            );
         }
         let chunk = chunk.min(wire::MAX_PAYLOAD) as u64;
         let mss = wire::data_frame_len(chunk as usize) as u64;
@@ -373,7 +376,8 @@ impl Sender {
     }
 
     fn rto(&self) -> Duration {
-        self.rtt.rto_backoff(self.cfg.max_ack_delay, self.rto_backoff)
+        self.rtt
+            .rto_backoff(self.cfg.max_ack_delay, self.rto_backoff)
     }
 
     fn emit(&mut self, frame: &Frame) -> Option<Vec<u8>> {
@@ -409,7 +413,11 @@ impl Sender {
             None => wire::MAX_PAYLOAD,
         }
         .clamp(self.chunk_size as usize, wire::MAX_PAYLOAD) as u32;
-        let mut caps = Caps::new(self.cfg.max_streams.max(1), max_payload, self.chunk_size as u32);
+        let mut caps = Caps::new(
+            self.cfg.max_streams.max(1),
+            max_payload,
+            self.chunk_size as u32,
+        );
         caps.versions = if self.cfg.max_version >= VERSION_3 {
             VersionSet::V1.union(VersionSet::V3)
         } else {
@@ -588,7 +596,8 @@ impl Sender {
         let min_rtt = self.rtt.min().unwrap_or(Duration::ZERO);
         if let Some((_, p)) = largest {
             let mut r = now.saturating_duration_since(p.snap.sent);
-            let delay = Duration::from_micros(u64::from(a.ack_delay_us)).min(self.cfg.max_ack_delay);
+            let delay =
+                Duration::from_micros(u64::from(a.ack_delay_us)).min(self.cfg.max_ack_delay);
             if r >= min_rtt + delay {
                 r -= delay;
             }
@@ -596,7 +605,9 @@ impl Sender {
             rtt_sample = Some(r);
         }
         self.advance_first_unacked();
-        let round = self.cc.on_ack(now, &acked, rtt_sample, self.bytes_in_flight);
+        let round = self
+            .cc
+            .on_ack(now, &acked, rtt_sample, self.bytes_in_flight);
         if round {
             self.on_round(now);
         }
@@ -634,7 +645,9 @@ impl Sender {
             self.reo_decay_round = self.cc.rounds() + 16;
         }
         if self.cc.rounds() >= self.interval_round + MIN_INTERVAL_ROUNDS {
-            let dt = now.saturating_duration_since(self.interval_start).as_secs_f64();
+            let dt = now
+                .saturating_duration_since(self.interval_start)
+                .as_secs_f64();
             if dt > 0.0 && self.cfg.adapt_streams {
                 let goodput = (self.st.bytes_acked - self.interval_bytes) as f64 / dt;
                 self.adapter.on_interval(goodput, self.interval_limited);
@@ -650,7 +663,8 @@ impl Sender {
     /// loss declarations, at least 500 us.
     fn reorder_window(&self) -> Duration {
         let w = self.rtt.min().unwrap_or(Duration::ZERO) / 4 * self.reo_mult;
-        w.min(self.rtt.srtt().unwrap_or(w)).max(Duration::from_micros(500))
+        w.min(self.rtt.srtt().unwrap_or(w))
+            .max(Duration::from_micros(500))
     }
 
     /// Tail loss probe deadline: with nothing new to send and packets in flight, probe after
@@ -699,7 +713,9 @@ impl Sender {
     fn oldest_in_flight(&mut self) -> Option<(u64, u16, u64, Instant)> {
         while let Some((&tx, &(s, seq))) = self.send_order.iter().next() {
             match self.streams[usize::from(s)].packets.get(&seq) {
-                Some(p) if p.in_flight && p.tx_index == tx => return Some((tx, s, seq, p.snap.sent)),
+                Some(p) if p.in_flight && p.tx_index == tx => {
+                    return Some((tx, s, seq, p.snap.sent));
+                }
                 _ => {
                     self.send_order.remove(&tx);
                 }
@@ -787,18 +803,18 @@ impl Sender {
                 self.emit(&hello)
             }
             SenderState::Transfer => {
-                if let Some(c) = self.probe.take() {
-                    if self.chunks[c as usize] == ChunkSt::InFlight {
-                        self.st.tail_probes += 1;
-                        return match self.send_job(now, Job::Probe(c)) {
-                            Ok(b) => b,
-                            Err(e) => {
-                                self.fail(e);
-                                let f = self.control.pop_front()?;
-                                self.emit(&f)
-                            }
-                        };
-                    }
+                if let Some(c) = self.probe.take()
+                    && self.chunks[c as usize] == ChunkSt::InFlight
+                {
+                    self.st.tail_probes += 1;
+                    return match self.send_job(now, Job::Probe(c)) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            self.fail(e);
+                            let f = self.control.pop_front()?;
+                            self.emit(&f)
+                        }
+                    };
                 }
                 if now < self.next_send || !self.cwnd_room() {
                     return None;
@@ -865,8 +881,13 @@ impl Sender {
             enc.extend_from_slice(&self.raw);
             CODEC_RAW
         } else {
-            self.encoder
-                .encode(self.mode.mode(), self.codecs_allowed, offset, &self.raw, &mut enc)
+            self.encoder.encode(
+                self.mode.mode(),
+                self.codecs_allowed,
+                offset,
+                &self.raw,
+                &mut enc,
+            )
         };
         let frame = Frame::Data(Data {
             stream,
@@ -962,12 +983,10 @@ impl Sender {
                     self.probe = self.newest_in_flight_chunk();
                 }
             }
-            SenderState::AwaitClose => {
-                if self.keepalive_due.is_some_and(|t| now >= t) {
-                    self.control.push_back(Frame::Keepalive);
-                    self.rto_backoff += 1;
-                    self.keepalive_due = Some(now + self.rto());
-                }
+            SenderState::AwaitClose if self.keepalive_due.is_some_and(|t| now >= t) => {
+                self.control.push_back(Frame::Keepalive);
+                self.rto_backoff += 1;
+                self.keepalive_due = Some(now + self.rto());
             }
             _ => {}
         }
@@ -1021,7 +1040,12 @@ pub(crate) fn codec_mask(session: &Session) -> u32 {
 /// Capabilities needed for a codec that may emit the codecs in `mask`.
 fn codec_capabilities(mask: u32) -> Capabilities {
     let mut caps = Capabilities::EMPTY;
-    let delta = [Codec::Zero, Codec::Dup, Codec::XorDeltaZeroRun, Codec::HdeContainer];
+    let delta = [
+        Codec::Zero,
+        Codec::Dup,
+        Codec::XorDeltaZeroRun,
+        Codec::HdeContainer,
+    ];
     if delta.iter().any(|c| mask & (1 << c.as_u8()) != 0) {
         caps.insert(Capabilities::DELTA);
     }

@@ -130,7 +130,8 @@ impl Link {
         let mut depart = now;
         if self.cfg.rate_bps > 0.0 {
             let start = self.busy_until.map_or(now, |b| b.max(now));
-            let backlog = start.saturating_duration_since(now).as_secs_f64() * self.cfg.rate_bps / 8.0;
+            let backlog =
+                start.saturating_duration_since(now).as_secs_f64() * self.cfg.rate_bps / 8.0;
             if backlog + frame.len() as f64 > self.cfg.buffer_bytes as f64 {
                 self.stats.dropped_queue += 1;
                 return Vec::new();

@@ -60,15 +60,15 @@ impl StreamAdapter {
             self.last_goodput = goodput;
             return self.current;
         }
-        if let Some(from) = self.probing_from.take() {
-            if goodput < self.last_goodput * GAIN_NEEDED {
-                // more streams did not help: step back and hold
-                self.current = from;
-                self.changes += 1;
-                self.hold = HOLD_INTERVALS;
-                self.last_goodput = goodput;
-                return self.current;
-            }
+        if let Some(from) = self.probing_from.take()
+            && goodput < self.last_goodput * GAIN_NEEDED
+        {
+            // more streams did not help: step back and hold
+            self.current = from;
+            self.changes += 1;
+            self.hold = HOLD_INTERVALS;
+            self.last_goodput = goodput;
+            return self.current;
         }
         if self.hold > 0 {
             self.hold -= 1;

@@ -14,7 +14,9 @@
 
 use std::ops::Range;
 
-use dwcp_proto::{CONTROL_STREAM, Codec, Flags, FrameError, FrameType, Header, Version, WirePayload};
+use dwcp_proto::{
+    CONTROL_STREAM, Codec, Flags, FrameError, FrameType, Header, Version, WirePayload,
+};
 
 pub use dwcp_proto::{CloseCode, HEADER_LEN, Hello as Caps, MAX_PAYLOAD, MAX_SACK_RANGES, Session};
 
@@ -257,9 +259,12 @@ struct Rd<'a> {
 
 impl<'a> Rd<'a> {
     fn take<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
-        let (a, rest) = self.b.split_first_chunk::<N>().ok_or(WireError::Malformed {
-            what: "transfer extension too short",
-        })?;
+        let (a, rest) = self
+            .b
+            .split_first_chunk::<N>()
+            .ok_or(WireError::Malformed {
+                what: "transfer extension too short",
+            })?;
         self.b = rest;
         Ok(*a)
     }

@@ -21,7 +21,6 @@ fn object(len: usize, seed: u64) -> Vec<u8> {
 struct Outcome {
     sim: Sim,
     sink: MemSink,
-    journal: MemJournal,
 }
 
 fn run_one(
@@ -40,7 +39,7 @@ fn run_one(
     let mut sim = Sim::new(epoch, Link::new(link, seed), Link::new(link, seed ^ 0xFFFF));
     sim.add_flow(sender, receiver, epoch);
     sim.run(limit);
-    Outcome { sim, sink, journal }
+    Outcome { sim, sink }
 }
 
 fn assert_complete(o: &Outcome, data: &[u8]) {
@@ -80,9 +79,15 @@ fn completes_byte_identical_under_random_loss() {
         let s = o.sim.flows[0].sender.stats();
         let l = &o.sim.fwd.stats;
         let dropped = l.dropped_queue + l.dropped_random;
-        eprintln!("loss {loss}: link dropped {dropped}, sender declared {} lost", s.losses);
+        eprintln!(
+            "loss {loss}: link dropped {dropped}, sender declared {} lost",
+            s.losses
+        );
         if loss > 0.0 {
-            assert!(s.losses > 0 && s.bytes_retransmitted > 0, "loss {loss}: {s:?}");
+            assert!(
+                s.losses > 0 && s.bytes_retransmitted > 0,
+                "loss {loss}: {s:?}"
+            );
         }
         // loss detection is accurate: few spurious retransmissions
         assert!(
@@ -90,7 +95,11 @@ fn completes_byte_identical_under_random_loss() {
             "loss {loss}: declared {} lost, link dropped {dropped}",
             s.losses
         );
-        assert!(s.losses >= dropped * 9 / 10, "missed losses: {} < {dropped}", s.losses);
+        assert!(
+            s.losses >= dropped * 9 / 10,
+            "missed losses: {} < {dropped}",
+            s.losses
+        );
     }
 }
 
@@ -117,8 +126,14 @@ fn survives_reordering_duplication_and_corruption() {
     assert_complete(&o, &data);
     let r = o.sim.flows[0].receiver.stats();
     assert!(o.sim.fwd.stats.corrupted > 0 && o.sim.fwd.stats.duplicated > 0);
-    assert!(r.frames_corrupt > 0, "corrupted frames must be detected: {r:?}");
-    assert!(r.duplicate_chunks > 0, "duplicates must be seen and tolerated: {r:?}");
+    assert!(
+        r.frames_corrupt > 0,
+        "corrupted frames must be detected: {r:?}"
+    );
+    assert!(
+        r.duplicate_chunks > 0,
+        "duplicates must be seen and tolerated: {r:?}"
+    );
     // every corrupted datagram toward the receiver was caught by the CRC
     let corrupted_to_receiver = o.sim.fwd.stats.corrupted;
     assert_eq!(r.frames_corrupt + r.frames_malformed, corrupted_to_receiver);
@@ -127,7 +142,7 @@ fn survives_reordering_duplication_and_corruption() {
 #[test]
 fn long_fat_pipe_with_one_percent_loss_reaches_ninety_percent() {
     let rate = 200e6;
-    let data = object(100_000_000, 3);
+    let data = object(200_000_000, 3);
     let link = LinkConfig {
         loss: 0.01,
         ..LinkConfig::clean(rate, Duration::from_millis(50))
@@ -142,7 +157,11 @@ fn long_fat_pipe_with_one_percent_loss_reaches_ninety_percent() {
     );
     assert_complete(&o, &data);
     let f = &o.sim.flows[0];
-    let secs = f.done_at.expect("done").duration_since(f.start).as_secs_f64();
+    let secs = f
+        .done_at
+        .expect("done")
+        .duration_since(f.start)
+        .as_secs_f64();
     let goodput = data.len() as f64 * 8.0 / secs;
     let s = f.sender.stats();
     eprintln!(
@@ -151,7 +170,11 @@ fn long_fat_pipe_with_one_percent_loss_reaches_ninety_percent() {
         goodput / rate * 100.0,
         rate / 1e6
     );
-    assert!(goodput >= 0.90 * rate, "goodput {:.1} Mbit/s", goodput / 1e6);
+    assert!(
+        goodput >= 0.90 * rate,
+        "goodput {:.1} Mbit/s",
+        goodput / 1e6
+    );
     assert_eq!(s.mode, LinkMode::Internet);
 }
 
@@ -179,9 +202,17 @@ fn two_flows_share_a_bottleneck_fairly() {
     let t1 = epoch + Duration::from_secs(4);
     let t2 = epoch + Duration::from_secs(10);
     sim.run_until(t1, |_| false);
-    let a1: Vec<u64> = sim.flows.iter().map(|f| f.sender.stats().bytes_acked).collect();
+    let a1: Vec<u64> = sim
+        .flows
+        .iter()
+        .map(|f| f.sender.stats().bytes_acked)
+        .collect();
     sim.run_until(t2, |_| false);
-    let a2: Vec<u64> = sim.flows.iter().map(|f| f.sender.stats().bytes_acked).collect();
+    let a2: Vec<u64> = sim
+        .flows
+        .iter()
+        .map(|f| f.sender.stats().bytes_acked)
+        .collect();
     let rates: Vec<f64> = (0..2)
         .map(|i| (a2[i] - a1[i]) as f64 * 8.0 / (t2 - t1).as_secs_f64())
         .collect();
@@ -195,7 +226,11 @@ fn two_flows_share_a_bottleneck_fairly() {
         sim.fwd.stats.dropped_queue
     );
     assert!((0.5..=2.0).contains(&ratio), "unfair: ratio {ratio:.2}");
-    assert!(total >= 0.80 * 100e6, "bottleneck underused: {:.1} Mbit/s", total / 1e6);
+    assert!(
+        total >= 0.80 * 100e6,
+        "bottleneck underused: {:.1} Mbit/s",
+        total / 1e6
+    );
 }
 
 #[test]
@@ -208,7 +243,11 @@ fn v3_sender_talks_v1_to_a_v1_receiver_and_back() {
         ..LinkConfig::clean(100e6, Duration::from_millis(10))
     };
     let mut sent = Vec::new();
-    for (smax, rmax) in [(VERSION_3, VERSION_1), (VERSION_1, VERSION_3), (VERSION_3, VERSION_3)] {
+    for (smax, rmax) in [
+        (VERSION_3, VERSION_1),
+        (VERSION_1, VERSION_3),
+        (VERSION_3, VERSION_3),
+    ] {
         let scfg = SenderConfig {
             max_version: smax,
             initial_streams: 4,
@@ -233,7 +272,12 @@ fn v3_sender_talks_v1_to_a_v1_receiver_and_back() {
         sent.push(s.bytes_sent);
     }
     // v3 sent far fewer bytes thanks to zero-chunk elision
-    assert!(sent[2] < sent[0] * 7 / 10, "v3 {} vs v1 {}", sent[2], sent[0]);
+    assert!(
+        sent[2] < sent[0] * 7 / 10,
+        "v3 {} vs v1 {}",
+        sent[2],
+        sent[0]
+    );
 }
 
 #[test]
@@ -258,7 +302,11 @@ fn receiver_restart_resumes_without_resending_durable_chunks() {
     let mut sim = Sim::new(epoch, Link::new(link, 41), Link::new(link, 42));
     sim.add_flow(
         mk_sender(1, epoch),
-        Receiver::new(rcfg.clone(), Box::new(sink.clone()), Box::new(journal.clone())),
+        Receiver::new(
+            rcfg.clone(),
+            Box::new(sink.clone()),
+            Box::new(journal.clone()),
+        ),
         epoch,
     );
     // kill the receiver once about half the object is held
@@ -269,13 +317,15 @@ fn receiver_restart_resumes_without_resending_durable_chunks() {
     assert!(!sim.flows[0].receiver.is_complete());
     sink.crash(); // lose whatever was not flushed
     let durable = journal.durable_bytes(77);
-    assert!(durable > 0 && durable < data.len() as u64, "durable {durable}");
+    assert!(
+        durable > 0 && durable < data.len() as u64,
+        "durable {durable}"
+    );
     // restart both endpoints on the surviving sink + journal
     let now = sim.now;
     sim.clear_in_flight(0);
     sim.flows[0].sender = mk_sender(2, now);
-    sim.flows[0].receiver =
-        Receiver::new(rcfg, Box::new(sink.clone()), Box::new(journal.clone()));
+    sim.flows[0].receiver = Receiver::new(rcfg, Box::new(sink.clone()), Box::new(journal.clone()));
     sim.flows[0].done_at = None;
     sim.run_until(now + Duration::from_secs(30), |_| false);
     let s = sim.flows[0].sender.stats();
@@ -324,7 +374,11 @@ fn partial_or_corrupted_object_is_never_reported_complete() {
     };
     sim.add_flow(
         Sender::new(cfg, Box::new(source), epoch).expect("sender"),
-        Receiver::new(ReceiverConfig::default(), Box::new(sink.clone()), Box::new(journal.clone())),
+        Receiver::new(
+            ReceiverConfig::default(),
+            Box::new(sink.clone()),
+            Box::new(journal.clone()),
+        ),
         epoch,
     );
     sim.run(Duration::from_secs(10));
@@ -346,7 +400,14 @@ fn datacenter_link_is_detected_and_streams_adapt_within_bounds() {
         max_streams: 8,
         ..SenderConfig::default()
     };
-    let o = run_one(&data, link, scfg, ReceiverConfig::default(), 61, Duration::from_secs(20));
+    let o = run_one(
+        &data,
+        link,
+        scfg,
+        ReceiverConfig::default(),
+        61,
+        Duration::from_secs(20),
+    );
     assert_complete(&o, &data);
     let s = o.sim.flows[0].sender.stats();
     assert_eq!(s.mode, LinkMode::Datacenter, "{}", s.mode_reason);
