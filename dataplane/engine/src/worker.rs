@@ -228,6 +228,7 @@ pub struct Workers<H> {
     stop: Arc<AtomicBool>,
     threads: Vec<(usize, JoinHandle<H>)>,
     stats: Vec<Arc<WorkerStats>>,
+    cores: Vec<usize>,
     program: SharedProgram,
 }
 
@@ -247,6 +248,7 @@ impl<H: Handler> Workers<H> {
             stop: stop.clone(),
             threads: Vec::new(),
             stats: Vec::new(),
+            cores: cfg.cores.clone(),
             program: program.clone(),
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -303,7 +305,7 @@ impl<H: Handler> Workers<H> {
         self.stats
             .iter()
             .zip(&self.threads)
-            .map(|(s, (i, _))| s.snapshot(*i, 0))
+            .map(|(s, (i, _))| s.snapshot(*i, self.cores[*i]))
             .collect()
     }
 
@@ -324,7 +326,7 @@ impl<H: Handler> Workers<H> {
         let mut err = None;
         for ((index, h), st) in self.threads.drain(..).zip(self.stats.drain(..)) {
             match h.join() {
-                Ok(handler) => out.push((handler, st.snapshot(index, 0))),
+                Ok(handler) => out.push((handler, st.snapshot(index, self.cores[index]))),
                 Err(_) => {
                     err.get_or_insert(WorkerError::Panicked { index });
                 }
@@ -418,7 +420,7 @@ fn run<H: Handler>(a: RunArgs<H>) -> H {
             idle = 0;
         } else {
             idle = idle.wrapping_add(1);
-            if idle % 1024 == 0 {
+            if idle.is_multiple_of(1024) {
                 stats.publish(&port.stats(), &local);
             }
             if idle_yield {

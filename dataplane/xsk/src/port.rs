@@ -47,9 +47,17 @@ pub struct PortStats {
 pub(crate) struct RxHalf<R> {
     rings: R,
     spare: FramePool,
+    /// `batch + MAX_FRAGS` slots: `descs[..carry]` is the start of a multi-buffer packet
+    /// whose last fragment had not arrived when the previous batch ended.
     descs: Box<[XdpDesc]>,
+    carry: usize,
+    batch: usize,
     stats: PortStats,
 }
+
+/// Most fragments of one packet carried across a batch boundary (the kernel's
+/// `MAX_SKB_FRAGS + 1` is 18).
+const MAX_FRAGS: usize = 32;
 
 pub(crate) struct TxHalf<T> {
     rings: T,
@@ -101,7 +109,9 @@ impl<R: RxRings, T: TxRings> XskPort<R, T> {
             rx: RxHalf {
                 rings: rx_rings,
                 spare: FramePool::range(0, rx_frames, FRAME_SIZE),
-                descs: vec![XdpDesc::default(); batch].into_boxed_slice(),
+                descs: vec![XdpDesc::default(); batch + MAX_FRAGS].into_boxed_slice(),
+                carry: 0,
+                batch,
                 stats: PortStats::default(),
             },
             tx: TxHalf {
@@ -125,7 +135,7 @@ impl<R: RxRings, T: TxRings> XskPort<R, T> {
 
     /// Largest batch.
     pub fn batch_size(&self) -> usize {
-        self.rx.descs.len()
+        self.rx.batch
     }
 
     /// Counters of both directions.
@@ -194,19 +204,33 @@ impl<R: RxRings> RxHalf<R> {
     }
 
     fn receive<'a>(&'a mut self, area: &'a UmemArea, max: usize) -> RxBatch<'a, R> {
-        let max = max.min(self.descs.len());
+        let carry = self.carry;
+        let max = max.min(self.batch).min(self.descs.len() - carry);
         let n = if max == 0 {
             0
         } else {
-            self.rings.receive(&mut self.descs[..max])
+            self.rings.receive(&mut self.descs[carry..carry + max])
         };
         if n == 0 && max > 0 && self.rings.needs_wakeup() {
             self.stats.rx_wakeups += 1;
             self.rings.wake();
         }
+        let total = carry + n;
+        // Only whole packets are handed out; a trailing partial chain waits for the rest.
+        let complete = self.descs[..total]
+            .iter()
+            .rposition(|d| d.options & XDP_PKT_CONTD == 0)
+            .map_or(0, |i| i + 1);
+        let complete = if total - complete >= MAX_FRAGS {
+            // A chain this long cannot be a real packet: hand it out (it is reported as
+            // truncated) rather than stall the ring.
+            total
+        } else {
+            complete
+        };
         let mut packets = 0;
         let mut bytes = 0;
-        for d in &self.descs[..n] {
+        for d in &self.descs[carry..total] {
             if d.options & XDP_PKT_CONTD == 0 {
                 packets += 1;
             }
@@ -217,7 +241,8 @@ impl<R: RxRings> RxHalf<R> {
         RxBatch {
             half: self,
             area,
-            n,
+            n: complete,
+            total,
         }
     }
 }
@@ -228,7 +253,10 @@ impl<R: RxRings> RxHalf<R> {
 pub struct RxBatch<'a, R: RxRings> {
     half: &'a mut RxHalf<R>,
     area: &'a UmemArea,
+    /// Descriptors of whole packets (handed out).
     n: usize,
+    /// All descriptors read; `n..total` is carried to the next batch.
+    total: usize,
 }
 
 impl<R: RxRings> std::fmt::Debug for RxBatch<'_, R> {
@@ -268,7 +296,10 @@ impl<'a, R: RxRings> RxBatch<'a, R> {
                 half.stats.bad_frames += 1;
             }
         }
+        half.descs.copy_within(self.n..self.total, 0);
+        half.carry = self.total - self.n;
         self.n = 0;
+        self.total = 0;
         half.refill();
     }
 }

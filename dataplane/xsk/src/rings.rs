@@ -79,13 +79,19 @@ fn to_u32(n: usize) -> u32 {
 impl RxRings for KernelRx {
     #[inline]
     fn fill(&mut self, addrs: &[u64]) -> usize {
-        if addrs.is_empty() {
-            return 0;
+        // xdpilone refreshes its cached view of the kernel's consumer only when the cache
+        // shows no room at all, so a short reservation may be stale: go round again.
+        let mut done = 0;
+        while done < addrs.len() {
+            let mut w = self.fill.fill(to_u32(addrs.len() - done));
+            if w.capacity() == 0 {
+                break;
+            }
+            let n = w.insert(addrs[done..].iter().copied());
+            w.commit();
+            done += n as usize;
         }
-        let mut w = self.fill.fill(to_u32(addrs.len()));
-        let n = w.insert(addrs.iter().copied());
-        w.commit();
-        n as usize
+        done
     }
 
     #[inline]
@@ -113,14 +119,21 @@ impl RxRings for KernelRx {
 impl TxRings for KernelTx {
     #[inline]
     fn transmit(&mut self, descs: &[XdpDesc]) -> usize {
-        if descs.is_empty() {
-            return 0;
+        // See `fill`: a short reservation may come from a stale cache; retry until the
+        // ring really is full.
+        let mut done = 0;
+        while done < descs.len() {
+            let rest = &descs[done..];
+            let mut w = self.tx.transmit(to_u32(rest.len()));
+            let k = whole_packets(rest, w.capacity() as usize);
+            if k == 0 {
+                break;
+            }
+            let n = w.insert(rest[..k].iter().copied());
+            w.commit();
+            done += n as usize;
         }
-        let mut w = self.tx.transmit(to_u32(descs.len()));
-        let k = whole_packets(descs, w.capacity() as usize);
-        let n = w.insert(descs[..k].iter().copied());
-        w.commit();
-        n as usize
+        done
     }
 
     #[inline]

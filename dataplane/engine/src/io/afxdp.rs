@@ -70,7 +70,7 @@ impl AfXdpBackend {
             p.register_socket(queue, sock.fd())
                 .map_err(|source| IoError::Xdp {
                     ifname: cfg.ifname.clone(),
-                    source,
+                    source: Box::new(source),
                 })
         })?;
         let buf = cfg.max_datagram + HDR_LEN;

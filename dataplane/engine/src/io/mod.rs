@@ -125,9 +125,9 @@ pub enum IoError {
     Xdp {
         /// Interface.
         ifname: String,
-        /// Cause.
+        /// Cause (boxed: aya's errors are large).
         #[source]
-        source: dwcp_ebpf::LoadError,
+        source: Box<dwcp_ebpf::LoadError>,
     },
     /// A previous attach attempt on this interface failed.
     #[error("XDP program on {ifname} unavailable: {reason}")]

@@ -3,7 +3,7 @@
 //! Owns: a prebuilt 42-byte header template per peer (lengths and the IPv4 header checksum
 //! are filled in per packet; the UDP checksum is 0, which IPv4 allows), parsing received
 //! frames down to the UDP payload, reading an interface's MAC from sysfs and the peer's
-//! from the neighbour table (`/proc/net/arp`), resolving it by sending one datagram through
+//! from the neighbour table (`/proc/thread-self/net/arp`), resolving it by sending one datagram through
 //! the kernel when it is missing.
 //! Does not: handle IPv6, VLANs or IP options on transmit (received IPv4 options are
 //! skipped), or route: the peer must be on the link.
@@ -51,17 +51,31 @@ pub fn parse_mac(s: &str) -> Option<Mac> {
     parts.next().is_none().then_some(m)
 }
 
-/// MAC address of a local interface (in the calling thread's network namespace).
+/// MAC address of a local interface in the calling *thread's* network namespace (netlink
+/// via `getifaddrs`; sysfs would show the namespace sysfs was mounted in).
 pub fn own_mac(ifname: &str) -> Result<Mac, NetError> {
-    let path = format!("/sys/class/net/{ifname}/address");
-    let s = std::fs::read_to_string(&path).map_err(|source| NetError::OwnMac {
+    let err = |source| NetError::OwnMac {
         ifname: ifname.into(),
         source,
-    })?;
-    parse_mac(&s).ok_or_else(|| NetError::OwnMac {
-        ifname: ifname.into(),
-        source: std::io::Error::other(format!("unparsable address {s:?}")),
-    })
+    };
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| err(e.into()))?;
+    for a in addrs {
+        if a.interface_name != ifname {
+            continue;
+        }
+        if let Some(mac) = a
+            .address
+            .as_ref()
+            .and_then(|s| s.as_link_addr())
+            .and_then(|l| l.addr())
+        {
+            return Ok(mac);
+        }
+    }
+    Err(err(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        "no link-layer address",
+    )))
 }
 
 /// Looks `peer` up in an `/proc/net/arp`-formatted table (complete entries only).
@@ -80,15 +94,16 @@ pub fn lookup_arp(table: &str, peer: Ipv4Addr, ifname: &str) -> Option<Mac> {
 /// The peer's MAC from the neighbour table; if absent, sends one UDP datagram to it through
 /// the kernel (which makes the kernel resolve it) and polls the table for up to `wait`.
 pub fn resolve_peer_mac(ifname: &str, peer: SocketAddrV4, wait: Duration) -> Result<Mac, NetError> {
-    let read = || std::fs::read_to_string("/proc/net/arp").unwrap_or_default();
+    // thread-self: /proc/net follows the process's first thread, not this thread's netns.
+    let read = || std::fs::read_to_string("/proc/thread-self/net/arp").unwrap_or_default();
     if let Some(m) = lookup_arp(&read(), *peer.ip(), ifname) {
         return Ok(m);
     }
     let start = Instant::now();
     if let Ok(s) = UdpSocket::bind("0.0.0.0:0") {
-        // Any port will do: the kernel resolves the neighbour before sending. A DWCP peer
-        // drops the empty datagram as too short.
-        let _ = s.send_to(&[], peer);
+        // Any port will do: the kernel resolves the neighbour before sending. Port 9
+        // (discard), not the DWCP port, so the peer's DWCP counters stay clean.
+        let _ = s.send_to(&[], SocketAddrV4::new(*peer.ip(), 9));
     }
     while start.elapsed() < wait {
         if let Some(m) = lookup_arp(&read(), *peer.ip(), ifname) {

@@ -36,6 +36,7 @@ impl UdpBackend {
         let sock = bind_reuseport(cfg).map_err(err)?;
         sock.connect(cfg.peer).map_err(err)?;
         sock.set_nonblocking(true).map_err(err)?;
+        let (rcv, snd) = set_buffers(&sock, SOCKET_BUFFER);
         let gso = cfg.udp_gso && mmsg::gso_supported(sock.as_fd());
         let gro = cfg.udp_gro && mmsg::enable_gro(sock.as_fd());
         let slot = if gro { 65536 } else { cfg.max_datagram.max(1) };
@@ -43,7 +44,7 @@ impl UdpBackend {
             kind: BackendKind::Udp,
             fallback_reason: None,
             detail: format!(
-                "UDP socket {} -> {}, recvmmsg/sendmmsg batch {}, GSO {gso}, GRO {gro}",
+                "UDP socket {} -> {}, recvmmsg/sendmmsg batch {}, GSO {gso}, GRO {gro}, buffers rcv {rcv} snd {snd}",
                 cfg.local, cfg.peer, cfg.batch
             ),
         };
@@ -59,6 +60,25 @@ impl UdpBackend {
             sel,
         ))
     }
+}
+
+/// Socket buffer size asked for: bursts of a batch of 64 KiB GSO sends must fit.
+const SOCKET_BUFFER: usize = 8 << 20;
+
+/// Raises both socket buffers (forcing past `rmem_max`/`wmem_max` when privileged);
+/// returns what the kernel granted.
+fn set_buffers(sock: &UdpSocket, size: usize) -> (usize, usize) {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    if setsockopt(sock, sockopt::RcvBufForce, &size).is_err() {
+        let _ = setsockopt(sock, sockopt::RcvBuf, &size);
+    }
+    if setsockopt(sock, sockopt::SndBufForce, &size).is_err() {
+        let _ = setsockopt(sock, sockopt::SndBuf, &size);
+    }
+    (
+        getsockopt(sock, sockopt::RcvBuf).unwrap_or(0),
+        getsockopt(sock, sockopt::SndBuf).unwrap_or(0),
+    )
 }
 
 fn bind_reuseport(cfg: &IoConfig) -> std::io::Result<UdpSocket> {
