@@ -108,7 +108,10 @@ fn killed_process_leaves_no_attachment() {
 #[test]
 #[ignore = "helper: run as a child process by killed_process_leaves_no_attachment"]
 fn sigkill_child_holds_attachment() {
-    let ns = std::env::var(CHILD_NS).expect("run only by killed_process_leaves_no_attachment");
+    let Ok(ns) = std::env::var(CHILD_NS) else {
+        eprintln!("helper only: killed_process_leaves_no_attachment runs it as a child");
+        return;
+    };
     let mode = match std::env::var(CHILD_MODE).as_deref() {
         Ok("generic") => AttachMode::Generic,
         _ => AttachMode::Native,
