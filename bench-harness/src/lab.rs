@@ -403,7 +403,13 @@ fn owner_alive(name: &str) -> bool {
         .strip_prefix("dwcp-")
         .and_then(|r| r.split('-').next())
         .and_then(|p| p.parse().ok());
-    pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
+    // A zombie (exited, not yet reaped) counts as gone.
+    pid.is_some_and(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .ok()
+            .and_then(|st| st.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+            .unwrap_or(false)
+    })
 }
 
 /// Removes leftovers of interrupted runs: first kills processes (iperf3 servers, shells)
@@ -415,6 +421,7 @@ pub fn cleanup_stale() -> Result<CleanupReport, LabError> {
     let list = dwcp_netns::run(Command::new("ip").args(["netns", "list"]))
         .map_err(step("ip netns list"))?;
     let mut stale = Vec::new();
+    let mut stale_names = Vec::new();
     for line in String::from_utf8_lossy(&list.stdout).lines() {
         let name = line.split_whitespace().next().unwrap_or("");
         if name.starts_with("dwcp-")
@@ -422,6 +429,7 @@ pub fn cleanup_stale() -> Result<CleanupReport, LabError> {
             && let Ok(m) = std::fs::metadata(Path::new("/run/netns").join(name))
         {
             stale.push((m.dev(), m.ino()));
+            stale_names.push(name.to_string());
         }
     }
     if !stale.is_empty() {
@@ -455,5 +463,13 @@ pub fn cleanup_stale() -> Result<CleanupReport, LabError> {
         }
     }
     report.namespaces = dwcp_netns::cleanup_stale().map_err(step("delete stale namespaces"))?;
+    // Namespaces whose owner is a zombie are still "alive" to dwcp_netns: delete them here.
+    for name in stale_names {
+        if !report.namespaces.contains(&name) {
+            dwcp_netns::run(Command::new("ip").args(["netns", "del", &name]))
+                .map_err(step("delete stale namespace"))?;
+            report.namespaces.push(name);
+        }
+    }
     Ok(report)
 }
