@@ -71,6 +71,16 @@ fn main() {
         }
     }
     let f = &sim.flows[0];
+    let st = f.sender.stats();
+    eprintln!(
+        "rto {} tlp {} spurious {} frames sent {} recv {} receiver {:?}",
+        st.rto_count,
+        st.tail_probes,
+        st.spurious_losses,
+        st.frames_sent,
+        st.frames_received,
+        f.receiver.stats()
+    );
     let secs = f
         .done_at
         .map(|d| d.duration_since(f.start).as_secs_f64())

@@ -27,6 +27,9 @@ use crate::{TransferError, VERSION_3};
 /// forgotten (they were acknowledged many times already).
 const MAX_TRACKED_RANGES: usize = 256;
 
+/// Spacing of the repeated completion CLOSE.
+const CLOSE_REPEAT: Duration = Duration::from_millis(10);
+
 /// Receiver configuration.
 #[derive(Debug, Clone)]
 pub struct ReceiverConfig {
@@ -56,7 +59,7 @@ impl Default for ReceiverConfig {
             max_chunk_size: wire::MAX_PAYLOAD as u32,
             window_chunks: 16_384,
             ack_every: 2,
-            max_ack_delay: Duration::from_millis(2),
+            max_ack_delay: Duration::from_millis(1),
             durable_batch_bytes: 4 << 20,
             durable_interval: Duration::from_millis(50),
         }
@@ -118,6 +121,8 @@ pub struct Receiver {
     hello_ack: Option<HelloAck>,
     control: VecDeque<Frame>,
     last_activity: Option<Instant>,
+    ctrl_seq: u64,
+    close_repeats: VecDeque<Instant>,
     dec: Vec<u8>,
     st: ReceiverStats,
 }
@@ -161,6 +166,8 @@ impl Receiver {
             hello_ack: None,
             control: VecDeque::new(),
             last_activity: None,
+            ctrl_seq: 0,
+            close_repeats: VecDeque::new(),
             dec: Vec::new(),
             st: ReceiverStats::default(),
         }
@@ -230,6 +237,7 @@ impl Receiver {
                 self.on_hello(now, env.conn_id, h)
             }
             _ if self.conn_id != Some(env.conn_id) => self.st.frames_foreign += 1,
+            Frame::Data(_) if env.version != self.version => self.st.frames_malformed += 1,
             Frame::Data(d) => {
                 self.last_activity = Some(now);
                 self.on_data(now, d)
@@ -561,6 +569,8 @@ impl Receiver {
         if actual == self.object_hash {
             self.state = ReceiverState::Complete;
             self.queue_close();
+            // CLOSE is not acknowledged: send it 3 times, 10 ms apart (docs/protocol.md 12)
+            self.close_repeats = [now + CLOSE_REPEAT, now + CLOSE_REPEAT * 2].into();
         } else {
             let (id, expected) = (self.object_id, self.object_hash);
             self.fail(TransferError::HashMismatch {
@@ -581,7 +591,8 @@ impl Receiver {
         };
         if let Some(f) = self.control.pop_front() {
             self.st.frames_sent += 1;
-            return wire::encode(version, conn, &f).ok();
+            self.ctrl_seq += 1;
+            return wire::encode(version, conn, self.ctrl_seq - 1, &f).ok();
         }
         if self.state != ReceiverState::Receiving && self.state != ReceiverState::Complete {
             return None;
@@ -626,12 +637,16 @@ impl Receiver {
         };
         self.st.acks_sent += 1;
         self.st.frames_sent += 1;
-        wire::encode(version, conn, &Frame::Ack(ack)).ok()
+        self.ctrl_seq += 1;
+        wire::encode(version, conn, self.ctrl_seq - 1, &Frame::Ack(ack)).ok()
     }
 
     /// When `handle_timeout` should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut t = self.flush_due;
+        if let Some(&c) = self.close_repeats.front() {
+            t = Some(t.map_or(c, |x| x.min(c)));
+        }
         for s in &self.streams {
             if let Some(d) = s.ack_due {
                 t = Some(t.map_or(d, |x| x.min(d)));
@@ -642,6 +657,10 @@ impl Receiver {
 
     /// Process timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        while self.close_repeats.front().is_some_and(|t| now >= *t) {
+            self.close_repeats.pop_front();
+            self.queue_close();
+        }
         if self.flush_due.is_some_and(|t| now >= t) {
             let _ = self.flush(now);
         }

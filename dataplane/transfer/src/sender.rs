@@ -33,6 +33,9 @@ use crate::streams::{MIN_INTERVAL_ROUNDS, StreamAdapter};
 use crate::wire::{self, Caps, CloseCode, Data, Frame, Hello, Session};
 use crate::{TransferError, VERSION_1, VERSION_3};
 
+/// HELLOs sent before giving up (docs/protocol.md 9.2).
+pub const MAX_HELLOS: u32 = 5;
+
 /// IPv4 + UDP header bytes, used to fit a chunk to an MTU.
 pub const IP_UDP_OVERHEAD: usize = 28;
 
@@ -55,7 +58,7 @@ pub struct SenderConfig {
     pub initial_streams: u16,
     /// Adapt the stream count to measured goodput.
     pub adapt_streams: bool,
-    /// RTO before any RTT sample.
+    /// RTO before any RTT sample; also the first HELLO retransmission interval.
     pub initial_rto: Duration,
     /// Lower RTO bound.
     pub min_rto: Duration,
@@ -82,11 +85,11 @@ impl Default for SenderConfig {
             max_streams: 8,
             initial_streams: 2,
             adapt_streams: true,
-            initial_rto: Duration::from_millis(250),
+            initial_rto: Duration::from_secs(1),
             min_rto: Duration::from_millis(10),
             max_rto: Duration::from_secs(2),
-            idle_timeout: Duration::from_secs(15),
-            max_ack_delay: Duration::from_millis(2),
+            idle_timeout: Duration::from_secs(10),
+            max_ack_delay: Duration::from_millis(1),
             initial_cwnd_frames: 10,
             mode: ModeThresholds::default(),
         }
@@ -182,6 +185,9 @@ pub struct Sender {
     loss_timer: Option<Instant>,
     rto_backoff: u32,
     keepalive_due: Option<Instant>,
+    keepalive_count: u32,
+    ctrl_seq: u64,
+    max_cum: Vec<u64>,
     chunks_acked: u64,
     control: VecDeque<Frame>,
     last_recv: Instant,
@@ -318,6 +324,9 @@ impl Sender {
             loss_timer: None,
             rto_backoff: 0,
             keepalive_due: None,
+            keepalive_count: 0,
+            ctrl_seq: 0,
+            max_cum: Vec::new(),
             chunks_acked: 0,
             control: VecDeque::new(),
             last_recv: now,
@@ -386,7 +395,13 @@ impl Sender {
         } else {
             self.version
         };
-        match wire::encode(v, self.cfg.conn_id, frame) {
+        let seq = if matches!(frame, Frame::Data(_)) {
+            0
+        } else {
+            self.ctrl_seq += 1;
+            self.ctrl_seq - 1
+        };
+        match wire::encode(v, self.cfg.conn_id, seq, frame) {
             Ok(b) => {
                 self.st.frames_sent += 1;
                 self.st.bytes_sent += b.len() as u64;
@@ -450,6 +465,11 @@ impl Sender {
             Frame::Ack(a)
                 if matches!(self.state, SenderState::Transfer | SenderState::AwaitClose) =>
             {
+                if env.version != self.version {
+                    // after the handshake every frame carries the negotiated version
+                    self.st.frames_dropped += 1;
+                    return;
+                }
                 self.on_ack(now, a)
             }
             Frame::Close(c) => {
@@ -502,6 +522,7 @@ impl Sender {
         };
         self.adapter = StreamAdapter::new(initial.min(max_streams), max_streams);
         self.streams = vec![StreamTx::default(); usize::from(max_streams)];
+        self.max_cum = vec![0; usize::from(max_streams)];
         self.chunks = vec![ChunkSt::Pending; self.n_chunks as usize];
         for r in &a.held {
             for i in r.start..r.end.min(self.n_chunks) {
@@ -550,6 +571,11 @@ impl Sender {
             self.st.frames_dropped += 1;
             return;
         }
+        // a reordered ACK older than one already processed brings nothing new
+        if a.cumulative < self.max_cum[s] {
+            return;
+        }
+        self.max_cum[s] = a.cumulative;
         let mut keys: Vec<u64> = self.streams[s]
             .packets
             .range(..a.cumulative)
@@ -789,6 +815,13 @@ impl Sender {
             return self.emit(&f);
         }
         match self.state {
+            SenderState::Handshake if now >= self.hello_due && self.hello_count >= MAX_HELLOS => {
+                self.state = SenderState::Failed;
+                self.error = Some(TransferError::Negotiation {
+                    reason: "no HELLO_ACK after 5 HELLOs",
+                });
+                None
+            }
             SenderState::Handshake if now >= self.hello_due => {
                 let hello = Frame::Hello(Hello {
                     caps: self.local_caps(),
@@ -984,8 +1017,12 @@ impl Sender {
                 }
             }
             SenderState::AwaitClose if self.keepalive_due.is_some_and(|t| now >= t) => {
+                // Ask for the verified CLOSE again: every RTO for three tries, then backing off.
                 self.control.push_back(Frame::Keepalive);
-                self.rto_backoff += 1;
+                self.keepalive_count += 1;
+                if self.keepalive_count > 3 {
+                    self.rto_backoff += 1;
+                }
                 self.keepalive_due = Some(now + self.rto());
             }
             _ => {}

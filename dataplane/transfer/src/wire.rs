@@ -2,12 +2,13 @@
 //! format of `dwcp-proto` (48-byte header, CRC32C trailer, typed HELLO / ACK / KEEPALIVE / CLOSE
 //! payloads, version and capability negotiation).
 //!
-//! Owns: the mapping between engine events and datagrams, and the *transfer extension* that
-//! follows the standard HELLO payload: the object descriptor (id, length, XXH3-128, initial
-//! streams) in HELLO, and the receive window plus the chunk ranges the receiver already holds
-//! (resume) in HELLO_ACK. The standard part is encoded and validated by `dwcp-proto`; the
-//! extension is placed after the key-exchange blob, where `dwcp-proto` would otherwise expect
-//! zero padding (see docs/transfer.md, "Wire mapping", for this open point).
+//! Owns: the mapping between engine events and datagrams, and the layout of the *transfer
+//! extension* carried in the `extension` field of HELLO / HELLO_ACK (docs/protocol.md 8.1): the
+//! object descriptor (id, length, XXH3-128, initial streams) in HELLO, and the receive window
+//! plus the chunk ranges the receiver already holds (resume) in HELLO_ACK. Everything else is
+//! encoded and validated by `dwcp-proto`. HELLO and HELLO_ACK always go out with header version
+//! 1 (docs/protocol.md 9.2); control frames are numbered in the control stream's own sequence
+//! space, data frames in their stream's.
 //!
 //! Does not do: sealing (AEAD); SEALED frames are refused here and handled by the layer that
 //! owns the keys.
@@ -180,26 +181,39 @@ fn put_ranges(p: &mut Vec<u8>, ranges: &[Range<u64>]) {
     }
 }
 
-/// Encode a frame into a datagram.
-pub fn encode(version: u8, conn_id: u32, frame: &Frame) -> Result<Vec<u8>, FrameError> {
+/// Encode a frame into a datagram. `ctrl_seq` is the next sequence number of the sender's
+/// control stream (ignored for DATA, which carries its own).
+pub fn encode(
+    version: u8,
+    conn_id: u32,
+    ctrl_seq: u64,
+    frame: &Frame,
+) -> Result<Vec<u8>, FrameError> {
     let v = version_of(version);
     let (mut h, payload): (Header, Vec<u8>) = match frame {
         Frame::Hello(x) => {
-            let mut p = x.caps.to_vec()?;
-            p.extend_from_slice(&x.initial_streams.to_be_bytes());
-            p.extend_from_slice(&[0; 6]);
-            p.extend_from_slice(&x.object_id.to_be_bytes());
-            p.extend_from_slice(&x.object_len.to_be_bytes());
-            p.extend_from_slice(&x.object_hash.to_be_bytes());
-            (Header::new(v, FrameType::Hello), p)
+            let mut ext = Vec::with_capacity(48);
+            ext.extend_from_slice(&x.initial_streams.to_be_bytes());
+            ext.extend_from_slice(&[0; 6]);
+            ext.extend_from_slice(&x.object_id.to_be_bytes());
+            ext.extend_from_slice(&x.object_len.to_be_bytes());
+            ext.extend_from_slice(&x.object_hash.to_be_bytes());
+            let mut caps = x.caps.clone();
+            caps.extension = ext;
+            (Header::new(Version::V1, FrameType::Hello), caps.to_vec()?)
         }
         Frame::HelloAck(x) => {
             let held = &x.held[..x.held.len().min(MAX_HELLO_RANGES)];
-            let mut p = x.caps.to_vec()?;
-            p.extend_from_slice(&x.window_chunks.to_be_bytes());
-            p.extend_from_slice(&(held.len() as u32).to_be_bytes());
-            put_ranges(&mut p, held);
-            (Header::new(v, FrameType::HelloAck), p)
+            let mut ext = Vec::with_capacity(8 + 16 * held.len());
+            ext.extend_from_slice(&x.window_chunks.to_be_bytes());
+            ext.extend_from_slice(&(held.len() as u32).to_be_bytes());
+            put_ranges(&mut ext, held);
+            let mut caps = x.caps.clone();
+            caps.extension = ext;
+            (
+                Header::new(Version::V1, FrameType::HelloAck),
+                caps.to_vec()?,
+            )
         }
         Frame::Data(d) => {
             let mut h = Header::new(v, FrameType::Data);
@@ -243,6 +257,7 @@ pub fn encode(version: u8, conn_id: u32, frame: &Frame) -> Result<Vec<u8>, Frame
     };
     h.stream_id = CONTROL_STREAM;
     h.conn_id = conn_id;
+    h.seq = ctrl_seq;
     build(&h, &payload)
 }
 
@@ -269,7 +284,7 @@ impl<'a> Rd<'a> {
         Ok(*a)
     }
     fn ranges(&mut self, n: usize) -> Result<Vec<Range<u64>>, WireError> {
-        if n > MAX_HELLO_RANGES || self.b.len() != n * 16 {
+        if n > MAX_HELLO_RANGES || self.b.len() < n * 16 {
             return Err(WireError::Malformed {
                 what: "resume range count does not match the payload",
             });
@@ -291,22 +306,22 @@ impl<'a> Rd<'a> {
     }
 }
 
-/// Split a HELLO / HELLO_ACK payload into its standard part and the transfer extension.
-fn split_hello(payload: &[u8]) -> Result<(Caps, &[u8]), WireError> {
-    let kex = payload
-        .get(6..8)
-        .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
-        .ok_or(WireError::Malformed {
-            what: "HELLO too short",
-        })?;
-    let std_len = dwcp_proto::payload::HELLO_FIXED_LEN + kex;
-    if payload.len() < std_len {
+/// Decode a HELLO / HELLO_ACK payload; returns the standard part (extension emptied) and the
+/// extension bytes.
+fn split_hello(payload: &[u8]) -> Result<(Caps, Vec<u8>), WireError> {
+    let mut caps = Caps::decode(payload)?;
+    let ext = std::mem::take(&mut caps.extension);
+    Ok((caps, ext))
+}
+
+/// Bytes after the transfer extension may only be zero padding (anti-amplification).
+fn check_padding(rest: &[u8]) -> Result<(), WireError> {
+    if rest.iter().any(|b| *b != 0) {
         return Err(WireError::Malformed {
-            what: "HELLO too short",
+            what: "non-zero bytes after the HELLO extension",
         });
     }
-    let (std, ext) = payload.split_at(std_len);
-    Ok((Caps::decode(std)?, ext))
+    Ok(())
 }
 
 /// Decode and verify a datagram (framing, CRC and header rules by `dwcp-proto`).
@@ -316,17 +331,13 @@ pub fn decode(buf: &[u8]) -> Result<Envelope, WireError> {
     let frame = match h.frame_type {
         FrameType::Hello => {
             let (caps, ext) = split_hello(f.payload)?;
-            let mut r = Rd { b: ext };
+            let mut r = Rd { b: &ext };
             let initial_streams = u16::from_be_bytes(r.take()?);
             let _reserved: [u8; 6] = r.take()?;
             let object_id = u64::from_be_bytes(r.take()?);
             let object_len = u64::from_be_bytes(r.take()?);
             let object_hash = u128::from_be_bytes(r.take()?);
-            if !r.b.is_empty() {
-                return Err(WireError::Malformed {
-                    what: "trailing bytes after the HELLO extension",
-                });
-            }
+            check_padding(r.b)?;
             Frame::Hello(Hello {
                 caps,
                 initial_streams,
@@ -337,10 +348,11 @@ pub fn decode(buf: &[u8]) -> Result<Envelope, WireError> {
         }
         FrameType::HelloAck => {
             let (caps, ext) = split_hello(f.payload)?;
-            let mut r = Rd { b: ext };
+            let mut r = Rd { b: &ext };
             let window_chunks = u32::from_be_bytes(r.take()?);
             let n = u32::from_be_bytes(r.take()?) as usize;
             let held = r.ranges(n)?;
+            check_padding(r.b)?;
             Frame::HelloAck(HelloAck {
                 caps,
                 window_chunks,
@@ -402,7 +414,7 @@ mod tests {
     use super::*;
 
     fn roundtrip(f: Frame) {
-        let b = encode(3, 77, &f).expect("encode");
+        let b = encode(3, 77, 4, &f).expect("encode");
         let e = decode(&b).expect("decode");
         assert_eq!(e.frame, f);
         assert_eq!(e.conn_id, 77);
@@ -457,11 +469,11 @@ mod tests {
 
     #[test]
     fn corruption_is_reported_as_such() {
-        let mut b = encode(1, 1, &Frame::Keepalive).expect("encode");
+        let mut b = encode(1, 1, 0, &Frame::Keepalive).expect("encode");
         let last = b.len() - 1;
         b[last] ^= 1;
         assert!(decode(&b).expect_err("must fail").is_corruption());
-        let mut b = encode(1, 1, &Frame::Keepalive).expect("encode");
+        let mut b = encode(1, 1, 0, &Frame::Keepalive).expect("encode");
         b.push(0);
         assert!(!decode(&b).expect_err("must fail").is_corruption());
     }
@@ -475,7 +487,8 @@ mod tests {
             object_len: 2,
             object_hash: 3,
         });
-        let b = encode(3, 5, &h).expect("encode");
+        let b = encode(3, 5, 0, &h).expect("encode");
+        assert_eq!(b[2], 1, "HELLO goes out with header version 1");
         let f = dwcp_proto::parse_frame(&b).expect("parse");
         let mut p = f.payload.to_vec();
         p.push(1);
@@ -483,5 +496,11 @@ mod tests {
         hdr.payload_len = p.len() as u32;
         let b2 = build(&hdr, &p).expect("build");
         assert!(decode(&b2).is_err());
+        // zero padding after the extension is accepted
+        p.pop();
+        p.extend_from_slice(&[0; 100]);
+        hdr.payload_len = p.len() as u32;
+        let b3 = build(&hdr, &p).expect("build");
+        assert_eq!(decode(&b3).expect("padded HELLO").frame, h);
     }
 }
