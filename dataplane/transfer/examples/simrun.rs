@@ -73,7 +73,9 @@ fn main() {
     let f = &sim.flows[0];
     let st = f.sender.stats();
     eprintln!(
-        "rto {} tlp {} spurious {} frames sent {} recv {} receiver {:?}",
+        "mode {} ({}) rto {} tlp {} spurious {} frames sent {} recv {} receiver {:?}",
+        st.mode,
+        st.mode_reason,
         st.rto_count,
         st.tail_probes,
         st.spurious_losses,
