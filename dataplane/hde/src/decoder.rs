@@ -353,6 +353,15 @@ impl Decoder {
         std::mem::take(&mut self.object)
     }
 
+    /// Starts a new object: forgets all blocks and the block size, keeps the object buffer's
+    /// allocation (so a long-lived receiver does not fault in fresh pages per object), the
+    /// baselines and the counters.
+    pub fn reset(&mut self) {
+        self.seen.clear();
+        self.block_size = None;
+        self.object.clear();
+    }
+
     /// Counters so far (successfully decoded containers only).
     pub fn stats(&self) -> &Stats {
         &self.stats

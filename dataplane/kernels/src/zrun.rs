@@ -144,11 +144,19 @@ impl Coalescer {
         Ok(())
     }
 
-    fn lit_run(&mut self, s: usize, e: usize) {
-        match &mut self.lit {
-            None => self.lit = Some((s, e)),
-            Some(lit) => lit.1 = e,
+    fn lit_run(&mut self, s: usize, e: usize, sink: &Sink) -> Result<(), LimitExceeded> {
+        let lit = match &mut self.lit {
+            None => self.lit.insert((s, e)),
+            Some(lit) => {
+                lit.1 = e;
+                lit
+            }
+        };
+        // Give up as soon as the pending literal alone cannot fit (dense deltas stop early).
+        if sink.out.len() - sink.start + (lit.1 - lit.0) > sink.limit {
+            return Err(LimitExceeded { limit: sink.limit });
         }
+        Ok(())
     }
 
     fn finish(self, sink: &mut Sink) -> Result<(), LimitExceeded> {
@@ -230,7 +238,7 @@ fn encode(k: &Kernels, src: Src, out: &mut Vec<u8>, limit: usize) -> Result<usiz
                         if run_zero {
                             co.zero_run(run_start, pos, &mut sink)?;
                         } else {
-                            co.lit_run(run_start, pos);
+                            co.lit_run(run_start, pos, &sink)?;
                         }
                         run_zero = !run_zero;
                         run_start = pos;
@@ -242,7 +250,7 @@ fn encode(k: &Kernels, src: Src, out: &mut Vec<u8>, limit: usize) -> Result<usiz
         if run_zero {
             co.zero_run(run_start, n, &mut sink)?;
         } else {
-            co.lit_run(run_start, n);
+            co.lit_run(run_start, n, &sink)?;
         }
         std::mem::take(&mut co).finish(&mut sink)
     })();
@@ -303,7 +311,7 @@ pub fn reference_encode(delta: &[u8]) -> Vec<u8> {
         if zero {
             co.zero_run(s, i, &mut sink).expect("no limit");
         } else {
-            co.lit_run(s, i);
+            co.lit_run(s, i, &sink).expect("no limit");
         }
         zero = !zero;
         if i == n {
