@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use dwcp_transfer::sim::{Link, LinkConfig, Sim, SimRng};
-use dwcp_transfer::{MemJournal, MemSink, MemSource, Receiver, ReceiverConfig, Sender, SenderConfig};
+use dwcp_transfer::{
+    MemJournal, MemSink, MemSource, Receiver, ReceiverConfig, Sender, SenderConfig,
+};
 
 fn main() {
     let a: Vec<f64> = std::env::args()
@@ -41,9 +43,17 @@ fn main() {
     let t1 = epoch + Duration::from_secs(4);
     let t2 = epoch + Duration::from_secs(10);
     sim.run_until(t1, |_| false);
-    let a1: Vec<u64> = sim.flows.iter().map(|f| f.sender.stats().bytes_acked).collect();
+    let a1: Vec<u64> = sim
+        .flows
+        .iter()
+        .map(|f| f.sender.stats().bytes_acked)
+        .collect();
     sim.run_until(t2, |_| false);
-    let a2: Vec<u64> = sim.flows.iter().map(|f| f.sender.stats().bytes_acked).collect();
+    let a2: Vec<u64> = sim
+        .flows
+        .iter()
+        .map(|f| f.sender.stats().bytes_acked)
+        .collect();
     let rates: Vec<f64> = (0..2)
         .map(|i| (a2[i] - a1[i]) as f64 * 8.0 / (t2 - t1).as_secs_f64() / 1e6)
         .collect();

@@ -70,6 +70,9 @@ pub struct SenderConfig {
     pub max_ack_delay: Duration,
     /// Initial congestion window in frames.
     pub initial_cwnd_frames: u64,
+    /// Start a new connection (next connection id) after this many consecutive RTOs without
+    /// any ACK, e.g. because the receiver restarted; 0 = never.
+    pub reconnect_after_rtos: u32,
     /// Mode detection thresholds.
     pub mode: ModeThresholds,
 }
@@ -91,6 +94,7 @@ impl Default for SenderConfig {
             idle_timeout: Duration::from_secs(10),
             max_ack_delay: Duration::from_millis(1),
             initial_cwnd_frames: 10,
+            reconnect_after_rtos: 4,
             mode: ModeThresholds::default(),
         }
     }
@@ -146,6 +150,8 @@ enum Job {
 #[derive(Debug)]
 pub struct Sender {
     cfg: SenderConfig,
+    conn_id: u32,
+    cc_cfg: CcConfig,
     source: Box<dyn Source>,
     encoder: Box<dyn ChunkEncoder>,
     state: SenderState,
@@ -215,6 +221,7 @@ struct Counters {
     chunks_skipped: u64,
     spurious_losses: u64,
     tail_probes: u64,
+    reconnects: u64,
 }
 
 /// XXH3-128 of a whole source, read in offset order.
@@ -272,18 +279,18 @@ impl Sender {
         let chunk = chunk.min(wire::MAX_PAYLOAD) as u64;
         let mss = wire::data_frame_len(chunk as usize) as u64;
         let rtt = crate::rtt::RttEstimator::new(cfg.initial_rto, cfg.min_rto, cfg.max_rto);
-        let cc = Bbr::new(
-            CcConfig {
-                mss,
-                initial_cwnd_frames: cfg.initial_cwnd_frames,
-                cycle_offset: (cfg.conn_id as usize).wrapping_mul(5) % 8,
-            },
-            now,
-        );
+        let cc_cfg = CcConfig {
+            mss,
+            initial_cwnd_frames: cfg.initial_cwnd_frames,
+            cycle_offset: (cfg.conn_id as usize).wrapping_mul(5) % 8,
+        };
+        let cc = Bbr::new(cc_cfg, now);
         let max_streams = cfg.max_streams.max(1);
         let initial = cfg.initial_streams;
         let mode = ModeDetector::new(cfg.mode);
         Ok(Self {
+            conn_id: cfg.conn_id,
+            cc_cfg,
             cfg,
             source,
             encoder,
@@ -401,7 +408,7 @@ impl Sender {
             self.ctrl_seq += 1;
             self.ctrl_seq - 1
         };
-        match wire::encode(v, self.cfg.conn_id, seq, frame) {
+        match wire::encode(v, self.conn_id, seq, frame) {
             Ok(b) => {
                 self.st.frames_sent += 1;
                 self.st.bytes_sent += b.len() as u64;
@@ -454,7 +461,7 @@ impl Sender {
                 return;
             }
         };
-        if env.conn_id != self.cfg.conn_id {
+        if env.conn_id != self.conn_id {
             self.st.frames_dropped += 1;
             return;
         }
@@ -523,7 +530,11 @@ impl Sender {
         self.adapter = StreamAdapter::new(initial.min(max_streams), max_streams);
         self.streams = vec![StreamTx::default(); usize::from(max_streams)];
         self.max_cum = vec![0; usize::from(max_streams)];
+        // The HELLO_ACK is authoritative: after a reconnect, chunks the previous receiver
+        // acknowledged but did not make durable are sent again.
         self.chunks = vec![ChunkSt::Pending; self.n_chunks as usize];
+        self.chunks_acked = 0;
+        self.first_unacked = 0;
         for r in &a.held {
             for i in r.start..r.end.min(self.n_chunks) {
                 if self.chunks[i as usize] != ChunkSt::Acked {
@@ -547,6 +558,45 @@ impl Sender {
         self.next_send = now;
         self.interval_start = now;
         self.check_all_acked(now);
+    }
+
+    /// Start a new connection with id `conn_id` for the same object (e.g. the receiver
+    /// restarted). Connection state (streams, sequence spaces, congestion state, timers) starts
+    /// over; the new HELLO_ACK decides which chunks are still needed.
+    pub fn reconnect(&mut self, now: Instant, conn_id: u32) {
+        self.conn_id = conn_id;
+        self.state = SenderState::Handshake;
+        self.error = None;
+        self.version = 0;
+        self.session = None;
+        self.hello_due = now;
+        self.hello_count = 0;
+        self.hello_sent = None;
+        self.streams.clear();
+        self.max_cum.clear();
+        self.send_order.clear();
+        self.retx.clear();
+        self.lost_fifo.clear();
+        self.bytes_in_flight = 0;
+        self.rack_xmit = None;
+        self.loss_timer = None;
+        self.rto_backoff = 0;
+        self.tlp_count = 0;
+        self.probe = None;
+        self.keepalive_due = None;
+        self.keepalive_count = 0;
+        self.control.clear();
+        self.ctrl_seq = 0;
+        self.last_recv = now;
+        self.cc = Bbr::new(self.cc_cfg, now);
+        self.st.reconnects += 1;
+    }
+
+    fn next_conn_id(&self) -> u32 {
+        match self.conn_id.wrapping_add(1) {
+            0 => 1,
+            c => c,
+        }
     }
 
     fn advance_first_unacked(&mut self) {
@@ -1011,6 +1061,11 @@ impl Sender {
                 }
                 if self.rto_deadline().is_some_and(|t| now >= t) {
                     self.on_rto(now);
+                    let n = self.cfg.reconnect_after_rtos;
+                    if n > 0 && self.rto_backoff >= n {
+                        let id = self.next_conn_id();
+                        self.reconnect(now, id);
+                    }
                 } else if self.tlp_deadline().is_some_and(|t| now >= t) {
                     self.tlp_count += 1;
                     self.probe = self.newest_in_flight_chunk();
@@ -1024,6 +1079,11 @@ impl Sender {
                     self.rto_backoff += 1;
                 }
                 self.keepalive_due = Some(now + self.rto());
+                let n = self.cfg.reconnect_after_rtos;
+                if n > 0 && self.keepalive_count > 3 + n {
+                    let id = self.next_conn_id();
+                    self.reconnect(now, id);
+                }
             }
             _ => {}
         }
@@ -1046,6 +1106,8 @@ impl Sender {
             chunks_skipped: self.st.chunks_skipped,
             spurious_losses: self.st.spurious_losses,
             tail_probes: self.st.tail_probes,
+            reconnects: self.st.reconnects,
+            conn_id: self.conn_id,
             srtt: self.rtt.srtt(),
             min_rtt: self.cc.min_rtt(),
             rttvar: self.rtt.rttvar(),

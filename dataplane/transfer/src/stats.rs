@@ -38,6 +38,10 @@ pub struct SenderStats {
     pub spurious_losses: u64,
     /// Tail loss probes sent.
     pub tail_probes: u64,
+    /// New connections started for this object (receiver restart or path loss).
+    pub reconnects: u64,
+    /// Current connection id.
+    pub conn_id: u32,
     /// Smoothed RTT.
     pub srtt: Option<Duration>,
     /// Minimum RTT.

@@ -430,3 +430,75 @@ fn empty_object_and_tiny_object_complete() {
         assert_complete(&o, &data);
     }
 }
+
+#[test]
+fn live_sender_reconnects_to_a_restarted_receiver_and_resumes() {
+    let data = object(8_000_000, 12);
+    let link = LinkConfig {
+        loss: 0.01,
+        ..LinkConfig::clean(100e6, Duration::from_millis(10))
+    };
+    let epoch = Instant::now();
+    let sink = MemSink::new();
+    let journal = MemJournal::new();
+    let rcfg = ReceiverConfig {
+        durable_batch_bytes: 512 * 1024,
+        ..ReceiverConfig::default()
+    };
+    let scfg = SenderConfig {
+        object_id: 78,
+        ..SenderConfig::default()
+    };
+    let sender = Sender::new(scfg, Box::new(MemSource::new(data.clone())), epoch).expect("sender");
+    let mut sim = Sim::new(epoch, Link::new(link, 81), Link::new(link, 82));
+    sim.add_flow(
+        sender,
+        Receiver::new(
+            rcfg.clone(),
+            Box::new(sink.clone()),
+            Box::new(journal.clone()),
+        ),
+        epoch,
+    );
+    let half = data.len() as u64 / 2 / 8000;
+    sim.run_until(epoch + Duration::from_secs(30), |s| {
+        s.flows[0].receiver.stats().chunks_held >= half
+    });
+    // the receiver process dies: endpoint dropped, unflushed writes lost, sink + journal kept
+    sink.crash();
+    let durable = journal.durable_bytes(78);
+    assert!(durable > 0 && durable < data.len() as u64);
+    sim.flows[0].receiver = Receiver::new(rcfg, Box::new(sink.clone()), Box::new(journal.clone()));
+    // the sender notices (consecutive RTOs) and opens a new connection by itself
+    sim.run_until(sim.now + Duration::from_secs(30), |s| {
+        s.flows[0].sender.stats().reconnects > 0
+    });
+    let at_reconnect = sim.flows[0].sender.stats();
+    assert_eq!(at_reconnect.reconnects, 1);
+    assert_eq!(sim.flows[0].sender.state(), SenderState::Handshake);
+    assert!(sim.run(Duration::from_secs(30)), "did not finish");
+    let s = sim.flows[0].sender.stats();
+    let r = sim.flows[0].receiver.stats();
+    assert_eq!(sim.flows[0].sender.state(), SenderState::Complete);
+    assert!(sink.contents() == data);
+    let durable_chunks = durable / 8000;
+    let missing = data.len() as u64 - durable;
+    assert_eq!(r.chunks_resumed, durable_chunks);
+    assert_eq!(
+        r.bytes_written, missing,
+        "a durable chunk was written again"
+    );
+    let new_frames = (s.data_frames_sent - s.data_frames_retransmitted)
+        - (at_reconnect.data_frames_sent - at_reconnect.data_frames_retransmitted);
+    let frames_after = s.data_frames_sent - at_reconnect.data_frames_sent;
+    eprintln!(
+        "durable {durable} B, missing {missing} B; after reconnect: {frames_after} data frames \
+         ({new_frames} first sends), receiver duplicates {}",
+        r.duplicate_chunks
+    );
+    assert!(
+        frames_after * 8000 <= missing + missing / 4,
+        "{frames_after} frames"
+    );
+    assert_ne!(s.conn_id, 1);
+}
