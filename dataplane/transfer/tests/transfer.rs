@@ -502,3 +502,87 @@ fn live_sender_reconnects_to_a_restarted_receiver_and_resumes() {
     );
     assert_ne!(s.conn_id, 1);
 }
+
+#[test]
+fn malformed_forged_and_foreign_frames_are_counted_and_never_written() {
+    use dwcp_transfer::wire::{self, Caps, Data, Frame, Hello};
+    let data = object(40_000, 13);
+    let hash = {
+        let mut s = MemSource::new(data.clone());
+        dwcp_transfer::sender::hash_source(&mut s).expect("hash")
+    };
+    let now = Instant::now();
+    let sink = MemSink::new();
+    let mut r = Receiver::new(
+        ReceiverConfig::default(),
+        Box::new(sink.clone()),
+        Box::new(MemJournal::new()),
+    );
+    let hello = Frame::Hello(Hello {
+        caps: Caps::new(4, 9000, 8000),
+        initial_streams: 1,
+        object_id: 3,
+        object_len: data.len() as u64,
+        object_hash: hash,
+    });
+    r.handle_frame(now, &wire::encode(1, 9, 0, &hello).expect("hello"));
+    assert_eq!(r.state(), ReceiverState::Receiving);
+    let data_frame = |conn: u32,
+                      version: u8,
+                      stream: u16,
+                      object_id: u64,
+                      offset: u64,
+                      codec: u8,
+                      payload: Vec<u8>| {
+        wire::encode(
+            version,
+            conn,
+            0,
+            &Frame::Data(Data {
+                stream,
+                seq: 0,
+                object_id,
+                offset,
+                codec,
+                last: false,
+                retransmit: false,
+                payload,
+            }),
+        )
+        .expect("data")
+    };
+    let good = data_frame(9, 3, 0, 3, 0, 0, data[..8000].to_vec());
+    let mut corrupt = good.clone();
+    corrupt[60] ^= 0x10;
+    let bad: Vec<Vec<u8>> = vec![
+        corrupt,
+        good[..good.len() - 1].to_vec(), // truncated
+        data_frame(8, 3, 0, 3, 0, 0, data[..8000].to_vec()), // other connection
+        data_frame(9, 1, 0, 3, 0, 0, data[..8000].to_vec()), // wrong version
+        data_frame(9, 3, 0, 4, 0, 0, data[..8000].to_vec()), // other object
+        data_frame(9, 3, 0, 3, 4000, 0, data[..8000].to_vec()), // misaligned offset
+        data_frame(9, 3, 0, 3, 80_000, 0, data[..8000].to_vec()), // beyond the object
+        data_frame(9, 3, 9, 3, 0, 0, data[..8000].to_vec()), // stream not negotiated
+        data_frame(9, 3, 0, 3, 0, 0, data[..7999].to_vec()), // short chunk
+        data_frame(9, 3, 0, 3, 0, 1, vec![1, 2, 3]), // zero codec with payload
+        data_frame(9, 3, 0, 3, 0, 4, data[..8000].to_vec()), // zstd, not negotiated
+        vec![0xAB; 100],                 // garbage
+    ];
+    for b in &bad {
+        r.handle_frame(now, b);
+    }
+    let st = r.stats();
+    assert_eq!(sink.counters().0, 0, "nothing may be written: {st:?}");
+    assert_eq!(st.frames_corrupt, 1);
+    assert_eq!(
+        st.frames_corrupt + st.frames_malformed + st.frames_foreign,
+        bad.len() as u64,
+        "{st:?}"
+    );
+    // the genuine frame is accepted, and its replay is a duplicate, not a second write
+    r.handle_frame(now, &good);
+    r.handle_frame(now, &good);
+    assert_eq!(sink.counters().0, 1);
+    assert_eq!(r.stats().duplicate_chunks, 1);
+    assert_ne!(r.state(), ReceiverState::Complete);
+}
