@@ -120,9 +120,10 @@ pub fn build_frame(header: &Header, payload: &[u8], out: &mut [u8]) -> Result<us
     Ok(total)
 }
 
-/// Builds an unsealed frame whose payload is `payload` encoded in place (no copy). Sets the
-/// header's frame type from the payload only if it is a type-agnostic payload; the caller
-/// keeps `header.frame_type` consistent with `P` (checked).
+/// Builds an unsealed frame whose payload is the typed `payload`, encoded straight into `out`
+/// (no intermediate buffer); sets `payload_len`, writes the CRC32C trailer and returns the
+/// frame length. `header.frame_type` must be one that carries `P` (HELLO or HELLO_ACK for
+/// [`crate::Hello`]), else [`FrameError::InvalidField`].
 pub fn build_typed_frame<P: WirePayload>(
     header: &Header,
     payload: &P,
