@@ -6,10 +6,10 @@
 //! ProbeRtt state machine, the pacing rate and the congestion window (`cwnd_gain * BDP`, capped by
 //! `inflight_hi`), and the per-round loss rate. Random loss alone never lowers the rate: a round
 //! counts as congested only if its loss is above [`LOSS_THRESH`] plus twice the long-run loss
-//! rate *and* its smallest RTT shows a
-//! standing queue (`> QUEUE_RTT_FACTOR * min_rtt`), or if its loss is above
-//! [`HEAVY_LOSS_THRESH`]. A congested round sets `inflight_hi = max(BETA * inflight, BDP)`, which then grows
-//! back by [`INFLIGHT_HI_GROWTH`] per clean round. See docs/transfer.md for the state diagram.
+//! rate *and* its smallest RTT shows a standing queue (`> QUEUE_RTT_FACTOR * min_rtt`), or if
+//! its loss is above [`HEAVY_LOSS_THRESH`]. A congested round sets
+//! `inflight_hi = max(BETA * inflight, BDP)`, which then grows back by [`INFLIGHT_HI_GROWTH`]
+//! per clean round. See docs/transfer.md for the state diagram.
 //!
 //! Does not: keep per-packet state (the sender stores a [`SendSnapshot`] per packet), detect
 //! losses, or read clocks.
