@@ -67,8 +67,7 @@ pub struct FlagSpec {
 fn valid_node_id(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
-        && n
-            .bytes()
+        && n.bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
@@ -103,7 +102,9 @@ impl FlagSpec {
         let bp = match (self.kind, self.percent) {
             (FlagKind::Bool, None) => 10_000,
             (FlagKind::Bool, Some(_)) => {
-                return Err(ApiError::invalid("percent is only allowed on percent flags"));
+                return Err(ApiError::invalid(
+                    "percent is only allowed on percent flags",
+                ));
             }
             (FlagKind::Percent, None) => {
                 return Err(ApiError::invalid("percent flags need a percent"));
@@ -211,18 +212,24 @@ impl RolloutPlan {
             return Err(ApiError::invalid("hold_ms must be in 1..=2592000000"));
         }
         if self.breach_window_ms > 24 * 3_600_000 {
-            return Err(ApiError::invalid("breach_window_ms must be at most 86400000"));
+            return Err(ApiError::invalid(
+                "breach_window_ms must be at most 86400000",
+            ));
         }
         let t = &self.thresholds;
         if let Some(e) = t.max_error_rate
             && (!e.is_finite() || !(0.0..=1.0).contains(&e))
         {
-            return Err(ApiError::invalid("thresholds.max_error_rate must be in 0..=1"));
+            return Err(ApiError::invalid(
+                "thresholds.max_error_rate must be in 0..=1",
+            ));
         }
         if let Some(c) = t.max_cpu_percent
             && (!c.is_finite() || !(0.0..=100.0).contains(&c))
         {
-            return Err(ApiError::invalid("thresholds.max_cpu_percent must be in 0..=100"));
+            return Err(ApiError::invalid(
+                "thresholds.max_cpu_percent must be in 0..=100",
+            ));
         }
         Ok(out)
     }

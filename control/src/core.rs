@@ -100,7 +100,10 @@ pub struct Readiness {
     pub failing: BTreeMap<&'static str, String>,
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ControlError + 'a {
+fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ControlError + 'a {
     move |source| ControlError::Io {
         op,
         path: path.to_owned(),
@@ -200,8 +203,7 @@ impl Core {
                 core.set_flag(&name, spec, "config seed")
                     .map_err(ControlError::Seed)?;
             }
-            core.store
-                .commit(&[Op::PutMeta("seeded", "true".into())])?;
+            core.store.commit(&[Op::PutMeta("seeded", "true".into())])?;
         }
         {
             // Resynchronise: the table in the region may be older than the store (control was
@@ -259,7 +261,11 @@ impl Core {
             .publish(&content)
             .map_err(|e| ApiError::internal(format!("flag table: {e}")))?;
         if got != expected {
-            tracing::warn!(got, expected, "table generation differs from the recorded one");
+            tracing::warn!(
+                got,
+                expected,
+                "table generation differs from the recorded one"
+            );
         }
         Ok(())
     }
@@ -324,7 +330,10 @@ impl Core {
             return Err(ApiError::new(
                 axum::http::StatusCode::INSUFFICIENT_STORAGE,
                 "flag_table_full",
-                format!("the shared flag table holds {} flags", self.region.flag_capacity()),
+                format!(
+                    "the shared flag table holds {} flags",
+                    self.region.flag_capacity()
+                ),
             ));
         }
         let generation = g.side.table.generation() + 1;
@@ -505,8 +514,7 @@ impl Core {
         let Some(d) = next.tick(now_ms(), &f) else {
             if next != g.rollout {
                 // breach_since changed: persist it so a restart keeps the window.
-                self.store
-                    .commit(&[Op::PutMeta("rollout", json(&next))])?;
+                self.store.commit(&[Op::PutMeta("rollout", json(&next))])?;
                 g.rollout = next;
             }
             return Ok(None);
@@ -624,7 +632,11 @@ impl Core {
             json_value(&job),
             json_value(&next),
         );
-        if g.side.commands.push(&Command::CancelJob { job_id: id }).is_err() {
+        if g.side
+            .commands
+            .push(&Command::CancelJob { job_id: id })
+            .is_err()
+        {
             g.counters.commands_ring_full += 1;
             return Err(ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -786,7 +798,10 @@ impl Core {
         let stale = Duration::from_millis(self.cfg.heartbeat_stale_ms);
         let dp = self.region.side_status(Role::Dataplane);
         if !dp.alive {
-            failing.insert("dataplane_attached", "no live dataplane process attached".into());
+            failing.insert(
+                "dataplane_attached",
+                "no live dataplane process attached".into(),
+            );
         }
         match dp.heartbeat_age {
             Some(age) if age <= stale => {}
@@ -841,7 +856,11 @@ impl Core {
     /// Rollout share and state for metrics.
     pub fn rollout_brief(&self) -> (u32, usize, &'static str) {
         let g = self.lock();
-        (g.rollout.pct_bp(), g.rollout.stage, g.rollout.state.as_str())
+        (
+            g.rollout.pct_bp(),
+            g.rollout.stage,
+            g.rollout.state.as_str(),
+        )
     }
 }
 

@@ -28,7 +28,11 @@ impl ApiError {
     }
     /// 422 invalid_argument: well-formed JSON with a bad value.
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_argument", message)
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_argument",
+            message,
+        )
     }
     /// 404 not_found.
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -50,7 +54,13 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, MatchedPath, Path, Query, Request, State};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequestParts, MatchedPath, Path, Query, Request, State,
+};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -125,7 +127,8 @@ struct LimitQuery {
 }
 
 fn limit(q: Result<Query<LimitQuery>, QueryRejection>) -> Result<usize, ApiError> {
-    let q = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let q =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
     match q.0.limit {
         None => Ok(100),
         Some(n @ 1..=1000) => Ok(n),
@@ -155,7 +158,10 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/health", get(health))
         .route("/v1/flags", get(list_flags))
-        .route("/v1/flags/{name}", get(get_flag).put(put_flag).delete(delete_flag))
+        .route(
+            "/v1/flags/{name}",
+            get(get_flag).put(put_flag).delete(delete_flag),
+        )
         .route("/v1/rollout", get(get_rollout))
         .route("/v1/rollout/plan", post(post_plan))
         .route("/v1/rollout/decisions", get(decisions));

@@ -88,6 +88,11 @@ fn counter(
     rows: &[(Vec<(&'static str, String)>, u64)],
 ) -> Result<(), std::fmt::Error> {
     let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    if let [(labels, v)] = rows
+        && labels.is_empty()
+    {
+        return ConstCounter::new(*v).encode(m);
+    }
     for (labels, v) in rows {
         ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
     }
@@ -101,6 +106,11 @@ fn gauge(
     rows: &[(Vec<(&'static str, String)>, f64)],
 ) -> Result<(), std::fmt::Error> {
     let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    if let [(labels, v)] = rows
+        && labels.is_empty()
+    {
+        return ConstGauge::new(*v).encode(m);
+    }
     for (labels, v) in rows {
         ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
     }
@@ -121,12 +131,28 @@ impl Collector for ShmCollector {
         for (name, help, s) in [
             ("dwcp_worker_rx_frames", "Frames received", Stat::RxFrames),
             ("dwcp_worker_tx_frames", "Frames sent", Stat::TxFrames),
-            ("dwcp_worker_rx_bytes", "Payload bytes received", Stat::RxBytes),
+            (
+                "dwcp_worker_rx_bytes",
+                "Payload bytes received",
+                Stat::RxBytes,
+            ),
             ("dwcp_worker_tx_bytes", "Payload bytes sent", Stat::TxBytes),
-            ("dwcp_worker_retransmits", "Frames retransmitted", Stat::Retransmits),
+            (
+                "dwcp_worker_retransmits",
+                "Frames retransmitted",
+                Stat::Retransmits,
+            ),
             ("dwcp_worker_errors", "Transfer errors", Stat::Errors),
-            ("dwcp_worker_flows_v1", "Flows on protocol v1", Stat::FlowsV1),
-            ("dwcp_worker_flows_v3", "Flows on protocol v3", Stat::FlowsV3),
+            (
+                "dwcp_worker_flows_v1",
+                "Flows on protocol v1",
+                Stat::FlowsV1,
+            ),
+            (
+                "dwcp_worker_flows_v3",
+                "Flows on protocol v3",
+                Stat::FlowsV3,
+            ),
         ] {
             counter(&mut enc, name, help, &per(s))?;
         }
@@ -135,28 +161,49 @@ impl Collector for ShmCollector {
             .flat_map(|w| {
                 DROP_REASONS.iter().map(move |(s, reason)| {
                     (
-                        vec![("worker", w.worker.to_string()), ("reason", (*reason).to_owned())],
+                        vec![
+                            ("worker", w.worker.to_string()),
+                            ("reason", (*reason).to_owned()),
+                        ],
                         w.get(*s),
                     )
                 })
             })
             .collect();
-        counter(&mut enc, "dwcp_worker_drops", "Frames dropped, by reason", &drops)?;
+        counter(
+            &mut enc,
+            "dwcp_worker_drops",
+            "Frames dropped, by reason",
+            &drops,
+        )?;
         let modes: Vec<_> = stats
             .iter()
             .map(|w| {
                 let m = TransferMode::from_code(w.get(Stat::Mode)).unwrap_or_default();
                 (
-                    vec![("worker", w.worker.to_string()), ("mode", m.as_str().to_owned())],
+                    vec![
+                        ("worker", w.worker.to_string()),
+                        ("mode", m.as_str().to_owned()),
+                    ],
                     1.0,
                 )
             })
             .collect();
-        gauge(&mut enc, "dwcp_worker_mode", "Current transfer mode (label), value 1", &modes)?;
+        gauge(
+            &mut enc,
+            "dwcp_worker_mode",
+            "Current transfer mode (label), value 1",
+            &modes,
+        )?;
         let g = |s: Stat, scale: f64| -> Vec<_> {
             stats
                 .iter()
-                .map(|w| (vec![("worker", w.worker.to_string())], w.get(s) as f64 * scale))
+                .map(|w| {
+                    (
+                        vec![("worker", w.worker.to_string())],
+                        w.get(s) as f64 * scale,
+                    )
+                })
                 .collect()
         };
         gauge(
@@ -165,23 +212,49 @@ impl Collector for ShmCollector {
             "Worker p99 frame-to-ack latency",
             &g(Stat::LatencyP99Us, 1e-6),
         )?;
-        gauge(&mut enc, "dwcp_worker_cpu_ratio", "Worker CPU busy share", &g(Stat::CpuPermille, 1e-3))?;
+        gauge(
+            &mut enc,
+            "dwcp_worker_cpu_ratio",
+            "Worker CPU busy share",
+            &g(Stat::CpuPermille, 1e-3),
+        )?;
         let hb: Vec<_> = stats
             .iter()
             .filter(|w| w.get(Stat::HeartbeatNs) != 0)
             .map(|w| {
                 (
                     vec![("worker", w.worker.to_string())],
-                    Duration::from_nanos(now.saturating_sub(w.get(Stat::HeartbeatNs))).as_secs_f64(),
+                    Duration::from_nanos(now.saturating_sub(w.get(Stat::HeartbeatNs)))
+                        .as_secs_f64(),
                 )
             })
             .collect();
-        gauge(&mut enc, "dwcp_worker_heartbeat_age_seconds", "Time since the worker's last loop", &hb)?;
+        gauge(
+            &mut enc,
+            "dwcp_worker_heartbeat_age_seconds",
+            "Time since the worker's last loop",
+            &hb,
+        )?;
 
         let (pct_bp, stage, state) = self.core.rollout_brief();
-        gauge(&mut enc, "dwcp_rollout_v3_ratio", "Share of flows assigned to v3", &[(vec![], f64::from(pct_bp) / 10_000.0)])?;
-        gauge(&mut enc, "dwcp_rollout_stage", "Current rollout stage index", &[(vec![], stage as f64)])?;
-        gauge(&mut enc, "dwcp_rollout_state", "Rollout state (label), value 1", &[(vec![("state", state.to_owned())], 1.0)])?;
+        gauge(
+            &mut enc,
+            "dwcp_rollout_v3_ratio",
+            "Share of flows assigned to v3",
+            &[(vec![], f64::from(pct_bp) / 10_000.0)],
+        )?;
+        gauge(
+            &mut enc,
+            "dwcp_rollout_stage",
+            "Current rollout stage index",
+            &[(vec![], stage as f64)],
+        )?;
+        gauge(
+            &mut enc,
+            "dwcp_rollout_state",
+            "Rollout state (label), value 1",
+            &[(vec![("state", state.to_owned())], 1.0)],
+        )?;
         gauge(
             &mut enc,
             "dwcp_flag_table_generation",
@@ -200,18 +273,52 @@ impl Collector for ShmCollector {
             ],
         )?;
         let dp = region.side_status(Role::Dataplane);
-        gauge(&mut enc, "dwcp_dataplane_up", "A live dataplane process is attached", &[(vec![], f64::from(u8::from(dp.alive)))])?;
+        gauge(
+            &mut enc,
+            "dwcp_dataplane_up",
+            "A live dataplane process is attached",
+            &[(vec![], f64::from(u8::from(dp.alive)))],
+        )?;
         if let Some(age) = dp.heartbeat_age {
-            gauge(&mut enc, "dwcp_dataplane_heartbeat_age_seconds", "Time since the dataplane heartbeat", &[(vec![], age.as_secs_f64())])?;
+            gauge(
+                &mut enc,
+                "dwcp_dataplane_heartbeat_age_seconds",
+                "Time since the dataplane heartbeat",
+                &[(vec![], age.as_secs_f64())],
+            )?;
         }
         let c = self.core.counters();
         for (name, help, v) in [
-            ("dwcp_control_commands_sent", "Commands pushed to the command ring", c.commands_sent),
-            ("dwcp_control_commands_ring_full", "Commands refused by a full command ring", c.commands_ring_full),
-            ("dwcp_control_events_applied", "Events applied", c.events_applied),
-            ("dwcp_control_events_duplicate", "Redelivered events skipped", c.events_duplicate),
-            ("dwcp_control_events_bad", "Undecodable events", c.events_bad),
-            ("dwcp_control_dataplane_restarts", "Dataplane restarts seen", c.dataplane_restarts),
+            (
+                "dwcp_control_commands_sent",
+                "Commands pushed to the command ring",
+                c.commands_sent,
+            ),
+            (
+                "dwcp_control_commands_ring_full",
+                "Commands refused by a full command ring",
+                c.commands_ring_full,
+            ),
+            (
+                "dwcp_control_events_applied",
+                "Events applied",
+                c.events_applied,
+            ),
+            (
+                "dwcp_control_events_duplicate",
+                "Redelivered events skipped",
+                c.events_duplicate,
+            ),
+            (
+                "dwcp_control_events_bad",
+                "Undecodable events",
+                c.events_bad,
+            ),
+            (
+                "dwcp_control_dataplane_restarts",
+                "Dataplane restarts seen",
+                c.dataplane_restarts,
+            ),
         ] {
             counter(&mut enc, name, help, &[(vec![], v)])?;
         }

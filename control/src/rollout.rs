@@ -166,7 +166,11 @@ impl Rollout {
     pub fn act(&mut self, action: Action, now: u64) -> Result<Decision, ApiError> {
         let from = self.here();
         let bad = |s: State| {
-            ApiError::conflict(format!("cannot {} a rollout that is {}", action.as_str(), s.as_str()))
+            ApiError::conflict(format!(
+                "cannot {} a rollout that is {}",
+                action.as_str(),
+                s.as_str()
+            ))
         };
         match (action, self.state) {
             (Action::Pause, State::Running) => {
@@ -245,7 +249,14 @@ impl Rollout {
                     now - since,
                     plan.breach_window_ms
                 );
-                return Some(decision(self, now, "rollback", from, reason, Some(f.clone())));
+                return Some(decision(
+                    self,
+                    now,
+                    "rollback",
+                    from,
+                    reason,
+                    Some(f.clone()),
+                ));
             }
             return None;
         }
@@ -254,14 +265,31 @@ impl Rollout {
         if held < plan.hold_ms {
             return None;
         }
-        let reason = format!("held {held} ms >= {} ms with no threshold crossed", plan.hold_ms);
+        let reason = format!(
+            "held {held} ms >= {} ms with no threshold crossed",
+            plan.hold_ms
+        );
         if self.stage + 1 >= self.stages_bp.len() {
             self.state = State::Completed;
-            return Some(decision(self, now, "complete", from, reason, Some(f.clone())));
+            return Some(decision(
+                self,
+                now,
+                "complete",
+                from,
+                reason,
+                Some(f.clone()),
+            ));
         }
         self.stage += 1;
         self.stage_started_ms = now;
-        Some(decision(self, now, "advance", from, reason, Some(f.clone())))
+        Some(decision(
+            self,
+            now,
+            "advance",
+            from,
+            reason,
+            Some(f.clone()),
+        ))
     }
 }
 
@@ -301,7 +329,10 @@ mod tests {
         assert_eq!(r.pct_bp(), 100);
         assert!(r.tick(999, &ok()).is_none());
         let d = r.tick(1000, &ok()).unwrap();
-        assert_eq!((d.action.as_str(), d.from_pct_bp, d.to_pct_bp), ("advance", 100, 500));
+        assert_eq!(
+            (d.action.as_str(), d.from_pct_bp, d.to_pct_bp),
+            ("advance", 100, 500)
+        );
         for t in [2000, 3000, 4000] {
             r.tick(t, &ok()).unwrap();
         }
@@ -348,10 +379,16 @@ mod tests {
         r.start(plan(), 0).unwrap();
         assert!(r.start(plan(), 1).is_err());
         r.act(Action::Pause, 600).unwrap();
-        assert!(r.tick(5000, &ok()).is_none(), "paused rollouts do not advance");
+        assert!(
+            r.tick(5000, &ok()).is_none(),
+            "paused rollouts do not advance"
+        );
         r.act(Action::Resume, 10_000).unwrap();
         assert!(r.tick(10_399, &ok()).is_none());
-        assert!(r.tick(10_400, &ok()).is_some(), "hold time spent before the pause counts");
+        assert!(
+            r.tick(10_400, &ok()).is_some(),
+            "hold time spent before the pause counts"
+        );
         r.act(Action::Promote, 10_500).unwrap();
         assert_eq!(r.stage, 2);
         r.act(Action::Rollback, 10_600).unwrap();

@@ -61,11 +61,13 @@ pub async fn run(
             path: "core".into(),
             source: std::io::Error::other(e),
         })??;
-    let listener = TcpListener::bind(listen).await.map_err(|source| ControlError::Io {
-        op: "bind",
-        path: listen.to_string().into(),
-        source,
-    })?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| ControlError::Io {
+            op: "bind",
+            path: listen.to_string().into(),
+            source,
+        })?;
     let addr = listener.local_addr().map_err(|source| ControlError::Io {
         op: "local_addr",
         path: listen.to_string().into(),
