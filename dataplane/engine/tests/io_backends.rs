@@ -468,3 +468,68 @@ fn io_fallback_to_udp_reports_reason() {
     let (_, sel) = io::open_port(&cfg, 0, &program).unwrap();
     assert_eq!(sel.fallback_reason, None);
 }
+
+/// Body run in a child process without privileges (see the next test); a no-op otherwise.
+#[test]
+fn io_fallback_child_body() {
+    if std::env::var_os("DWCP_FALLBACK_CHILD").is_none() {
+        return;
+    }
+    let mut cfg = IoConfig::new(
+        "lo",
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, 47392),
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9),
+    );
+    cfg.hugepages = false;
+    let (_port, sel) = io::open_port(&cfg, 0, &SharedProgram::new()).unwrap();
+    println!(
+        "SELECTION kind={} reason={}",
+        sel.kind,
+        sel.fallback_reason.unwrap_or_default()
+    );
+}
+
+/// Drops root and every capability (`setpriv`), then opens a port on `lo`: attaching XDP
+/// needs CAP_NET_ADMIN + CAP_BPF, so the port must fall back to UDP and say why.
+#[test]
+fn io_fallback_without_capabilities() {
+    if !privileged_test_guard("io_fallback_without_capabilities") {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "io_fallback_child_body",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("DWCP_FALLBACK_CHILD", "1")
+        .output()
+        .expect("setpriv (util-linux) runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.find("SELECTION").map(|i| &l[i..]))
+        .unwrap_or_else(|| panic!("no selection line in {stdout}"));
+    assert!(line.contains("kind=udp"), "{line}");
+    let reason = line.split("reason=").nth(1).unwrap_or("");
+    assert!(!reason.is_empty(), "a reason is reported: {line}");
+    assert!(
+        reason.contains("lo") && (reason.contains("ermitted") || reason.contains("EPERM")),
+        "the reason names the interface and the permission error: {line}"
+    );
+}
