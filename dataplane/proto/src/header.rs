@@ -372,7 +372,9 @@ impl Header {
     /// Whole frame length: header + payload + trailer.
     #[must_use]
     pub const fn frame_len(&self) -> usize {
-        HEADER_LEN + self.payload_len as usize + self.trailer_len()
+        HEADER_LEN
+            .saturating_add(self.payload_len as usize)
+            .saturating_add(self.trailer_len())
     }
 
     /// The 96-bit AEAD nonce of a SEALED frame: conn id (4 bytes) ‖ stream id (2) ‖ low 48
