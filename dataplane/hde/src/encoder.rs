@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use dwcp_kernels::{Kernels, varint};
@@ -27,6 +28,30 @@ const ZSTD_MIN_GAIN_INPUT: usize = 64;
 
 /// An XorDelta payload this small is taken without hashing or trying anything else.
 const XOR_SHORTCUT: usize = 8;
+
+/// The dedup keys are XXH3-128 values already: hashing them again (SipHash) would only cost
+/// time, so the table uses their low 64 bits as the hash.
+#[derive(Default)]
+struct KeyIsHash(u64);
+
+impl Hasher for KeyIsHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached for key types other than u128; fold bytes in (FNV-1a).
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+}
+
+type DedupTable = HashMap<u128, u64, BuildHasherDefault<KeyIsHash>>;
 
 /// When zstd is tried.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -156,7 +181,7 @@ pub struct Encoder {
     cfg: EncoderConfig,
     k: Kernels,
     baseline: Option<Baseline>,
-    dedup: HashMap<u128, u64>,
+    dedup: DedupTable,
     zstd: Option<(i32, zstd::bulk::Compressor<'static>)>,
     xor_scratch: Vec<u8>,
     zstd_scratch: Vec<u8>,
@@ -194,7 +219,7 @@ impl Encoder {
             cfg,
             k,
             baseline: None,
-            dedup: HashMap::new(),
+            dedup: DedupTable::default(),
             zstd: None,
             xor_scratch: Vec::with_capacity(cfg.block_size),
             zstd_scratch: vec![0u8; cfg.block_size],

@@ -387,9 +387,21 @@ fn spec_example_bytes() {
     for (i, d) in [0xa1u8, 0xb2, 0xc3, 0xd4].iter().enumerate() {
         blk[100 + i] ^= d;
     }
-    let mut enc = Encoder::new(EncoderConfig { block_size: bs, policy: Policy::Datacenter }).unwrap();
+    let mut enc = Encoder::new(EncoderConfig {
+        block_size: bs,
+        policy: Policy::Datacenter,
+    })
+    .unwrap();
     enc.set_baseline(Some(Baseline::new(3, base).unwrap()));
     let mut out = Vec::new();
-    assert_eq!(enc.encode_block(5, &blk, &mut out).unwrap(), BlockKind::XorDelta);
-    assert_eq!(out, [0x02, 0x09, 0x64, 0x04, 0xa1, 0xb2, 0xc3, 0xd4, 0x98, 0x1f, 0x00]);
+    assert_eq!(
+        enc.encode_block(5, &blk, &mut out).unwrap(),
+        BlockKind::XorDelta
+    );
+    assert_eq!(
+        out,
+        [
+            0x02, 0x09, 0x64, 0x04, 0xa1, 0xb2, 0xc3, 0xd4, 0x98, 0x1f, 0x00
+        ]
+    );
 }

@@ -68,28 +68,27 @@ fn zero_masks(a: &[u8], masks: &mut [u32]) {
 /// Unaligned 32-byte load of `s[off..off + 32]`.
 ///
 /// # Safety
-/// The CPU must have AVX2.
+/// The CPU must have AVX2, and `off + 32 <= s.len()` (every caller's loop condition).
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn load(s: &[u8], off: usize) -> __m256i {
-    let chunk = &s[off..off + 32];
-    // SAFETY: `chunk` is exactly 32 readable bytes (the indexing above panics otherwise, and
-    // is optimised away in the loops below where `off + 32 <= len` is the loop condition);
-    // `loadu` has no alignment requirement.
-    unsafe { _mm256_loadu_si256(chunk.as_ptr().cast::<__m256i>()) }
+    debug_assert!(off + 32 <= s.len());
+    // SAFETY: the caller guarantees `off + 32 <= s.len()`, so the 32 bytes read are inside
+    // `s`; `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_si256(s.as_ptr().add(off).cast::<__m256i>()) }
 }
 
 /// Unaligned 32-byte store into `s[off..off + 32]`.
 ///
 /// # Safety
-/// The CPU must have AVX2.
+/// The CPU must have AVX2, and `off + 32 <= s.len()`.
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn store(s: &mut [u8], off: usize, v: __m256i) {
-    let chunk = &mut s[off..off + 32];
-    // SAFETY: `chunk` is exactly 32 writable bytes that we borrow mutably; `storeu` has no
-    // alignment requirement.
-    unsafe { _mm256_storeu_si256(chunk.as_mut_ptr().cast::<__m256i>(), v) }
+    debug_assert!(off + 32 <= s.len());
+    // SAFETY: the caller guarantees `off + 32 <= s.len()`; `s` is borrowed mutably, so the
+    // 32 bytes written are ours; `storeu` has no alignment requirement.
+    unsafe { _mm256_storeu_si256(s.as_mut_ptr().add(off).cast::<__m256i>(), v) }
 }
 
 /// # Safety
@@ -99,7 +98,7 @@ unsafe fn is_zero_avx2(buf: &[u8]) -> bool {
     let n = buf.len();
     let mut i = 0;
     while i + 128 <= n {
-        // SAFETY: AVX2 present (function contract); `i + 128 <= n`.
+        // SAFETY: AVX2 present (function contract); `i + 128 <= n = buf.len()`.
         let acc = unsafe {
             _mm256_or_si256(
                 _mm256_or_si256(load(buf, i), load(buf, i + 32)),
