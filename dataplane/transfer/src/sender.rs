@@ -33,6 +33,9 @@ use crate::streams::{MIN_INTERVAL_ROUNDS, StreamAdapter};
 use crate::wire::{self, Caps, CloseCode, Data, Frame, Hello, Session};
 use crate::{TransferError, VERSION_1, VERSION_3};
 
+/// Frames a late-polling driver may send back-to-back to catch up with the pacing rate.
+pub const PACING_BURST_FRAMES: u32 = 4;
+
 /// HELLOs sent before giving up (docs/protocol.md 9.2).
 pub const MAX_HELLOS: u32 = 5;
 
@@ -192,6 +195,7 @@ pub struct Sender {
     rto_backoff: u32,
     keepalive_due: Option<Instant>,
     keepalive_count: u32,
+    pacing_credit: bool,
     ctrl_seq: u64,
     max_cum: Vec<u64>,
     chunks_acked: u64,
@@ -332,6 +336,7 @@ impl Sender {
             rto_backoff: 0,
             keepalive_due: None,
             keepalive_count: 0,
+            pacing_credit: false,
             ctrl_seq: 0,
             max_cum: Vec::new(),
             chunks_acked: 0,
@@ -899,10 +904,15 @@ impl Sender {
                         }
                     };
                 }
-                if now < self.next_send || !self.cwnd_room() {
+                if now < self.next_send {
+                    return None;
+                }
+                if !self.cwnd_room() {
+                    self.pacing_credit = false;
                     return None;
                 }
                 let Some(job) = self.peek_job() else {
+                    self.pacing_credit = false;
                     self.cc.on_app_limited(self.bytes_in_flight);
                     self.interval_limited = true;
                     return None;
@@ -1012,8 +1022,18 @@ impl Sender {
         }
         let rate = self.cc.pacing_rate().max(1.0);
         let gap = Duration::from_secs_f64(wire_len as f64 / rate);
-        self.next_send = self.next_send.max(now) + gap;
+        // A driver that polls late during a paced run may catch up by at most
+        // PACING_BURST_FRAMES back-to-back frames; after a stall on cwnd, flow control or data
+        // there is no credit, and an exact driver (the simulator) never bursts.
+        let floor = if self.pacing_credit {
+            now.checked_sub(gap * PACING_BURST_FRAMES).unwrap_or(now)
+        } else {
+            now
+        };
+        self.next_send = self.next_send.max(floor) + gap;
         self.last_send = now;
+        // credit only while the next frame is limited by pacing alone
+        self.pacing_credit = self.cwnd_room() && self.peek_job().is_some();
         Ok(Some(bytes))
     }
 
