@@ -110,7 +110,8 @@ pub struct Receiver {
     chunk_size: u64,
     n_chunks: u64,
     codecs: u32,
-    held: Vec<bool>,
+    /// Chunk indices held (a range set: memory follows the holes, not the object size).
+    held: RangeSet,
     held_count: u64,
     first_missing: u64,
     durable_chunks: u64,
@@ -155,7 +156,7 @@ impl Receiver {
             chunk_size: 0,
             n_chunks: 0,
             codecs: 1 << CODEC_RAW,
-            held: Vec::new(),
+            held: RangeSet::default(),
             held_count: 0,
             first_missing: 0,
             durable_chunks: 0,
@@ -325,7 +326,7 @@ impl Receiver {
             self.object_hash = h.object_hash;
             self.chunk_size = chunk_size;
             self.n_chunks = h.object_len.div_ceil(chunk_size);
-            self.held = vec![false; self.n_chunks as usize];
+            self.held = RangeSet::default();
             self.held_count = 0;
             self.durable_chunks = 0;
             let durable = match self.journal.begin(h.object_id, h.object_len, h.object_hash) {
@@ -343,11 +344,16 @@ impl Receiver {
             for r in durable {
                 set.insert(r);
             }
-            for i in 0..self.n_chunks {
-                let start = i * chunk_size;
-                if set.contains_range(&(start..start + self.chunk_len(i))) {
-                    self.held[i as usize] = true;
-                    self.held_count += 1;
+            // chunks fully inside one merged durable range
+            for r in set.iter() {
+                let lo = r.start.div_ceil(chunk_size);
+                let hi = if r.end >= self.object_len {
+                    self.n_chunks
+                } else {
+                    r.end / chunk_size
+                };
+                if lo < hi {
+                    self.held_count += self.held.insert(lo..hi);
                 }
             }
             self.durable_chunks = self.held_count;
@@ -355,19 +361,7 @@ impl Receiver {
             self.first_missing = 0;
             self.advance_first_missing();
         }
-        let mut held = Vec::new();
-        let mut i = 0u64;
-        while i < self.n_chunks && held.len() < wire::MAX_HELLO_RANGES {
-            if self.held[i as usize] {
-                let s = i;
-                while i < self.n_chunks && self.held[i as usize] {
-                    i += 1;
-                }
-                held.push(s..i);
-            } else {
-                i += 1;
-            }
-        }
+        let held: Vec<_> = self.held.iter().take(wire::MAX_HELLO_RANGES).collect();
         let ack = HelloAck {
             caps: local,
             window_chunks: self.cfg.window_chunks,
@@ -382,9 +376,10 @@ impl Receiver {
     }
 
     fn advance_first_missing(&mut self) {
-        while self.first_missing < self.n_chunks && self.held[self.first_missing as usize] {
-            self.first_missing += 1;
-        }
+        self.first_missing = match self.held.first() {
+            Some(r) if r.start == 0 => r.end,
+            _ => 0,
+        };
     }
 
     fn on_data(&mut self, now: Instant, d: wire::Data) {
@@ -421,7 +416,8 @@ impl Receiver {
         }
         let len = self.chunk_len(idx) as usize;
         let mut dec = std::mem::take(&mut self.dec);
-        let decoded = if self.held[idx as usize] {
+        let already = self.held.contains(idx);
+        let decoded = if already {
             Ok(())
         } else {
             self.decoder
@@ -462,7 +458,7 @@ impl Receiver {
             st.ack_due = Some(now + self.cfg.max_ack_delay);
         }
         self.st.data_frames += 1;
-        if self.held[idx as usize] {
+        if already {
             self.st.duplicate_chunks += 1;
             self.dec = dec;
             return;
@@ -479,8 +475,7 @@ impl Receiver {
         }
         self.dec = dec;
         self.st.bytes_written += len as u64;
-        self.held[idx as usize] = true;
-        self.held_count += 1;
+        self.held_count += self.held.insert(idx..idx + 1);
         self.advance_first_missing();
         self.pending.insert(d.offset..d.offset + len as u64);
         self.pending_bytes += len as u64;

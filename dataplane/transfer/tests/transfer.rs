@@ -586,3 +586,25 @@ fn malformed_forged_and_foreign_frames_are_counted_and_never_written() {
     assert_eq!(r.stats().duplicate_chunks, 1);
     assert_ne!(r.state(), ReceiverState::Complete);
 }
+
+#[test]
+fn huge_announced_object_costs_no_memory_up_front() {
+    use dwcp_transfer::wire::{self, Caps, Frame, Hello};
+    let now = Instant::now();
+    let mut r = Receiver::new(
+        ReceiverConfig::default(),
+        Box::new(MemSink::new()),
+        Box::new(MemJournal::new()),
+    );
+    let hello = Frame::Hello(Hello {
+        caps: Caps::new(4, 9000, 8000),
+        initial_streams: 1,
+        object_id: 1,
+        object_len: u64::MAX,
+        object_hash: 0,
+    });
+    // a per-chunk table for 2^64 bytes would abort the process here
+    r.handle_frame(now, &wire::encode(1, 5, 0, &hello).expect("hello"));
+    assert_eq!(r.state(), ReceiverState::Receiving);
+    assert!(r.poll_transmit(now).is_some(), "HELLO_ACK expected");
+}
