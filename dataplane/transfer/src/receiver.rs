@@ -401,6 +401,7 @@ impl Receiver {
         }
         let s = usize::from(d.stream);
         if s >= self.streams.len()
+            || d.seq == u64::MAX
             || !d.offset.is_multiple_of(self.chunk_size)
             || d.offset >= self.object_len.max(1)
             || self.codecs & (1u32 << (d.codec & 31)) == 0
