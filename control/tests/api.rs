@@ -804,3 +804,62 @@ fn flag_change_reaches_the_table_quickly() {
     );
     assert!(pct(&lat, 0.5) < Duration::from_millis(100));
 }
+
+#[test]
+fn events_sent_while_the_server_is_down_are_applied_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path());
+    let dp = FakeDataplane::spawn(&shm_path(dir.path()));
+    let body = json!({"kind": "memory", "size_bytes": 1u64 << 41, "peer": "10.77.0.2:7470"});
+    let id = s.post("/v1/jobs", &body).json::<Value>().unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    wait_for(10, "running", || {
+        (s.get_json(&format!("/v1/jobs/{id}"))["status"] == "running").then_some(())
+    });
+    // Kill the server, let the dataplane finish the job meanwhile.
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    let region = Region::open(&shm_path(dir.path())).unwrap();
+    let head0 = region.event_positions().0;
+    dp.state
+        .finish_all
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    wait_for(5, "finish event written", || {
+        (region.event_positions().0 > head0).then_some(())
+    });
+    s.restart();
+    let j = wait_for(5, "completed after restart", || {
+        let j = s.get_json(&format!("/v1/jobs/{id}"));
+        (j["status"] == "completed").then_some(j)
+    });
+    assert_eq!(j["progress"]["bytes_done"], 1u64 << 41);
+    let (h, t) = region.event_positions();
+    wait_for(5, "event ring drained", || {
+        (region.event_positions().1 >= h).then_some(())
+    });
+    assert!(t <= h);
+}
+
+#[test]
+fn a_dataplane_restart_fails_its_running_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let dp = FakeDataplane::spawn(&shm_path(dir.path()));
+    let body = json!({"kind": "disk", "size_bytes": 1u64 << 41, "peer": "10.77.0.2:7470"});
+    let id = s.post("/v1/jobs", &body).json::<Value>().unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    wait_for(10, "running", || {
+        (s.get_json(&format!("/v1/jobs/{id}"))["status"] == "running").then_some(())
+    });
+    drop(dp);
+    let _dp2 = FakeDataplane::spawn(&shm_path(dir.path()));
+    let j = wait_for(5, "failed", || {
+        let j = s.get_json(&format!("/v1/jobs/{id}"));
+        (j["status"] == "failed").then_some(j)
+    });
+    assert!(j["error"].as_str().unwrap().contains("restarted"), "{j}");
+    let h = s.get_json("/v1/health");
+    assert_eq!(h["components"]["control"]["dataplane_restarts"], 1);
+}

@@ -157,6 +157,8 @@ pub struct FakeState {
     pub error_permille: AtomicU64,
     /// Commands received, with their ring sequence numbers.
     pub commands: Mutex<Vec<(u64, Command)>>,
+    /// When set, every active job finishes (Completed) on the next step.
+    pub finish_all: AtomicBool,
     pub stop: AtomicBool,
 }
 
@@ -242,6 +244,16 @@ impl FakeDataplane {
                             }
                         }
                         _ => {}
+                    }
+                }
+                if st.finish_all.load(Ordering::Relaxed) {
+                    for j in jobs.drain(..) {
+                        let _ = dp.events.push(&Event::JobFinished {
+                            job_id: j.id,
+                            outcome: JobOutcome::Completed,
+                            bytes_done: j.total,
+                            error_code: 0,
+                        });
                     }
                 }
                 if i.is_multiple_of(5) {
