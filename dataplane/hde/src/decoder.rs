@@ -425,6 +425,16 @@ impl Decoder {
             value: baseline_raw,
         })?;
         let header_len = c.pos;
+        // Every record takes at least its tag byte: refuse before allocating for a header that
+        // claims more blocks than the container could hold.
+        let count = len.div_ceil(bs64);
+        let left = (container.len() - header_len) as u64;
+        if count > left {
+            return Err(DecodeError::Truncated {
+                at: container.len(),
+                what: "block records",
+            });
+        }
 
         // Bounded by max_object_len, checked above.
         let len = len as usize;
@@ -464,7 +474,7 @@ impl Decoder {
         self.object[offset_us..end].copy_from_slice(&scratch);
         self.scratch = scratch;
         self.block_size = Some(bs);
-        let count = len.div_ceil(bs);
+        let count = count as usize;
         let first = first_block as usize;
         let words = (first + count).div_ceil(64);
         if self.seen.len() < words {
