@@ -132,14 +132,14 @@ impl Profile {
 
         // nic
         let nic = &self.nic;
-        if let Some(ifname) = &nic.interface {
-            if !valid_ifname(ifname) {
-                p.push(Problem::BadString {
-                    field: "nic.interface",
-                    value: ifname.clone(),
-                    reason: "is not an interface name (1-15 bytes, no '/', ':' or whitespace)",
-                });
-            }
+        if let Some(ifname) = &nic.interface
+            && !valid_ifname(ifname)
+        {
+            p.push(Problem::BadString {
+                field: "nic.interface",
+                value: ifname.clone(),
+                reason: "is not an interface name (1-15 bytes, no '/', ':' or whitespace)",
+            });
         }
         if nic.driver.trim().is_empty() {
             p.push(Problem::Empty {
@@ -317,15 +317,15 @@ impl Profile {
                 continue;
             }
             let host_node = host.node_of(core);
-            if let Some(&profile_node) = cpu.numa_nodes.get(i) {
-                if profile_node != host_node {
-                    p.push(Problem::NumaMismatch {
-                        field: "cpu.numa_nodes",
-                        core,
-                        profile_node,
-                        host_node,
-                    });
-                }
+            if let Some(&profile_node) = cpu.numa_nodes.get(i)
+                && profile_node != host_node
+            {
+                p.push(Problem::NumaMismatch {
+                    field: "cpu.numa_nodes",
+                    core,
+                    profile_node,
+                    host_node,
+                });
             }
         }
         if cpu.simd > host.simd {
