@@ -1,6 +1,7 @@
 //! `dwcp-hw`: detect a hardware profile for this machine, validate a profile file against the
 //! schema and this host, or print the embedded default. It does not tune: tuning needs the
 //! bench harness's measurement (see `dwcp_hw_profiles::tune`).
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
