@@ -181,6 +181,9 @@ pub struct RolloutPlan {
     pub stages: Vec<f64>,
     /// Hold time per stage before advancing, ms (>= 1).
     pub hold_ms: u64,
+    /// Per-stage hold times, ms, overriding `hold_ms` (same length as `stages`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_hold_ms: Option<Vec<u64>>,
     /// Rollback thresholds.
     #[serde(default)]
     pub thresholds: Thresholds,
@@ -190,6 +193,14 @@ pub struct RolloutPlan {
 }
 
 impl RolloutPlan {
+    /// Hold time of a stage, ms.
+    pub fn hold_for(&self, stage: usize) -> u64 {
+        self.stage_hold_ms
+            .as_ref()
+            .and_then(|v| v.get(stage).copied())
+            .unwrap_or(self.hold_ms)
+    }
+
     /// Checks the plan; returns the stages in basis points.
     pub fn validate(&self) -> Result<Vec<u32>, ApiError> {
         if self.stages.is_empty() || self.stages.len() > 32 {
@@ -208,8 +219,23 @@ impl RolloutPlan {
             }
             out.push(bp);
         }
-        if self.hold_ms == 0 || self.hold_ms > 30 * 24 * 3_600_000 {
+        let hold_ok = |h: u64| (1..=30 * 24 * 3_600_000).contains(&h);
+        if !hold_ok(self.hold_ms) {
             return Err(ApiError::invalid("hold_ms must be in 1..=2592000000"));
+        }
+        if let Some(per) = &self.stage_hold_ms {
+            if per.len() != self.stages.len() {
+                return Err(ApiError::invalid(format!(
+                    "stage_hold_ms has {} entries for {} stages",
+                    per.len(),
+                    self.stages.len()
+                )));
+            }
+            if let Some(i) = per.iter().position(|h| !hold_ok(*h)) {
+                return Err(ApiError::invalid(format!(
+                    "stage_hold_ms[{i}] must be in 1..=2592000000"
+                )));
+            }
         }
         if self.breach_window_ms > 24 * 3_600_000 {
             return Err(ApiError::invalid(

@@ -262,13 +262,11 @@ impl Rollout {
         }
         self.breach_since_ms = None;
         let held = now.saturating_sub(self.stage_started_ms);
-        if held < plan.hold_ms {
+        let hold = plan.hold_for(self.stage);
+        if held < hold {
             return None;
         }
-        let reason = format!(
-            "held {held} ms >= {} ms with no threshold crossed",
-            plan.hold_ms
-        );
+        let reason = format!("held {held} ms >= {hold} ms with no threshold crossed");
         if self.stage + 1 >= self.stages_bp.len() {
             self.state = State::Completed;
             return Some(decision(
@@ -302,6 +300,7 @@ mod tests {
         RolloutPlan {
             stages: vec![1.0, 5.0, 10.0, 50.0, 100.0],
             hold_ms: 1000,
+            stage_hold_ms: None,
             thresholds: Thresholds {
                 max_error_rate: Some(0.01),
                 max_p99_latency_us: Some(5000),
@@ -370,6 +369,25 @@ mod tests {
         };
         r.tick(0, &hot);
         assert!(r.tick(600, &hot).unwrap().reason.contains("cpu"));
+    }
+
+    #[test]
+    fn per_stage_hold_times_apply() {
+        let mut r = Rollout::default();
+        let p = RolloutPlan {
+            stages: vec![1.0, 50.0],
+            stage_hold_ms: Some(vec![100, 5000]),
+            ..plan()
+        };
+        r.start(p.clone(), 0).unwrap();
+        assert_eq!(r.tick(100, &ok()).unwrap().action, "advance");
+        assert!(r.tick(5099, &ok()).is_none());
+        assert_eq!(r.tick(5100, &ok()).unwrap().action, "complete");
+        let bad = RolloutPlan {
+            stage_hold_ms: Some(vec![100]),
+            ..p
+        };
+        assert!(Rollout::default().start(bad, 0).is_err());
     }
 
     #[test]

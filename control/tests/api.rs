@@ -315,6 +315,14 @@ fn bad_input_is_a_json_4xx_and_changes_nothing() {
         (
             s.post(
                 "/v1/rollout/plan",
+                &json!({"stages": [1, 2], "hold_ms": 5, "stage_hold_ms": [5]}),
+            ),
+            422,
+            "invalid_argument",
+        ),
+        (
+            s.post(
+                "/v1/rollout/plan",
                 &json!({"stages": [1], "hold_ms": 5, "thresholds": {"max_error_rate": 2}}),
             ),
             422,
@@ -412,7 +420,7 @@ fn rollout_advances_then_rolls_back_on_threshold() {
 
     let r = s.post(
         "/v1/rollout/plan",
-        &json!({"stages": [1, 5, 100], "hold_ms": 300,
+        &json!({"stages": [1, 5, 100], "hold_ms": 300, "stage_hold_ms": [300, 200, 300],
                 "thresholds": {"max_error_rate": 0.05, "max_p99_latency_us": 10000, "max_cpu_percent": 95},
                 "breach_window_ms": 200}),
     );
