@@ -250,8 +250,24 @@ impl Pair {
         let q = opts.queues.to_string();
         let mtu = opts.mtu.to_string();
         a.ip(&[
-            "link", "add", IF_A, "numtxqueues", &q, "numrxqueues", &q, "type", "veth", "peer",
-            "name", IF_B, "netns", b.name(), "numtxqueues", &q, "numrxqueues", &q,
+            "link",
+            "add",
+            IF_A,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            IF_B,
+            "netns",
+            b.name(),
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
         ])?;
         for (ns, ifname, addr) in [(&a, IF_A, &opts.addr_a), (&b, IF_B, &opts.addr_b)] {
             ns.ip(&["link", "set", ifname, "mtu", &mtu])?;

@@ -165,9 +165,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
     };
     let src = dir.join("object.src");
     let dst = dir.join("object.dst");
-    for stale in [&dst] {
-        let _ = std::fs::remove_file(stale);
-    }
+    let _ = std::fs::remove_file(&dst);
     write_demo_object(&src, opts.size).map_err(file_err(&src))?;
     let want = hash_file(&src).map_err(file_err(&src))?;
 

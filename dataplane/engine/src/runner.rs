@@ -105,15 +105,20 @@ pub struct RecvReport {
     pub xdp: Option<dwcp_ebpf::Counters>,
 }
 
-fn wait<S: Clone>(
+fn wait<S: Clone + std::fmt::Debug>(
     progress: &crate::session::Progress<S>,
     start: Instant,
     timeout: Duration,
     on_progress: &mut dyn FnMut(&S),
 ) -> Result<Snapshot<S>, RunError> {
+    let mut last_log = Instant::now();
     loop {
         if let Some(s) = progress.get() {
             on_progress(&s.stats);
+            if last_log.elapsed() >= Duration::from_secs(1) {
+                last_log = Instant::now();
+                tracing::debug!(stats = ?s.stats, "progress");
+            }
             if s.finished {
                 return match &s.failure {
                     Some(f) => Err(RunError::Failed(f.clone())),

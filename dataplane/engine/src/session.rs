@@ -186,10 +186,8 @@ impl<E: Endpoint> EndpointHandler<E> {
 
     fn fill(&mut self, now: Instant, tx: &mut TxBatch<'_>) {
         let Some(ep) = &mut self.ep else { return };
-        if let Some(t) = ep.poll_timeout() {
-            if t <= now {
-                ep.handle_timeout(now);
-            }
+        if ep.poll_timeout().is_some_and(|t| t <= now) {
+            ep.handle_timeout(now);
         }
         loop {
             let frame = match self.pending.take() {
