@@ -144,7 +144,7 @@ fn worker_cfg(opts: &RunOptions) -> WorkerConfig {
 /// Sends the file at `path` to the peer in `opts.io`.
 pub fn send_file(
     path: &Path,
-    cfg: SenderConfig,
+    mut cfg: SenderConfig,
     opts: &RunOptions,
     on_progress: &mut dyn FnMut(&SenderStats),
 ) -> Result<SendReport, RunError> {
@@ -154,6 +154,8 @@ pub fn send_file(
         source,
     })?;
     let object_len = dwcp_transfer::Source::len(&source);
+    // The worker moves frames a batch at a time: keep two batches in flight at least.
+    cfg.min_cwnd_frames = cfg.min_cwnd_frames.max(2 * opts.io.batch as u64);
     let start = Instant::now();
     let sender = Sender::new(cfg, Box::new(source), start).map_err(RunError::Setup)?;
     let (handler, progress) = EndpointHandler::new(sender);

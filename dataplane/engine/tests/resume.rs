@@ -85,26 +85,26 @@ fn receiver_killed_mid_transfer_resumes_without_resending_durable_chunks() {
     let src = dir.path().join("src");
     let dest = dir.path().join("dest");
     let journal = dir.path().join("dest.dwcp-journal");
-    let size: u64 = 48 << 20;
+    let size: u64 = 128 << 20;
     dwcp_engine::demo::write_demo_object(&src, size).unwrap();
     let port = 17470;
 
-    // First attempt: kill the receiver once at least a quarter is durable.
+    // First attempt: kill the receiver once at least an eighth is durable.
     let mut r1 = recv(&dest, port);
     std::thread::sleep(Duration::from_millis(200));
     let mut s1 = send(&src, port);
     let t0 = Instant::now();
-    while journal_bytes(&journal) < size / 4 {
+    while journal_bytes(&journal) < size / 8 {
         assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
         assert!(r1.try_wait().unwrap().is_none(), "receiver ended early");
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
     }
     r1.kill().unwrap(); // SIGKILL
     r1.wait().unwrap();
     s1.kill().unwrap();
     s1.wait().unwrap();
     let durable = journal_bytes(&journal);
-    assert!(durable >= size / 4 && durable < size, "durable {durable}");
+    assert!(durable >= size / 8 && durable < size, "durable {durable}");
     assert!(
         !dest.exists(),
         "partial object visible under its final name"

@@ -79,6 +79,10 @@ pub struct CcConfig {
     pub initial_cwnd_frames: u64,
     /// Starting phase of the gain cycle (spreads flows apart).
     pub cycle_offset: usize,
+    /// Smallest cwnd in frames. A driver that moves frames in batches (a dataplane worker
+    /// receives and sends up to a batch at a time) needs about two batches in flight, or a
+    /// path whose RTT is below the batch time is never filled.
+    pub min_cwnd_frames: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -418,7 +422,7 @@ impl Bbr {
     }
 
     fn update_cwnd(&mut self, acked_bytes: u64) {
-        let min_cwnd = 4 * self.cfg.mss;
+        let min_cwnd = self.cfg.min_cwnd_frames.max(4) * self.cfg.mss;
         if self.state == BbrState::ProbeRtt {
             self.cwnd = min_cwnd;
             return;

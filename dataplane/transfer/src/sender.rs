@@ -73,6 +73,8 @@ pub struct SenderConfig {
     pub max_ack_delay: Duration,
     /// Initial congestion window in frames.
     pub initial_cwnd_frames: u64,
+    /// Smallest congestion window in frames (see [`crate::cc::CcConfig::min_cwnd_frames`]).
+    pub min_cwnd_frames: u64,
     /// Start a new connection (next connection id) after this many consecutive RTOs without
     /// any ACK, e.g. because the receiver restarted; 0 = never.
     pub reconnect_after_rtos: u32,
@@ -97,6 +99,7 @@ impl Default for SenderConfig {
             idle_timeout: Duration::from_secs(10),
             max_ack_delay: Duration::from_millis(1),
             initial_cwnd_frames: 10,
+            min_cwnd_frames: 4,
             reconnect_after_rtos: 4,
             mode: ModeThresholds::default(),
         }
@@ -286,6 +289,7 @@ impl Sender {
         let cc_cfg = CcConfig {
             mss,
             initial_cwnd_frames: cfg.initial_cwnd_frames,
+            min_cwnd_frames: cfg.min_cwnd_frames,
             cycle_offset: (cfg.conn_id as usize).wrapping_mul(5) % 8,
         };
         let cc = Bbr::new(cc_cfg, now);

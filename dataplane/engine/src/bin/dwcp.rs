@@ -88,6 +88,9 @@ enum Cmd {
         /// Lab link MTU.
         #[arg(long, default_value_t = 1500)]
         mtu: u32,
+        /// Directory for the demo files (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Send one file.
     Send {
@@ -263,13 +266,14 @@ fn main() -> Result<()> {
             backend,
             version,
             mtu,
+            dir,
         } => {
             let opts = DemoOptions {
                 size: size_mib << 20,
                 backend: backend.into(),
                 version,
                 mtu,
-                dir: None,
+                dir,
             };
             if !cli.json {
                 println!(
