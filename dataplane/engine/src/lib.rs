@@ -11,6 +11,7 @@
 //! forbids `unsafe`.
 #![forbid(unsafe_code)]
 
+pub mod daemon;
 pub mod demo;
 pub mod files;
 pub mod io;

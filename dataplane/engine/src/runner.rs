@@ -10,6 +10,7 @@
 //! several objects at once (a daemon mode with the command ring does that).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dwcp_transfer::{Receiver, ReceiverConfig, ReceiverStats, Sender, SenderConfig, SenderStats};
@@ -45,6 +46,9 @@ pub enum RunError {
     /// The transfer did not finish in time.
     #[error("transfer did not finish within {0:?}")]
     Timeout(Duration),
+    /// The transfer was cancelled through its cancel flag.
+    #[error("transfer cancelled")]
+    Cancelled,
     /// Moving the verified object onto its name failed.
     #[error("finishing {path}")]
     Finish {
@@ -109,6 +113,7 @@ fn wait<S: Clone + std::fmt::Debug>(
     progress: &crate::session::Progress<S>,
     start: Instant,
     timeout: Duration,
+    cancel: Option<&AtomicBool>,
     on_progress: &mut dyn FnMut(&S),
 ) -> Result<Snapshot<S>, RunError> {
     let mut last_log = Instant::now();
@@ -129,6 +134,9 @@ fn wait<S: Clone + std::fmt::Debug>(
         if start.elapsed() > timeout {
             return Err(RunError::Timeout(timeout));
         }
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(RunError::Cancelled);
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -144,8 +152,19 @@ fn worker_cfg(opts: &RunOptions) -> WorkerConfig {
 /// Sends the file at `path` to the peer in `opts.io`.
 pub fn send_file(
     path: &Path,
+    cfg: SenderConfig,
+    opts: &RunOptions,
+    on_progress: &mut dyn FnMut(&SenderStats),
+) -> Result<SendReport, RunError> {
+    send_file_cancellable(path, cfg, opts, None, on_progress)
+}
+
+/// [`send_file`] that also stops (with [`RunError::Cancelled`]) once `cancel` becomes true.
+pub fn send_file_cancellable(
+    path: &Path,
     mut cfg: SenderConfig,
     opts: &RunOptions,
+    cancel: Option<&AtomicBool>,
     on_progress: &mut dyn FnMut(&SenderStats),
 ) -> Result<SendReport, RunError> {
     let source = FileSource::open(path).map_err(|source| RunError::File {
@@ -165,7 +184,7 @@ pub fn send_file(
             .take()
             .unwrap_or_else(EndpointHandler::idle)
     })?;
-    let res = wait(&progress, start, opts.timeout, on_progress);
+    let res = wait(&progress, start, opts.timeout, cancel, on_progress);
     let elapsed = start.elapsed();
     let xdp = workers.program_counters();
     let mut stopped = workers.stop()?;
@@ -206,7 +225,7 @@ pub fn recv_file(
             .take()
             .unwrap_or_else(EndpointHandler::idle)
     })?;
-    let res = wait(&progress, start, opts.timeout, on_progress);
+    let res = wait(&progress, start, opts.timeout, None, on_progress);
     let elapsed = start.elapsed();
     if res.is_ok() {
         std::thread::sleep(linger);

@@ -2,14 +2,18 @@
 //!
 //! `dwcp demo` runs a transfer between two appliances in a lab it builds itself;
 //! `dwcp send` / `dwcp recv` move one file between two appliances. Human-readable progress
-//! on a terminal, `--json` for scripts.
+//! on a terminal, `--json` for scripts. `dwcp daemon` attaches to the control process's
+//! shared-memory region and runs the jobs it is given (see docs/daemon.md).
 
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use dwcp_engine::daemon::{self, DaemonConfig};
 use dwcp_engine::demo::{self, DemoOptions};
 use dwcp_engine::io::{BackendChoice, IoConfig, Selection};
 use dwcp_engine::runner::{RecvReport, RunOptions, SendReport, recv_file, send_file};
@@ -114,6 +118,39 @@ enum Cmd {
         port: PortArgs,
         /// Destination path; appears only once the object is complete and verified.
         dest: PathBuf,
+    },
+    /// Attach to the control process's shared-memory region and serve its commands.
+    Daemon {
+        /// Region path (created with the default geometry if missing).
+        #[arg(long, default_value = "/dev/shm/dwcp")]
+        shm: PathBuf,
+        /// Worker slots (concurrent jobs).
+        #[arg(long, default_value_t = 1)]
+        workers: u32,
+        /// Directory of job objects: object id N is the file DIR/N.
+        #[arg(long, default_value = ".")]
+        objects: PathBuf,
+        /// Interface that carries DWCP (with --local; without them, jobs are refused).
+        #[arg(long, requires = "local")]
+        iface: Option<String>,
+        /// Local IPv4 address and DWCP port of worker 0 (worker i uses port + i).
+        #[arg(long, requires = "iface")]
+        local: Option<SocketAddrV4>,
+        /// Default peer for jobs that do not name one.
+        #[arg(long)]
+        peer: Option<SocketAddrV4>,
+        /// Backend.
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
+        backend: Backend,
+        /// First core for worker pinning.
+        #[arg(long, default_value_t = 0)]
+        core: usize,
+        /// Link MTU (sizes datagrams).
+        #[arg(long, default_value_t = 1500)]
+        mtu: usize,
+        /// A job gives up after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
     },
 }
 
@@ -343,6 +380,57 @@ fn main() -> Result<()> {
                 println!("{}", recv_json(&r));
             } else {
                 print_recv(&r);
+            }
+        }
+        Cmd::Daemon {
+            shm,
+            workers,
+            objects,
+            iface,
+            local,
+            peer,
+            backend,
+            core,
+            mtu,
+            timeout,
+        } => {
+            let mut cfg = DaemonConfig::new(shm);
+            cfg.workers = workers;
+            cfg.objects = objects;
+            cfg.core_base = core;
+            cfg.mtu = Some(mtu);
+            cfg.job_timeout = Duration::from_secs(timeout);
+            if let (Some(iface), Some(local)) = (iface, local) {
+                let peer = peer.unwrap_or(SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
+                let mut io = IoConfig::new(&iface, local, peer);
+                io.choice = backend.into();
+                io.max_datagram = mtu.saturating_sub(28);
+                cfg.io = Some(io);
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(sig, stop.clone())
+                    .context("installing the signal handler")?;
+            }
+            let summary = daemon::run(&cfg, stop).context("daemon failed")?;
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({
+                        "epoch": summary.epoch,
+                        "commands": summary.commands,
+                        "jobs_started": summary.jobs_started,
+                        "jobs_cancelled_at_shutdown": summary.jobs_cancelled_at_shutdown,
+                    })
+                );
+            } else {
+                println!(
+                    "dwcp daemon stopped: epoch {}, {} commands, {} jobs ({} cancelled at shutdown)",
+                    summary.epoch,
+                    summary.commands,
+                    summary.jobs_started,
+                    summary.jobs_cancelled_at_shutdown
+                );
             }
         }
     }
