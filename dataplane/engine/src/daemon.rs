@@ -217,7 +217,16 @@ pub fn run(cfg: &DaemonConfig, stop: Arc<AtomicBool>) -> Result<DaemonSummary, D
         path: cfg.shm.clone(),
         source,
     };
-    let region = Region::create_or_open(&cfg.shm, cfg.geometry).map_err(region_err)?;
+    // An existing region keeps the geometry its creator chose (the control process may be
+    // configured with other sizes); a missing one is created with ours.
+    let region = match Region::create_or_open(&cfg.shm, cfg.geometry) {
+        Err(ShmError::GeometryMismatch { found, .. }) => {
+            tracing::info!(?found, "region exists with another geometry; using it");
+            Region::open(&cfg.shm)
+        }
+        r => r,
+    }
+    .map_err(region_err)?;
     let mut side = region.attach_dataplane().map_err(region_err)?;
     let epoch = side.heartbeat.epoch();
     let nworkers = cfg.workers.clamp(1, region.geometry().workers);

@@ -404,3 +404,93 @@ fn sigkill_and_restart_answers_queued_ping_exactly_once() {
     let st = stop(daemon, Signal::SIGINT);
     assert!(st.success(), "daemon exited with {st}");
 }
+
+/// `dwcp-control` from the same target directory as this test (integration tests only get
+/// `CARGO_BIN_EXE_` for their own crate), or `DWCP_CONTROL_BIN`.
+fn control_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("DWCP_CONTROL_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    // target/<profile>/deps/daemon-<hash>
+    let profile_dir = exe.parent()?.parent()?;
+    let target = profile_dir.parent()?;
+    [
+        profile_dir.join("dwcp-control"),
+        target.join("release/dwcp-control"),
+        target.join("debug/dwcp-control"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+}
+
+/// Status code of `GET path` on `addr` (plain HTTP/1.1, no client library needed).
+fn http_status(addr: &str, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn control_readyz_turns_ready_with_the_daemon() {
+    use std::io::BufRead;
+    let Some(bin) = control_bin() else {
+        eprintln!(
+            "SKIPPED control_readyz_turns_ready_with_the_daemon: dwcp-control is not built in \
+             this target dir (cargo build -p dwcp-control --release) and DWCP_CONTROL_BIN is unset"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shm = dir.path().join("region");
+    let objects = dir.path().join("objects");
+    std::fs::create_dir(&objects).expect("objects dir");
+    let mut control = Proc::new(&bin)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--shm-path")
+        .arg(&shm)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start dwcp-control");
+    let mut line = String::new();
+    std::io::BufReader::new(control.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read listening line");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    let before = http_status(&addr, "/readyz");
+    assert_eq!(before, Some(503), "not ready without a dataplane");
+
+    let daemon = spawn_daemon(&shm, &objects, port_base(2));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = http_status(&addr, "/readyz");
+        if last == Some(200) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let daemon_exit = stop(daemon, Signal::SIGTERM);
+    let control_exit = stop(control, Signal::SIGTERM);
+    assert_eq!(last, Some(200), "/readyz with the daemon running");
+    assert!(daemon_exit.success(), "daemon exited with {daemon_exit}");
+    assert!(control_exit.success(), "control exited with {control_exit}");
+}
