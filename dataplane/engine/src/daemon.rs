@@ -519,10 +519,12 @@ struct Written {
     tx_bytes: u64,
     retransmits: u64,
     dropped: u64,
+    mode: TransferMode,
 }
 
 impl Written {
-    fn update(&mut self, w: &StatsWriter, s: &SenderStats) {
+    /// Adds the counter deltas; returns the new mode when it changed.
+    fn update(&mut self, w: &StatsWriter, s: &SenderStats) -> Option<TransferMode> {
         let step = |stat: Stat, have: &mut u64, now: u64| {
             if now > *have {
                 w.add(stat, now - *have);
@@ -538,7 +540,12 @@ impl Written {
             s.data_frames_retransmitted,
         );
         step(Stat::DropOther, &mut self.dropped, s.frames_dropped);
-        w.set(Stat::Mode, link_mode(s.mode) as u64);
+        let mode = link_mode(s.mode);
+        w.set(Stat::Mode, mode as u64);
+        (mode != self.mode).then(|| {
+            self.mode = mode;
+            mode
+        })
     }
 }
 
@@ -578,7 +585,15 @@ fn run_job(
         .map(|m| m.len())
         .unwrap_or(spec.total_bytes);
     let res = send_file_cancellable(path, sender, opts, Some(cancel), &mut |s| {
-        written.update(&slot.stats, s);
+        if let Some(mode) = written.update(&slot.stats, s) {
+            emit(
+                events,
+                Event::WorkerMode {
+                    worker: slot.stats.worker(),
+                    mode,
+                },
+            );
+        }
         last_acked = s.bytes_acked;
         if last_event.is_none_or(|t| t.elapsed() >= Duration::from_millis(200)) {
             last_event = Some(Instant::now());
@@ -599,7 +614,15 @@ fn run_job(
     });
     let (outcome, bytes_done, code) = match &res {
         Ok(r) => {
-            written.update(&slot.stats, &r.stats);
+            if let Some(mode) = written.update(&slot.stats, &r.stats) {
+                emit(
+                    events,
+                    Event::WorkerMode {
+                        worker: slot.stats.worker(),
+                        mode,
+                    },
+                );
+            }
             add_worker_drops(&slot.stats, &r.worker);
             tracing::info!(
                 job_id = spec.job_id,

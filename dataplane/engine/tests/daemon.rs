@@ -277,6 +277,19 @@ fn ping_table_job_cancel_and_clean_shutdown() {
     assert_eq!(last.1, data.len() as u64);
     assert_eq!(last.2, 1);
     assert_ne!(last.3, TransferMode::Unknown);
+    let modes: Vec<_> = lab
+        .seen
+        .iter()
+        .filter_map(|e| match e {
+            Event::WorkerMode { worker: 0, mode } => Some(*mode),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        modes.last(),
+        Some(&last.3),
+        "WorkerMode follows the job's mode"
+    );
     let out = recv.wait_with_output().expect("recv");
     assert!(out.status.success(), "dwcp recv exited with {}", out.status);
     assert!(
