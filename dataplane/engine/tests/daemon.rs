@@ -414,8 +414,36 @@ fn sigkill_and_restart_answers_queued_ping_exactly_once() {
         .heartbeat_age
         .expect("heartbeat");
     assert!(age < Duration::from_secs(1), "heartbeat age {age:?}");
+
+    // SIGINT with a job running (to a peer that never answers): the job ends cancelled.
+    std::fs::write(lab.objects.join("5"), object(1 << 20)).expect("write object");
+    let s = lab.push(Command::CreateJob(JobSpec {
+        job_id: 11,
+        kind: JobKind::Object,
+        object_id: 5,
+        total_bytes: 1 << 20,
+        peer_ipv4: u32::from(Ipv4Addr::LOCALHOST),
+        peer_port: port + 2,
+        max_rounds: 1,
+    }));
+    assert_eq!(lab.ack(s).0, AckStatus::Ok);
+    std::thread::sleep(Duration::from_millis(200));
     let st = stop(daemon, Signal::SIGINT);
     assert!(st.success(), "daemon exited with {st}");
+    let fin = lab.wait_for("job 11 finished", Duration::from_secs(2), |e| {
+        matches!(e, Event::JobFinished { job_id: 11, .. })
+    });
+    assert!(
+        matches!(
+            fin,
+            Event::JobFinished {
+                outcome: JobOutcome::Cancelled,
+                ..
+            }
+        ),
+        "{fin:?}"
+    );
+    assert_eq!(lab.region.side_status(Role::Dataplane).pid, 0);
 }
 
 /// `dwcp-control` from the same target directory as this test (integration tests only get
