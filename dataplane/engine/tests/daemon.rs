@@ -465,20 +465,29 @@ fn control_bin() -> Option<PathBuf> {
     .find(|p| p.is_file())
 }
 
-/// Status code of `GET path` on `addr` (plain HTTP/1.1, no client library needed).
-fn http_status(addr: &str, path: &str) -> Option<u16> {
+/// One plain HTTP/1.1 request (no client library needed): status code and body.
+fn http(addr: &str, method: &str, path: &str, token: &str, body: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .ok()?;
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf);
-    text.split_whitespace().nth(1)?.parse().ok()
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    Some((code, body.to_string()))
+}
+
+fn http_status(addr: &str, path: &str) -> Option<u16> {
+    http(addr, "GET", path, "", "").map(|r| r.0)
 }
 
 #[test]
@@ -519,7 +528,8 @@ fn control_readyz_turns_ready_with_the_daemon() {
     let before = http_status(&addr, "/readyz");
     assert_eq!(before, Some(503), "not ready without a dataplane");
 
-    let daemon = spawn_daemon(&shm, &objects, port_base(2));
+    let port = port_base(2);
+    let daemon = spawn_daemon(&shm, &objects, port);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut last = None;
     while Instant::now() < deadline {
@@ -529,9 +539,45 @@ fn control_readyz_turns_ready_with_the_daemon() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert_eq!(last, Some(200), "/readyz with the daemon running");
+
+    // A job through the HTTP API, moved by the daemon to a real receiver.
+    let token = std::fs::read_to_string(dir.path().join("state/token")).expect("token file");
+    let data = object(1 << 20);
+    std::fs::write(objects.join("31"), &data).expect("write object");
+    let dest = objects.join("received");
+    let recv = spawn_recv(&dest, port + 1, port);
+    std::thread::sleep(Duration::from_millis(200));
+    let req = format!(
+        r#"{{"kind":"object","size_bytes":{},"peer":"127.0.0.1:{}","object_id":31}}"#,
+        data.len(),
+        port + 1
+    );
+    let (code, body) = http(&addr, "POST", "/v1/jobs", token.trim(), &req).expect("POST");
+    assert_eq!(code, 201, "{body}");
+    let job: serde_json::Value = serde_json::from_str(&body).expect("job JSON");
+    let id = job["id"].as_u64().expect("job id");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let job = loop {
+        let (_, body) = http(&addr, "GET", &format!("/v1/jobs/{id}"), "", "").expect("GET job");
+        let job: serde_json::Value = serde_json::from_str(&body).expect("job JSON");
+        if ["completed", "failed", "cancelled"].contains(&job["status"].as_str().unwrap_or("")) {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "job did not finish: {job}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["progress"]["bytes_done"], data.len() as u64, "{job}");
+    let out = recv.wait_with_output().expect("recv");
+    assert!(out.status.success(), "dwcp recv exited with {}", out.status);
+    assert!(
+        std::fs::read(&dest).expect("received") == data,
+        "received file differs"
+    );
+
     let daemon_exit = stop(daemon, Signal::SIGTERM);
     let control_exit = stop(control, Signal::SIGTERM);
-    assert_eq!(last, Some(200), "/readyz with the daemon running");
     assert!(daemon_exit.success(), "daemon exited with {daemon_exit}");
     assert!(control_exit.success(), "control exited with {control_exit}");
 }
