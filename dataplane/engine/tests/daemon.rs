@@ -499,7 +499,10 @@ fn control_readyz_turns_ready_with_the_daemon() {
              this target dir (cargo build -p dwcp-control --release) and DWCP_CONTROL_BIN is unset"
         );
         // `cargo test --workspace` (the README's test command, and CI) builds every binary.
-        assert!(std::env::var_os("CI").is_none(), "dwcp-control binary missing under CI");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "dwcp-control binary missing under CI"
+        );
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");

@@ -61,16 +61,23 @@ struct PortArgs {
     /// Peer IPv4 address and DWCP port.
     #[arg(long)]
     peer: SocketAddrV4,
+    #[command(flatten)]
+    worker: WorkerArgs,
+}
+
+/// Worker settings shared by the commands that run one.
+#[derive(clap::Args, Debug)]
+struct WorkerArgs {
     /// Backend.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
-    /// Core to pin the worker to.
+    /// Core to pin the (first) worker to.
     #[arg(long, default_value_t = 0)]
     core: usize,
     /// Link MTU (sizes datagrams).
     #[arg(long, default_value_t = 1500)]
     mtu: usize,
-    /// Give up after this many seconds.
+    /// Give up on a transfer after this many seconds.
     #[arg(long, default_value_t = 3600)]
     timeout: u64,
 }
@@ -139,29 +146,19 @@ enum Cmd {
         /// Default peer for jobs that do not name one.
         #[arg(long)]
         peer: Option<SocketAddrV4>,
-        /// Backend.
-        #[arg(long, value_enum, default_value_t = Backend::Auto)]
-        backend: Backend,
-        /// First core for worker pinning.
-        #[arg(long, default_value_t = 0)]
-        core: usize,
-        /// Link MTU (sizes datagrams).
-        #[arg(long, default_value_t = 1500)]
-        mtu: usize,
-        /// A job gives up after this many seconds.
-        #[arg(long, default_value_t = 3600)]
-        timeout: u64,
+        #[command(flatten)]
+        worker: WorkerArgs,
     },
 }
 
 fn run_opts(p: &PortArgs) -> RunOptions {
     let mut io = IoConfig::new(&p.iface, p.local, p.peer);
-    io.choice = p.backend.into();
-    io.max_datagram = p.mtu.saturating_sub(28);
+    io.choice = p.worker.backend.into();
+    io.max_datagram = p.worker.mtu.saturating_sub(28);
     RunOptions {
         io,
-        core: p.core,
-        timeout: Duration::from_secs(p.timeout),
+        core: p.worker.core,
+        timeout: Duration::from_secs(p.worker.timeout),
         idle_yield: false,
     }
 }
@@ -347,7 +344,7 @@ fn main() -> Result<()> {
                 object_id,
                 max_version: version,
                 max_streams: streams,
-                mtu: Some(port.mtu),
+                mtu: Some(port.worker.mtu),
                 ..SenderConfig::default()
             };
             let len = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
@@ -389,11 +386,14 @@ fn main() -> Result<()> {
             iface,
             local,
             peer,
-            backend,
-            core,
-            mtu,
-            timeout,
+            worker,
         } => {
+            let WorkerArgs {
+                backend,
+                core,
+                mtu,
+                timeout,
+            } = worker;
             let mut cfg = DaemonConfig::new(shm);
             cfg.workers = workers;
             cfg.objects = objects;
