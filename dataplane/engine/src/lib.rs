@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod demo;
 pub mod files;
 pub mod io;
+pub mod profile;
 pub mod runner;
 pub mod session;
 pub mod worker;

@@ -80,6 +80,22 @@ struct WorkerArgs {
     /// Give up on a transfer after this many seconds.
     #[arg(long, default_value_t = 3600)]
     timeout: u64,
+    /// Hardware profile (TOML, see docs/hw-profiles.md); it sets XDP mode, rings, batch,
+    /// UMEM, hugepages, MTU and streams. Without it, built-in defaults apply.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+}
+
+impl WorkerArgs {
+    fn profile(&self) -> Result<Option<dwcp_hw_profiles::Profile>> {
+        self.profile
+            .as_deref()
+            .map(|p| {
+                dwcp_hw_profiles::Profile::load(p)
+                    .with_context(|| format!("hardware profile {}", p.display()))
+            })
+            .transpose()
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -151,16 +167,19 @@ enum Cmd {
     },
 }
 
-fn run_opts(p: &PortArgs) -> RunOptions {
+fn run_opts(p: &PortArgs) -> Result<RunOptions> {
     let mut io = IoConfig::new(&p.iface, p.local, p.peer);
     io.choice = p.worker.backend.into();
     io.max_datagram = p.worker.mtu.saturating_sub(28);
-    RunOptions {
+    if let Some(prof) = p.worker.profile()? {
+        dwcp_engine::profile::apply_io(&prof, &mut io);
+    }
+    Ok(RunOptions {
         io,
         core: p.worker.core,
         timeout: Duration::from_secs(p.worker.timeout),
         idle_yield: false,
-    }
+    })
 }
 
 fn selection_json(s: &Option<Selection>) -> Value {
@@ -339,14 +358,17 @@ fn main() -> Result<()> {
             version,
             streams,
         } => {
-            let opts = run_opts(&port);
-            let cfg = SenderConfig {
+            let opts = run_opts(&port)?;
+            let mut cfg = SenderConfig {
                 object_id,
                 max_version: version,
                 max_streams: streams,
                 mtu: Some(port.worker.mtu),
                 ..SenderConfig::default()
             };
+            if let Some(prof) = port.worker.profile()? {
+                dwcp_engine::profile::apply_sender(&prof, &mut cfg);
+            }
             let len = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
             let pb = progress_bar(cli.json, len);
             let r = send_file(&file, cfg, &opts, &mut |s| {
@@ -362,7 +384,7 @@ fn main() -> Result<()> {
             }
         }
         Cmd::Recv { port, dest } => {
-            let opts = run_opts(&port);
+            let opts = run_opts(&port)?;
             let pb = progress_bar(cli.json, 0);
             let r = recv_file(
                 &dest,
@@ -388,11 +410,13 @@ fn main() -> Result<()> {
             peer,
             worker,
         } => {
+            let profile = worker.profile()?;
             let WorkerArgs {
                 backend,
                 core,
                 mtu,
                 timeout,
+                ..
             } = worker;
             let mut cfg = DaemonConfig::new(shm);
             cfg.workers = workers;
@@ -405,6 +429,9 @@ fn main() -> Result<()> {
                 let mut io = IoConfig::new(&iface, local, peer);
                 io.choice = backend.into();
                 io.max_datagram = mtu.saturating_sub(28);
+                if let Some(prof) = &profile {
+                    dwcp_engine::profile::apply_io(prof, &mut io);
+                }
                 cfg.io = Some(io);
             }
             let stop = Arc::new(AtomicBool::new(false));
