@@ -1,0 +1,2 @@
+//! VM image migration: pre-copy rounds of disk and memory images over DWCP.
+#![forbid(unsafe_code)]
