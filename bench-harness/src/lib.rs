@@ -12,6 +12,7 @@
 //! (AF_PACKET sockets, `ppoll`, `prctl`).
 #![deny(unsafe_code)]
 
+pub mod dwcp_peer;
 pub mod emulator;
 pub mod error;
 pub mod lab;
