@@ -10,13 +10,20 @@
 //! 1 (docs/protocol.md 9.2); control frames are numbered in the control stream's own sequence
 //! space, data frames in their stream's.
 //!
-//! Does not do: sealing (AEAD); SEALED frames are refused here and handled by the layer that
-//! owns the keys.
+//! SEALED connections (docs/protocol.md 13, docs/security.md): this module defines the small
+//! interface through which the engine reaches the crypto ([`Security`] for the handshake,
+//! [`FrameKeys`] for one connection's AEAD keys) and applies it in the receive order of the
+//! protocol: stateless header rules, connection, `unauthenticated`, tag verification
+//! (`auth_failed`), replay window (`replay`, updated only after verification), payload decode.
+//! It holds no keys and does no cryptography itself: the implementation lives in `dwcp-secure`,
+//! so this crate stays free of crypto dependencies and of I/O. Drops are counted by
+//! [`DropReason`] in [`DropCounts`].
 
 use std::ops::Range;
 
 use dwcp_proto::{
-    CONTROL_STREAM, Codec, Flags, FrameError, FrameType, Header, Version, WirePayload,
+    CONTROL_STREAM, Codec, DropReason, Flags, FrameError, FrameType, Header, ReplayWindow, TAG_LEN,
+    Version, WirePayload,
 };
 
 pub use dwcp_proto::{CloseCode, HEADER_LEN, Hello as Caps, MAX_PAYLOAD, MAX_SACK_RANGES, Session};
@@ -125,11 +132,22 @@ pub struct Envelope {
     pub conn_id: u32,
     /// The frame.
     pub frame: Frame,
+    /// For HELLO / HELLO_ACK: the handshake transcript ([`hello_transcript`]); else empty.
+    pub transcript: Vec<u8>,
 }
 
 /// Why a datagram was dropped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
+    /// Refused by a session rule of a SEALED connection (docs/protocol.md 13): an unsealed
+    /// frame on a sealed connection (`unauthenticated`), a SEALED frame for an unknown
+    /// connection, a tag that does not verify (`auth_failed`) or a replayed sequence number
+    /// (`replay`).
+    #[error("frame refused: {reason}")]
+    Session {
+        /// Counter label.
+        reason: DropReason,
+    },
     /// Rejected by the wire-format crate (framing, header rules, CRC, payload rules).
     #[error("frame rejected: {reason}")]
     Frame {
@@ -149,6 +167,14 @@ pub enum WireError {
 }
 
 impl WireError {
+    /// The counter index of this drop.
+    pub fn reason(&self) -> DropReason {
+        match self {
+            WireError::Session { reason } | WireError::Frame { reason, .. } => *reason,
+            WireError::Malformed { .. } => DropReason::MalformedPayload,
+        }
+    }
+
     /// True for a CRC mismatch (corruption on the path).
     pub fn is_corruption(&self) -> bool {
         matches!(
@@ -181,14 +207,13 @@ fn put_ranges(p: &mut Vec<u8>, ranges: &[Range<u64>]) {
     }
 }
 
-/// Encode a frame into a datagram. `ctrl_seq` is the next sequence number of the sender's
-/// control stream (ignored for DATA, which carries its own).
-pub fn encode(
+/// Header and payload of `frame` (before the trailer).
+fn parts<'a>(
     version: u8,
     conn_id: u32,
     ctrl_seq: u64,
-    frame: &Frame,
-) -> Result<Vec<u8>, FrameError> {
+    frame: &'a Frame,
+) -> Result<(Header, std::borrow::Cow<'a, [u8]>), FrameError> {
     let v = version_of(version);
     let (mut h, payload): (Header, Vec<u8>) = match frame {
         Frame::Hello(x) => {
@@ -229,7 +254,7 @@ pub fn encode(
             if d.retransmit {
                 h.flags.insert(Flags::RETRANSMIT);
             }
-            return build(&h, &d.payload);
+            return Ok((h, std::borrow::Cow::Borrowed(&d.payload)));
         }
         Frame::Ack(a) => {
             let n = a.ranges.len().min(MAX_SACK_RANGES);
@@ -258,7 +283,42 @@ pub fn encode(
     h.stream_id = CONTROL_STREAM;
     h.conn_id = conn_id;
     h.seq = ctrl_seq;
+    Ok((h, std::borrow::Cow::Owned(payload)))
+}
+
+/// Encode a frame into a datagram. `ctrl_seq` is the next sequence number of the sender's
+/// control stream (ignored for DATA, which carries its own).
+pub fn encode(
+    version: u8,
+    conn_id: u32,
+    ctrl_seq: u64,
+    frame: &Frame,
+) -> Result<Vec<u8>, FrameError> {
+    let (h, payload) = parts(version, conn_id, ctrl_seq, frame)?;
     build(&h, &payload)
+}
+
+/// [`encode`] for a SEALED connection: every frame but HELLO / HELLO_ACK is sealed with
+/// `keys` (nonce = conn id ‖ stream id ‖ seq48, associated data = the 48 header bytes, tag =
+/// trailer; docs/protocol.md 13).
+pub fn encode_sealed(
+    version: u8,
+    conn_id: u32,
+    ctrl_seq: u64,
+    frame: &Frame,
+    keys: &mut dyn FrameKeys,
+) -> Result<Vec<u8>, FrameError> {
+    let (h, payload) = parts(version, conn_id, ctrl_seq, frame)?;
+    if matches!(frame, Frame::Hello(_) | Frame::HelloAck(_)) {
+        return build(&h, &payload);
+    }
+    let mut out = vec![0u8; HEADER_LEN + payload.len() + TAG_LEN];
+    let nonce = h.aead_nonce();
+    let n = dwcp_proto::build_sealed_frame(&h, &payload, &mut out, |hdr, body| {
+        keys.seal(&nonce, hdr, body)
+    })?;
+    out.truncate(n);
+    Ok(out)
 }
 
 fn build(h: &Header, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
@@ -267,6 +327,36 @@ fn build(h: &Header, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
     out.truncate(n);
     Ok(out)
 }
+
+/// The handshake transcript of a HELLO / HELLO_ACK payload: every byte of the payload except
+/// the key-exchange length field (bytes 6..8) and the key-exchange bytes themselves. Both ends
+/// feed it to the key exchange, so a changed offer (versions, capabilities, limits, nonce,
+/// transfer extension) changes the keys or fails the handshake. `None` if the payload is too
+/// short to be a HELLO.
+pub fn hello_transcript(payload: &[u8]) -> Option<Vec<u8>> {
+    let fixed = dwcp_proto::payload::HELLO_FIXED_LEN;
+    let head = payload.get(..fixed)?;
+    let kex_len = usize::from(u16::from_be_bytes([*head.get(6)?, *head.get(7)?]));
+    let rest = payload.get(fixed + kex_len..)?;
+    let mut t = Vec::with_capacity(fixed - 2 + rest.len());
+    t.extend_from_slice(head.get(..6)?);
+    t.extend_from_slice(head.get(8..)?);
+    t.extend_from_slice(rest);
+    Some(t)
+}
+
+/// [`hello_transcript`] of a HELLO / HELLO_ACK this endpoint is about to send (its key
+/// exchange field, if any, is left out).
+pub fn transcript_of(frame: &Frame) -> Result<Vec<u8>, FrameError> {
+    let (_, payload) = parts(VERSION_FOR_HELLO, 0, 0, frame)?;
+    hello_transcript(&payload).ok_or(FrameError::PayloadTruncated {
+        frame_type: FrameType::Hello,
+        need: dwcp_proto::payload::HELLO_FIXED_LEN,
+        got: payload.len(),
+    })
+}
+
+const VERSION_FOR_HELLO: u8 = 1;
 
 struct Rd<'a> {
     b: &'a [u8],
@@ -324,13 +414,65 @@ fn check_padding(rest: &[u8]) -> Result<(), WireError> {
     Ok(())
 }
 
-/// Decode and verify a datagram (framing, CRC and header rules by `dwcp-proto`).
+/// Decode and verify a datagram (framing, CRC and header rules by `dwcp-proto`). A SEALED
+/// frame is refused (`unauthenticated`); use [`decode_with`] on a sealed connection.
 pub fn decode(buf: &[u8]) -> Result<Envelope, WireError> {
     let f = dwcp_proto::parse_frame(buf)?;
-    let h = f.header;
+    decode_verified(f.header, f.payload)
+}
+
+/// Decode a datagram for an endpoint whose current connection may be SEALED, in the receive
+/// order of docs/protocol.md 13: stateless header rules and exact length → connection
+/// (`unknown_connection` for a SEALED frame of another connection) → an unsealed frame other
+/// than HELLO / HELLO_ACK on the sealed connection is `unauthenticated` → tag verification and
+/// decryption (`auth_failed`) → replay window of the (connection, direction, stream), updated
+/// only now (`replay`) → payload decode. With `sealed` = `None` this is [`decode`].
+pub fn decode_with(buf: &[u8], sealed: Option<&mut SealedConn>) -> Result<Envelope, WireError> {
+    let uf = dwcp_proto::parse_frame_unverified(buf)?;
+    let h = uf.header;
+    let Some(conn) = sealed else {
+        return decode(buf);
+    };
+    if !h.flags.contains(Flags::SEALED) {
+        if h.conn_id == conn.conn_id
+            && !matches!(h.frame_type, FrameType::Hello | FrameType::HelloAck)
+        {
+            return Err(WireError::Session {
+                reason: DropReason::Unauthenticated,
+            });
+        }
+        return decode(buf);
+    }
+    if h.conn_id != conn.conn_id {
+        return Err(WireError::Session {
+            reason: DropReason::UnknownConnection,
+        });
+    }
+    let dwcp_proto::Trailer::Tag(tag) = uf.trailer else {
+        return Err(WireError::Session {
+            reason: DropReason::Unauthenticated,
+        });
+    };
+    let slot = conn.window_slot(h.stream_id).ok_or(WireError::Session {
+        reason: DropReason::NotNegotiated,
+    })?;
+    let mut plain = uf.payload.to_vec();
+    conn.keys
+        .open(&h.aead_nonce(), uf.header_bytes, &mut plain, tag)
+        .map_err(|()| WireError::Session {
+            reason: DropReason::AuthFailed,
+        })?;
+    conn.windows[slot]
+        .accept(h.seq)
+        .map_err(|reason| WireError::Session { reason })?;
+    decode_verified(h, &plain)
+}
+
+/// Decode the payload of a frame whose trailer was verified.
+fn decode_verified(h: Header, payload: &[u8]) -> Result<Envelope, WireError> {
     let frame = match h.frame_type {
         FrameType::Hello => {
-            let (caps, ext) = split_hello(f.payload)?;
+            let (caps, ext) = split_hello(payload)?;
             let mut r = Rd { b: &ext };
             let initial_streams = u16::from_be_bytes(r.take()?);
             let _reserved: [u8; 6] = r.take()?;
@@ -347,7 +489,7 @@ pub fn decode(buf: &[u8]) -> Result<Envelope, WireError> {
             })
         }
         FrameType::HelloAck => {
-            let (caps, ext) = split_hello(f.payload)?;
+            let (caps, ext) = split_hello(payload)?;
             let mut r = Rd { b: &ext };
             let window_chunks = u32::from_be_bytes(r.take()?);
             let n = u32::from_be_bytes(r.take()?) as usize;
@@ -367,10 +509,10 @@ pub fn decode(buf: &[u8]) -> Result<Envelope, WireError> {
             codec: h.codec.as_u8(),
             last: h.flags.contains(Flags::LAST),
             retransmit: h.flags.contains(Flags::RETRANSMIT),
-            payload: f.payload.to_vec(),
+            payload: payload.to_vec(),
         }),
         FrameType::Ack => {
-            let a = dwcp_proto::Ack::decode(f.payload)?;
+            let a = dwcp_proto::Ack::decode(payload)?;
             Frame::Ack(Ack {
                 stream: a.stream_id,
                 cumulative: a.cumulative_seq,
@@ -381,11 +523,11 @@ pub fn decode(buf: &[u8]) -> Result<Envelope, WireError> {
             })
         }
         FrameType::Keepalive => {
-            dwcp_proto::Keepalive::decode(f.payload)?;
+            dwcp_proto::Keepalive::decode(payload)?;
             Frame::Keepalive
         }
         FrameType::Close => {
-            let c = dwcp_proto::Close::decode(f.payload)?;
+            let c = dwcp_proto::Close::decode(payload)?;
             Frame::Close(Close {
                 code: c.code,
                 message: c.message,
@@ -397,16 +539,168 @@ pub fn decode(buf: &[u8]) -> Result<Envelope, WireError> {
             });
         }
     };
+    let transcript = match h.frame_type {
+        FrameType::Hello | FrameType::HelloAck => hello_transcript(payload).unwrap_or_default(),
+        _ => Vec::new(),
+    };
     Ok(Envelope {
         version: h.version.as_u8(),
         conn_id: h.conn_id,
         frame,
+        transcript,
     })
 }
 
 /// Bytes a data frame of `payload` bytes occupies on the wire (UDP payload).
 pub fn data_frame_len(payload: usize) -> usize {
     HEADER_LEN + payload + TRAILER_LEN
+}
+
+/// Why a handshake's key exchange was refused (wrong or unknown key, bad PSK, tampered or
+/// replayed message, policy).
+#[derive(Debug, thiserror::Error)]
+#[error("authentication failed: {what}")]
+pub struct AuthError {
+    /// What failed, for people.
+    pub what: String,
+    /// Counter index: `auth_failed`, or `replay` for a replayed handshake message.
+    pub reason: DropReason,
+    /// Underlying error, if any.
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+/// The AEAD keys of one SEALED connection, one per direction, as seen by one endpoint.
+pub trait FrameKeys: Send + std::fmt::Debug {
+    /// Encrypts `payload` in place with this endpoint's sending key, `nonce` and the header
+    /// bytes `aad` as associated data; returns the tag.
+    fn seal(
+        &mut self,
+        nonce: &[u8; 12],
+        aad: &[u8; HEADER_LEN],
+        payload: &mut [u8],
+    ) -> [u8; TAG_LEN];
+    /// Verifies `tag` and decrypts `payload` in place with the receiving key; on `Err` the
+    /// payload content is unspecified and must not be used.
+    fn open(
+        &mut self,
+        nonce: &[u8; 12],
+        aad: &[u8; HEADER_LEN],
+        payload: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), ()>;
+    /// Name of the AEAD suite (for stats and logs).
+    fn suite(&self) -> &'static str;
+}
+
+/// An initiator's handshake in progress (HELLO sent, HELLO_ACK awaited).
+pub trait PendingHandshake: Send + std::fmt::Debug {
+    /// Processes the key exchange of a HELLO_ACK whose [`hello_transcript`] is
+    /// `ack_transcript`. On error the handshake stays usable for a genuine HELLO_ACK.
+    fn finish(
+        &mut self,
+        ack_transcript: &[u8],
+        key_exchange: &[u8],
+    ) -> Result<Box<dyn FrameKeys>, AuthError>;
+}
+
+/// Peer authentication and key agreement for SEALED connections, carried in the
+/// `key_exchange` field of HELLO / HELLO_ACK (one round trip). Implemented by `dwcp-secure`.
+pub trait Security: Send + std::fmt::Debug {
+    /// Refuse sessions that did not negotiate SEALED (CLOSE code 3).
+    fn require_sealed(&self) -> bool;
+    /// Initiator: the key exchange of the HELLO opening connection `conn_id`, whose
+    /// [`hello_transcript`] is `transcript`. HELLO retransmissions reuse it.
+    fn initiate(
+        &mut self,
+        conn_id: u32,
+        transcript: &[u8],
+    ) -> Result<(Vec<u8>, Box<dyn PendingHandshake>), AuthError>;
+    /// Responder: checks the key exchange of a HELLO (`hello_transcript`, `key_exchange`) for
+    /// connection `conn_id` and produces the key exchange of the HELLO_ACK whose transcript is
+    /// `ack_transcript`, with the connection's keys.
+    fn respond(
+        &mut self,
+        conn_id: u32,
+        hello_transcript: &[u8],
+        key_exchange: &[u8],
+        ack_transcript: &[u8],
+    ) -> Result<(Vec<u8>, Box<dyn FrameKeys>), AuthError>;
+}
+
+/// A keyed SEALED connection: its keys and the replay windows of the frames it receives (one
+/// per data stream, one for the control stream).
+#[derive(Debug)]
+pub struct SealedConn {
+    conn_id: u32,
+    keys: Box<dyn FrameKeys>,
+    windows: Vec<ReplayWindow>,
+}
+
+impl SealedConn {
+    /// A connection `conn_id` keyed with `keys`, accepting data streams `0..max_streams`.
+    pub fn new(conn_id: u32, keys: Box<dyn FrameKeys>, max_streams: u16) -> Self {
+        Self {
+            conn_id,
+            keys,
+            windows: vec![ReplayWindow::new(); usize::from(max_streams) + 1],
+        }
+    }
+
+    /// Connection id.
+    pub fn conn_id(&self) -> u32 {
+        self.conn_id
+    }
+
+    /// The keys (to seal outgoing frames).
+    pub fn keys(&mut self) -> &mut dyn FrameKeys {
+        self.keys.as_mut()
+    }
+
+    fn window_slot(&self, stream: u16) -> Option<usize> {
+        let data = self.windows.len() - 1;
+        if stream == CONTROL_STREAM {
+            Some(data)
+        } else if usize::from(stream) < data {
+            Some(usize::from(stream))
+        } else {
+            None
+        }
+    }
+}
+
+/// Dropped frames by [`DropReason`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DropCounts([u64; DropReason::COUNT]);
+
+impl Default for DropCounts {
+    fn default() -> Self {
+        Self([0; DropReason::COUNT])
+    }
+}
+
+impl DropCounts {
+    /// Counts one drop.
+    pub fn add(&mut self, reason: DropReason) {
+        if let Some(c) = self.0.get_mut(reason.index()) {
+            *c += 1;
+        }
+    }
+    /// Drops for `reason`.
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0.get(reason.index()).copied().unwrap_or(0)
+    }
+    /// All drops.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+    /// Non-zero counters with their labels, in index order.
+    pub fn nonzero(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        DropReason::ALL
+            .iter()
+            .map(|r| (r.as_str(), self.get(*r)))
+            .filter(|(_, n)| *n > 0)
+    }
 }
 
 #[cfg(test)]
