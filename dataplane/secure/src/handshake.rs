@@ -28,7 +28,7 @@ use std::collections::HashMap;
 
 use blake2::digest::{KeyInit, Mac};
 use dwcp_proto::DropReason;
-use dwcp_transfer::wire::{AuthError, FrameKeys, PendingHandshake, Security};
+use dwcp_transfer::wire::{AuthError, FrameKeys, PendingHandshake, PendingResponse, Security};
 
 use crate::aead::{Cipher, DirectionalKeys, Suite, SuitePref, local_prefers_aes};
 use crate::keys::{KEY_LEN, Psk, PublicKey, StaticKeypair};
@@ -306,13 +306,12 @@ impl Security for Secure {
         Ok((msg, Box::new(Pending { hs })))
     }
 
-    fn respond(
+    fn accept(
         &mut self,
         conn_id: u32,
         hello_transcript: &[u8],
         key_exchange: &[u8],
-        ack_transcript: &[u8],
-    ) -> Result<(Vec<u8>, Box<dyn FrameKeys>), AuthError> {
+    ) -> Result<Box<dyn PendingResponse>, AuthError> {
         let pro = prologue(conn_id, hello_transcript);
         let mut hs = self
             .builder(&pro, false)
@@ -346,11 +345,7 @@ impl Security for Secure {
         let mut c = [0u8; 8];
         c.copy_from_slice(p.get(2..10).unwrap_or(&[0; 8]));
         let counter = u64::from_be_bytes(c);
-        if self
-            .last_seen
-            .get(&peer)
-            .is_some_and(|last| counter <= *last)
-        {
+        if self.last_seen.get(&peer).is_some_and(|last| counter <= *last) {
             return Err(AuthError {
                 what: "HELLO key exchange replayed (handshake counter not above the last accepted)"
                     .into(),
@@ -359,19 +354,41 @@ impl Security for Secure {
             });
         }
         let flags = p.get(1).copied().unwrap_or(0);
-        let suite = choose_suite(self.cfg.suite, flags)
-            .ok_or_else(|| auth("no common AEAD suite", None))?;
+        let suite =
+            choose_suite(self.cfg.suite, flags).ok_or_else(|| auth("no common AEAD suite", None))?;
+        self.last_seen.insert(peer, counter);
+        Ok(Box::new(Accepted { hs, suite }))
+    }
+}
+
+/// A responder after an accepted message 1.
+struct Accepted {
+    hs: snow::HandshakeState,
+    suite: Suite,
+}
+
+impl std::fmt::Debug for Accepted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Accepted({})", self.suite.name())
+    }
+}
+
+impl PendingResponse for Accepted {
+    fn finish(
+        mut self: Box<Self>,
+        ack_transcript: &[u8],
+    ) -> Result<(Vec<u8>, Box<dyn FrameKeys>), AuthError> {
         let mut out_payload = [0u8; MSG2_PAYLOAD_LEN];
         out_payload[0] = FORMAT;
-        out_payload[1] = suite.id();
+        out_payload[1] = self.suite.id();
         out_payload[2..].copy_from_slice(&blake2s(ack_transcript));
         let mut msg = vec![0u8; MAX_MSG];
-        let n = hs
+        let n = self
+            .hs
             .write_message(&out_payload, &mut msg)
             .map_err(|e| auth("cannot write handshake message 2", Some(e)))?;
         msg.truncate(n);
-        let keys = frame_keys(&mut hs, suite, false)?;
-        self.last_seen.insert(peer, counter);
+        let keys = frame_keys(&mut self.hs, self.suite, false)?;
         Ok((msg, Box::new(keys)))
     }
 }

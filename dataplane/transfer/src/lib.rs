@@ -104,6 +104,10 @@ pub enum TransferError {
         /// What did not match.
         reason: &'static str,
     },
+    /// Peer authentication failed (SEALED handshake): wrong or unknown key, wrong PSK,
+    /// tampered handshake.
+    #[error("peer authentication failed")]
+    Authentication(#[source] wire::AuthError),
     /// The peer did not answer for longer than the idle timeout.
     #[error("peer silent for longer than the idle timeout")]
     IdleTimeout,

@@ -22,6 +22,7 @@ use crate::rangeset::RangeSet;
 use crate::stats::ReceiverStats;
 use crate::wire::{self, Ack, Close, CloseCode, Frame, HelloAck};
 use crate::{TransferError, VERSION_3};
+use dwcp_proto::Capabilities;
 
 /// Received-range entries kept per stream beyond the cumulative point; older ones are
 /// forgotten (they were acknowledged many times already).
@@ -126,6 +127,10 @@ pub struct Receiver {
     close_repeats: VecDeque<Instant>,
     dec: Vec<u8>,
     st: ReceiverStats,
+    sec: wire::SecState,
+    /// Unsealed CLOSEs answering refused HELLOs, with their connection ids (the current
+    /// connection, if any, is not disturbed).
+    rejects: VecDeque<(u32, Frame)>,
 }
 
 impl Receiver {
@@ -171,7 +176,16 @@ impl Receiver {
             close_repeats: VecDeque::new(),
             dec: Vec::new(),
             st: ReceiverStats::default(),
+            sec: wire::SecState::default(),
+            rejects: VecDeque::new(),
         }
+    }
+
+    /// Offer SEALED frames, authenticating initiators with `security` (call before the first
+    /// frame). With [`wire::Security::require_sealed`] unsealed HELLOs are refused (CLOSE
+    /// code 3); a HELLO whose key exchange fails gets CLOSE code 5 and changes nothing.
+    pub fn set_security(&mut self, security: Box<dyn wire::Security>) {
+        self.sec.set(security);
     }
 
     /// Length of the object being received (0 before the HELLO).
@@ -201,6 +215,8 @@ impl Receiver {
         s.version = self.version;
         s.chunks_held = self.held_count;
         s.chunks_durable = self.durable_chunks;
+        s.sealed = self.sec.suite();
+        s.drops = self.sec.drops;
         s
     }
 
@@ -221,12 +237,13 @@ impl Receiver {
     /// Handle one received datagram.
     pub fn handle_frame(&mut self, now: Instant, datagram: &[u8]) {
         self.st.frames_received += 1;
-        let env = match wire::decode(datagram) {
+        let env = match self.sec.decode(datagram) {
             Ok(e) => e,
             Err(e) if e.is_corruption() => {
                 self.st.frames_corrupt += 1;
                 return;
             }
+            Err(wire::WireError::Session { .. }) => return, // counted by reason in `drops`
             Err(_) => {
                 self.st.frames_malformed += 1;
                 return;
@@ -235,10 +252,18 @@ impl Receiver {
         match env.frame {
             Frame::Hello(h) => {
                 self.last_activity = Some(now);
-                self.on_hello(now, env.conn_id, h)
+                self.on_hello(now, env.conn_id, h, &env.transcript)
             }
-            _ if self.conn_id != Some(env.conn_id) => self.st.frames_foreign += 1,
-            Frame::Data(_) if env.version != self.version => self.st.frames_malformed += 1,
+            _ if self.conn_id != Some(env.conn_id) => {
+                self.st.frames_foreign += 1;
+                self.sec
+                    .drops
+                    .add(dwcp_proto::DropReason::UnknownConnection);
+            }
+            Frame::Data(_) if env.version != self.version => {
+                self.st.frames_malformed += 1;
+                self.sec.drops.add(dwcp_proto::DropReason::NotNegotiated);
+            }
             Frame::Data(d) => {
                 self.last_activity = Some(now);
                 self.on_data(now, d)
@@ -264,8 +289,21 @@ impl Receiver {
                     });
                 }
             }
-            Frame::Ack(_) | Frame::HelloAck(_) => self.st.frames_malformed += 1,
+            Frame::Ack(_) | Frame::HelloAck(_) => {
+                self.st.frames_malformed += 1;
+                self.sec.drops.add(dwcp_proto::DropReason::MalformedPayload);
+            }
         }
+    }
+
+    fn reject(&mut self, conn_id: u32, code: CloseCode, message: &str) {
+        self.rejects.push_back((
+            conn_id,
+            Frame::Close(Close {
+                code,
+                message: message.chars().take(200).collect(),
+            }),
+        ));
     }
 
     fn queue_close(&mut self) {
@@ -277,7 +315,7 @@ impl Receiver {
         }
     }
 
-    fn on_hello(&mut self, now: Instant, conn_id: u32, h: wire::Hello) {
+    fn on_hello(&mut self, now: Instant, conn_id: u32, h: wire::Hello, transcript: &[u8]) {
         if self.conn_id == Some(conn_id) {
             // duplicate HELLO: our HELLO_ACK was lost
             if let Some(a) = self.hello_ack.clone() {
@@ -288,22 +326,43 @@ impl Receiver {
             }
             return;
         }
-        let local = crate::sender::receiver_caps(
+        let mut local = crate::sender::receiver_caps(
             self.cfg.max_version,
             self.decoder.codecs(),
             self.cfg.max_streams,
             self.cfg.max_chunk_size.clamp(1, wire::MAX_PAYLOAD as u32),
         );
+        if self.sec.offers_sealed() {
+            local.capabilities.insert(Capabilities::SEALED);
+        }
         let session = match dwcp_proto::negotiate(&local, &h.caps) {
             Ok(s) => s,
             Err(e) => {
-                self.conn_id = Some(conn_id);
-                self.control.push_back(Frame::Close(Close {
-                    code: CloseCode::NO_COMMON_VERSION,
-                    message: e.to_string().chars().take(200).collect(),
-                }));
+                // answered on the HELLO's connection id; the current connection is kept
+                self.reject(conn_id, CloseCode::NO_COMMON_VERSION, &e.to_string());
                 return;
             }
+        };
+        // Authenticate before anything changes: a refused HELLO leaves the current
+        // connection as it is.
+        let sealed = if session.capabilities.contains(Capabilities::SEALED) {
+            match self.sec.accept(conn_id, transcript, &h.caps.key_exchange) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.reject(conn_id, CloseCode::AUTH_FAILURE, &e.to_string());
+                    return;
+                }
+            }
+        } else if self.sec.require_sealed() {
+            self.sec.drops.add(dwcp_proto::DropReason::NotNegotiated);
+            self.reject(
+                conn_id,
+                CloseCode::CAPABILITY_REQUIRED,
+                "SEALED frames are required",
+            );
+            return;
+        } else {
+            None
         };
         let version = session.version.as_u8();
         let chunk_size = u64::from(session.chunk_size);
@@ -362,11 +421,27 @@ impl Receiver {
             self.advance_first_missing();
         }
         let held: Vec<_> = self.held.iter().take(wire::MAX_HELLO_RANGES).collect();
-        let ack = HelloAck {
+        let mut ack = HelloAck {
             caps: local,
             window_chunks: self.cfg.window_chunks,
             held,
         };
+        match sealed {
+            Some(p) => {
+                let frame = Frame::HelloAck(ack.clone());
+                match self
+                    .sec
+                    .complete(conn_id, p, &frame, session.max_streams.max(1))
+                {
+                    Ok(kex) => ack.caps.key_exchange = kex,
+                    Err(e) => {
+                        self.fail(TransferError::Authentication(e));
+                        return;
+                    }
+                }
+            }
+            None => self.sec.set_unsealed(),
+        }
         self.hello_ack = Some(ack.clone());
         self.control.push_back(Frame::HelloAck(ack));
         self.state = ReceiverState::Receiving;
@@ -579,6 +654,10 @@ impl Receiver {
 
     /// Next datagram to send, if any.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if let Some((c, f)) = self.rejects.pop_front() {
+            self.st.frames_sent += 1;
+            return wire::encode(crate::VERSION_1, c, 0, &f).ok();
+        }
         let conn = self.conn_id?;
         let version = if self.version == 0 {
             crate::VERSION_1
@@ -588,7 +667,7 @@ impl Receiver {
         if let Some(f) = self.control.pop_front() {
             self.st.frames_sent += 1;
             self.ctrl_seq += 1;
-            return wire::encode(version, conn, self.ctrl_seq - 1, &f).ok();
+            return self.sec.encode(version, conn, self.ctrl_seq - 1, &f).ok();
         }
         if self.state != ReceiverState::Receiving && self.state != ReceiverState::Complete {
             return None;
@@ -634,7 +713,9 @@ impl Receiver {
         self.st.acks_sent += 1;
         self.st.frames_sent += 1;
         self.ctrl_seq += 1;
-        wire::encode(version, conn, self.ctrl_seq - 1, &Frame::Ack(ack)).ok()
+        self.sec
+            .encode(version, conn, self.ctrl_seq - 1, &Frame::Ack(ack))
+            .ok()
     }
 
     /// When `handle_timeout` should next be called.

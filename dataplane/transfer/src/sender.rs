@@ -211,6 +211,7 @@ pub struct Sender {
     raw: Vec<u8>,
     enc: Vec<u8>,
     st: Counters,
+    sec: wire::SecState,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -353,7 +354,14 @@ impl Sender {
             raw: Vec::new(),
             enc: Vec::new(),
             st: Counters::default(),
+            sec: wire::SecState::default(),
         })
+    }
+
+    /// Offer SEALED frames, authenticating the peer with `security` (call before the first
+    /// `poll_transmit`). With [`wire::Security::require_sealed`] an unsealed session fails.
+    pub fn set_security(&mut self, security: Box<dyn wire::Security>) {
+        self.sec.set(security);
     }
 
     /// Life-cycle state.
@@ -417,7 +425,7 @@ impl Sender {
             self.ctrl_seq += 1;
             self.ctrl_seq - 1
         };
-        match wire::encode(v, self.conn_id, seq, frame) {
+        match self.sec.encode(v, self.conn_id, seq, frame) {
             Ok(b) => {
                 self.st.frames_sent += 1;
                 self.st.bytes_sent += b.len() as u64;
@@ -458,12 +466,15 @@ impl Sender {
         if self.cfg.max_streams > 1 {
             caps.capabilities.insert(Capabilities::MULTISTREAM);
         }
+        if self.sec.offers_sealed() {
+            caps.capabilities.insert(Capabilities::SEALED);
+        }
         caps
     }
 
     /// Handle one received datagram.
     pub fn handle_frame(&mut self, now: Instant, datagram: &[u8]) {
-        let env = match wire::decode(datagram) {
+        let env = match self.sec.decode(datagram) {
             Ok(e) => e,
             Err(_) => {
                 self.st.frames_dropped += 1;
@@ -472,12 +483,17 @@ impl Sender {
         };
         if env.conn_id != self.conn_id {
             self.st.frames_dropped += 1;
+            self.sec
+                .drops
+                .add(dwcp_proto::DropReason::UnknownConnection);
             return;
         }
         self.st.frames_received += 1;
         self.last_recv = now;
         match env.frame {
-            Frame::HelloAck(a) if self.state == SenderState::Handshake => self.on_hello_ack(now, a),
+            Frame::HelloAck(a) if self.state == SenderState::Handshake => {
+                self.on_hello_ack(now, a, &env.transcript)
+            }
             Frame::Ack(a)
                 if matches!(self.state, SenderState::Transfer | SenderState::AwaitClose) =>
             {
@@ -515,7 +531,7 @@ impl Sender {
         }
     }
 
-    fn on_hello_ack(&mut self, now: Instant, a: wire::HelloAck) {
+    fn on_hello_ack(&mut self, now: Instant, a: wire::HelloAck, transcript: &[u8]) {
         let session = match dwcp_proto::negotiate(&self.local_caps(), &a.caps) {
             Ok(s) => s,
             Err(_) => {
@@ -525,6 +541,24 @@ impl Sender {
                 return;
             }
         };
+        if session.capabilities.contains(Capabilities::SEALED) {
+            let max = session.max_streams.clamp(1, self.cfg.max_streams.max(1));
+            let kex = &a.caps.key_exchange;
+            if self
+                .sec
+                .initiator_finish(self.conn_id, transcript, kex, max)
+                .is_err()
+            {
+                // counted; a forged HELLO_ACK does not end the handshake
+                self.st.frames_dropped += 1;
+                return;
+            }
+        } else if self.sec.require_sealed() {
+            self.fail(TransferError::Negotiation {
+                reason: "peer did not agree to SEALED frames and SEALED is required",
+            });
+            return;
+        }
         self.version = session.version.as_u8();
         self.chunk_size = u64::from(session.chunk_size).min(self.chunk_size);
         self.n_chunks = self.object_len.div_ceil(self.chunk_size);
@@ -598,6 +632,7 @@ impl Sender {
         self.ctrl_seq = 0;
         self.last_recv = now;
         self.cc = Bbr::new(self.cc_cfg, now);
+        self.sec.reset();
         self.st.reconnects += 1;
     }
 
@@ -876,19 +911,34 @@ impl Sender {
         match self.state {
             SenderState::Handshake if now >= self.hello_due && self.hello_count >= MAX_HELLOS => {
                 self.state = SenderState::Failed;
-                self.error = Some(TransferError::Negotiation {
-                    reason: "no HELLO_ACK after 5 HELLOs",
+                self.error = Some(match self.sec.last_auth_error.take() {
+                    Some(e) => TransferError::Authentication(e),
+                    None => TransferError::Negotiation {
+                        reason: "no HELLO_ACK after 5 HELLOs",
+                    },
                 });
                 None
             }
             SenderState::Handshake if now >= self.hello_due => {
-                let hello = Frame::Hello(Hello {
+                let mut hello = Hello {
                     caps: self.local_caps(),
                     initial_streams: self.cfg.initial_streams.max(1),
                     object_id: self.cfg.object_id,
                     object_len: self.object_len,
                     object_hash: self.object_hash,
-                });
+                };
+                match self
+                    .sec
+                    .initiator_kex(self.conn_id, &Frame::Hello(hello.clone()))
+                {
+                    Ok(kex) => hello.caps.key_exchange = kex,
+                    Err(e) => {
+                        self.state = SenderState::Failed;
+                        self.error = Some(TransferError::Authentication(e));
+                        return None;
+                    }
+                }
+                let hello = Frame::Hello(hello);
                 self.hello_count += 1;
                 self.hello_sent = Some(now);
                 self.hello_due = now + self.rtt.rto_backoff(Duration::ZERO, self.hello_count - 1);
@@ -1148,6 +1198,8 @@ impl Sender {
             max_streams: self.adapter.max(),
             per_stream_acked: self.streams.iter().map(|s| s.acked_raw).collect(),
             chunks_remaining: self.n_chunks - self.chunks_acked,
+            sealed: self.sec.suite(),
+            drops: self.sec.drops,
         }
     }
 }

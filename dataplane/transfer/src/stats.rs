@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::cc::BbrState;
 use crate::mode::{LinkMode, ModeReason};
+use crate::wire::DropCounts;
 
 /// Sender snapshot.
 #[derive(Debug, Clone)]
@@ -74,6 +75,10 @@ pub struct SenderStats {
     pub per_stream_acked: Vec<u64>,
     /// Chunks still to be acknowledged.
     pub chunks_remaining: u64,
+    /// AEAD suite when the connection is SEALED, else `None`.
+    pub sealed: Option<&'static str>,
+    /// Received frames dropped, by reason (auth_failed, replay, unauthenticated, ...).
+    pub drops: DropCounts,
 }
 
 /// Receiver snapshot.
@@ -107,4 +112,8 @@ pub struct ReceiverStats {
     pub chunks_resumed: u64,
     /// Durability flushes.
     pub flushes: u64,
+    /// AEAD suite when the connection is SEALED, else `None`.
+    pub sealed: Option<&'static str>,
+    /// Received frames dropped, by reason (auth_failed, replay, unauthenticated, ...).
+    pub drops: DropCounts,
 }

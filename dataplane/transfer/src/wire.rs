@@ -617,13 +617,22 @@ pub trait Security: Send + std::fmt::Debug {
         transcript: &[u8],
     ) -> Result<(Vec<u8>, Box<dyn PendingHandshake>), AuthError>;
     /// Responder: checks the key exchange of a HELLO (`hello_transcript`, `key_exchange`) for
-    /// connection `conn_id` and produces the key exchange of the HELLO_ACK whose transcript is
-    /// `ack_transcript`, with the connection's keys.
-    fn respond(
+    /// connection `conn_id`: this authenticates the initiator. Nothing of the endpoint's
+    /// state may change before it succeeds.
+    fn accept(
         &mut self,
         conn_id: u32,
         hello_transcript: &[u8],
         key_exchange: &[u8],
+    ) -> Result<Box<dyn PendingResponse>, AuthError>;
+}
+
+/// A responder's handshake after an accepted HELLO, before its HELLO_ACK is built.
+pub trait PendingResponse: Send + std::fmt::Debug {
+    /// The key exchange of the HELLO_ACK whose transcript is `ack_transcript`, and the
+    /// connection's keys.
+    fn finish(
+        self: Box<Self>,
         ack_transcript: &[u8],
     ) -> Result<(Vec<u8>, Box<dyn FrameKeys>), AuthError>;
 }
@@ -796,5 +805,183 @@ mod tests {
         hdr.payload_len = p.len() as u32;
         let b3 = build(&hdr, &p).expect("build");
         assert_eq!(decode(&b3).expect("padded HELLO").frame, h);
+    }
+}
+
+/// The security state of one endpoint (sender or receiver): the configured [`Security`], the
+/// initiator's handshake in progress, the current keyed connection and the drop counters.
+/// The endpoints' frame-in / frame-out paths go through [`SecState::encode`] and
+/// [`SecState::decode`].
+#[derive(Debug, Default)]
+pub struct SecState {
+    security: Option<Box<dyn Security>>,
+    pending: Option<(u32, Vec<u8>, Box<dyn PendingHandshake>)>,
+    conn: Option<SealedConn>,
+    suite: Option<&'static str>,
+    /// Dropped received frames by reason.
+    pub drops: DropCounts,
+    /// Last handshake authentication failure (kept for the final error).
+    pub last_auth_error: Option<AuthError>,
+}
+
+impl SecState {
+    /// Configures the security provider; SEALED is offered from then on.
+    pub fn set(&mut self, security: Box<dyn Security>) {
+        self.security = Some(security);
+    }
+
+    /// True when SEALED is offered (keys are configured).
+    pub fn offers_sealed(&self) -> bool {
+        self.security.is_some()
+    }
+
+    /// True when unsealed sessions must be refused.
+    pub fn require_sealed(&self) -> bool {
+        self.security.as_ref().is_some_and(|s| s.require_sealed())
+    }
+
+    /// True when the current connection is sealed.
+    pub fn is_sealed(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// AEAD suite of the current connection.
+    pub fn suite(&self) -> Option<&'static str> {
+        self.suite
+    }
+
+    /// Forgets the connection and any handshake in progress (reconnect).
+    pub fn reset(&mut self) {
+        self.pending = None;
+        self.conn = None;
+        self.suite = None;
+    }
+
+    /// Initiator: the key exchange for the HELLO `hello` of connection `conn_id` (empty when
+    /// no keys are configured). Computed once per connection; retransmissions reuse it.
+    pub fn initiator_kex(&mut self, conn_id: u32, hello: &Frame) -> Result<Vec<u8>, AuthError> {
+        let Some(sec) = self.security.as_mut() else {
+            return Ok(Vec::new());
+        };
+        if let Some((c, kex, _)) = &self.pending
+            && *c == conn_id
+        {
+            return Ok(kex.clone());
+        }
+        let transcript = transcript_of(hello).map_err(|e| AuthError {
+            what: "cannot encode the HELLO transcript".into(),
+            reason: DropReason::LocalError,
+            source: Some(Box::new(e)),
+        })?;
+        let (kex, pending) = sec.initiate(conn_id, &transcript)?;
+        self.pending = Some((conn_id, kex.clone(), pending));
+        Ok(kex)
+    }
+
+    /// Initiator: completes the handshake with a HELLO_ACK of a session that negotiated
+    /// SEALED. On failure the reason is counted and the handshake stays open for a genuine
+    /// HELLO_ACK.
+    pub fn initiator_finish(
+        &mut self,
+        conn_id: u32,
+        ack_transcript: &[u8],
+        key_exchange: &[u8],
+        max_streams: u16,
+    ) -> Result<(), ()> {
+        let res = match &mut self.pending {
+            Some((c, _, p)) if *c == conn_id => p.finish(ack_transcript, key_exchange),
+            _ => Err(AuthError {
+                what: "HELLO_ACK for a connection with no handshake in progress".into(),
+                reason: DropReason::UnknownConnection,
+                source: None,
+            }),
+        };
+        match res {
+            Ok(keys) => {
+                self.suite = Some(keys.suite());
+                self.conn = Some(SealedConn::new(conn_id, keys, max_streams));
+                self.pending = None;
+                Ok(())
+            }
+            Err(e) => {
+                self.drops.add(e.reason);
+                self.last_auth_error = Some(e);
+                Err(())
+            }
+        }
+    }
+
+    /// Responder, step 1: checks a HELLO's key exchange (the caller decided that SEALED was
+    /// negotiated). On failure the reason is counted and nothing else changes.
+    pub fn accept(
+        &mut self,
+        conn_id: u32,
+        hello_transcript: &[u8],
+        key_exchange: &[u8],
+    ) -> Result<Box<dyn PendingResponse>, AuthError> {
+        let res = match self.security.as_mut() {
+            Some(sec) => sec.accept(conn_id, hello_transcript, key_exchange),
+            None => Err(AuthError {
+                what: "no keys configured".into(),
+                reason: DropReason::NotNegotiated,
+                source: None,
+            }),
+        };
+        if let Err(e) = &res {
+            self.drops.add(e.reason);
+        }
+        res
+    }
+
+    /// Responder, step 2: the key exchange of the HELLO_ACK `ack` (built without one), keying
+    /// connection `conn_id`.
+    pub fn complete(
+        &mut self,
+        conn_id: u32,
+        pending: Box<dyn PendingResponse>,
+        ack: &Frame,
+        max_streams: u16,
+    ) -> Result<Vec<u8>, AuthError> {
+        let t = transcript_of(ack).map_err(|e| AuthError {
+            what: "cannot encode the HELLO_ACK transcript".into(),
+            reason: DropReason::LocalError,
+            source: Some(Box::new(e)),
+        })?;
+        let (kex, keys) = pending.finish(&t)?;
+        self.suite = Some(keys.suite());
+        self.conn = Some(SealedConn::new(conn_id, keys, max_streams));
+        Ok(kex)
+    }
+
+    /// Responder: the new connection is unsealed (forget the keys of an earlier one).
+    pub fn set_unsealed(&mut self) {
+        self.conn = None;
+        self.suite = None;
+    }
+
+    /// Encodes a frame, sealed when the connection `conn_id` is keyed.
+    pub fn encode(
+        &mut self,
+        version: u8,
+        conn_id: u32,
+        ctrl_seq: u64,
+        frame: &Frame,
+    ) -> Result<Vec<u8>, FrameError> {
+        match &mut self.conn {
+            Some(c) if c.conn_id == conn_id => {
+                encode_sealed(version, conn_id, ctrl_seq, frame, c.keys())
+            }
+            _ => encode(version, conn_id, ctrl_seq, frame),
+        }
+    }
+
+    /// Decodes a datagram ([`decode_with`] on the current connection); a drop is counted
+    /// by reason.
+    pub fn decode(&mut self, buf: &[u8]) -> Result<Envelope, WireError> {
+        let r = decode_with(buf, self.conn.as_mut());
+        if let Err(e) = &r {
+            self.drops.add(e.reason());
+        }
+        r
     }
 }
