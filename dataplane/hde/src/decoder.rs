@@ -237,6 +237,27 @@ impl Decoded {
     }
 }
 
+/// A parsed, bounded container header.
+struct Header {
+    bs: usize,
+    first_block: u64,
+    offset: u64,
+    len: usize,
+    baseline_id: u32,
+    header_len: usize,
+}
+
+impl Header {
+    fn decoded(&self) -> Decoded {
+        Decoded {
+            first_block: self.first_block,
+            offset: self.offset,
+            len: self.len,
+            baseline_id: self.baseline_id,
+        }
+    }
+}
+
 /// The block decoder. See the module docs.
 pub struct Decoder {
     cfg: DecoderConfig,
@@ -383,6 +404,82 @@ impl Decoder {
             buf: container,
             pos: 0,
         };
+        let h = self.header(&mut c, false)?;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let res = self.decode_body(&mut c, &h, false, &mut scratch);
+        let stats = match res {
+            Ok(s) => s,
+            Err(e) => {
+                self.scratch = scratch;
+                return Err(e);
+            }
+        };
+
+        // Commit. `end` was checked against max_object_len in `header`.
+        let offset_us = h.offset as usize;
+        let end = offset_us + h.len;
+        if self.object.len() < end {
+            self.object.resize(end, 0);
+        }
+        self.object[offset_us..end].copy_from_slice(&scratch);
+        self.scratch = scratch;
+        self.block_size = Some(h.bs);
+        let count = h.len.div_ceil(h.bs);
+        let first = h.first_block as usize;
+        let words = (first + count).div_ceil(64);
+        if self.seen.len() < words {
+            self.seen.resize(words, 0);
+        }
+        for i in first..first + count {
+            self.seen[i / 64] |= 1 << (i % 64);
+        }
+        self.add_stats(&stats, h.header_len);
+        Ok(h.decoded())
+    }
+
+    /// Decodes one container that must decode on its own into `out` (cleared first): Dup
+    /// records may only name earlier blocks of the same container, and nothing is read from
+    /// or committed to the object buffer, so containers can arrive in any order, be lost or
+    /// be repeated. The block size may differ between containers; the offset is not bounded
+    /// by `max_object_len`, only the container's length is. XorDelta records still need the
+    /// baseline the container names (see [`Decoder::add_baseline`]). On error `out` is
+    /// cleared.
+    pub fn decode_standalone(
+        &mut self,
+        container: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Decoded, DecodeError> {
+        let mut c = Cursor {
+            buf: container,
+            pos: 0,
+        };
+        let res = self
+            .header(&mut c, true)
+            .and_then(|h| self.decode_body(&mut c, &h, true, out).map(|s| (h, s)));
+        match res {
+            Ok((h, stats)) => {
+                self.add_stats(&stats, h.header_len);
+                Ok(h.decoded())
+            }
+            Err(e) => {
+                out.clear();
+                Err(e)
+            }
+        }
+    }
+
+    fn add_stats(&mut self, stats: &Stats, header_len: usize) {
+        for (acc, s) in self.stats.kinds.iter_mut().zip(stats.kinds) {
+            acc.blocks += s.blocks;
+            acc.in_bytes += s.in_bytes;
+            acc.out_bytes += s.out_bytes;
+        }
+        self.stats.containers += 1;
+        self.stats.header_bytes += header_len as u64;
+    }
+
+    /// Parses and bounds the container header.
+    fn header(&self, c: &mut Cursor, standalone: bool) -> Result<Header, DecodeError> {
         let version = c.byte("version")?;
         if version != VERSION {
             return Err(DecodeError::UnsupportedVersion { version });
@@ -401,7 +498,8 @@ impl Decoder {
             });
         }
         let bs = bs64 as usize;
-        if let Some(expected) = self.block_size
+        if !standalone
+            && let Some(expected) = self.block_size
             && expected != bs
         {
             return Err(DecodeError::BlockSizeMismatch { expected, got: bs });
@@ -411,11 +509,20 @@ impl Decoder {
         let max = self.cfg.max_object_len;
         let offset = first_block.checked_mul(bs64);
         let end = offset.and_then(|o| o.checked_add(len));
-        let (offset, end) = match (offset, end) {
-            (Some(o), Some(e)) if e <= max => (o, e),
+        // A standalone container only bounds its own length; a committed one bounds the end
+        // of the object buffer.
+        let bounded = if standalone { len } else { end.unwrap_or(0) };
+        let (offset, len) = match (offset, end) {
+            (Some(o), Some(_)) if bounded <= max && usize::try_from(len).is_ok() => {
+                (o, len as usize)
+            }
             _ => {
                 return Err(DecodeError::TooLarge {
-                    end: end.unwrap_or(u64::MAX),
+                    end: if standalone {
+                        len
+                    } else {
+                        end.unwrap_or(u64::MAX)
+                    },
                     max,
                 });
             }
@@ -427,75 +534,52 @@ impl Decoder {
         let header_len = c.pos;
         // Every record takes at least its tag byte: refuse before allocating for a header that
         // claims more blocks than the container could hold.
-        let count = len.div_ceil(bs64);
-        let left = (container.len() - header_len) as u64;
+        let count = (len as u64).div_ceil(bs64);
+        let left = (c.buf.len() - header_len) as u64;
         if count > left {
             return Err(DecodeError::Truncated {
-                at: container.len(),
+                at: c.buf.len(),
                 what: "block records",
             });
         }
-
-        // Bounded by max_object_len, checked above.
-        let len = len as usize;
-        let offset_us = offset as usize;
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        scratch.resize(len, 0);
-        let mut stats = Stats::default();
-        let res = self.decode_blocks(
-            &mut c,
-            first_block,
+        Ok(Header {
             bs,
-            baseline_id,
-            &mut scratch,
-            &mut stats,
-        );
-        let res = res.and_then(|()| {
-            if c.pos != container.len() {
-                Err(DecodeError::TrailingBytes {
-                    at: c.pos,
-                    extra: container.len() - c.pos,
-                })
-            } else {
-                Ok(())
-            }
-        });
-        if let Err(e) = res {
-            self.scratch = scratch;
-            return Err(e);
-        }
-
-        // Commit.
-        let end = end as usize;
-        if self.object.len() < end {
-            self.object.resize(end, 0);
-        }
-        self.object[offset_us..end].copy_from_slice(&scratch);
-        self.scratch = scratch;
-        self.block_size = Some(bs);
-        let count = count as usize;
-        let first = first_block as usize;
-        let words = (first + count).div_ceil(64);
-        if self.seen.len() < words {
-            self.seen.resize(words, 0);
-        }
-        for i in first..first + count {
-            self.seen[i / 64] |= 1 << (i % 64);
-        }
-        for (acc, s) in self.stats.kinds.iter_mut().zip(stats.kinds) {
-            acc.blocks += s.blocks;
-            acc.in_bytes += s.in_bytes;
-            acc.out_bytes += s.out_bytes;
-        }
-        self.stats.containers += 1;
-        self.stats.header_bytes += header_len as u64;
-        Ok(Decoded {
             first_block,
             offset,
             len,
             baseline_id,
+            header_len,
         })
+    }
+
+    /// Decodes the records into `out` (resized to the container's length) and checks that
+    /// nothing trails them.
+    fn decode_body(
+        &mut self,
+        c: &mut Cursor,
+        h: &Header,
+        standalone: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<Stats, DecodeError> {
+        out.clear();
+        out.resize(h.len, 0);
+        let mut stats = Stats::default();
+        self.decode_blocks(
+            c,
+            h.first_block,
+            h.bs,
+            h.baseline_id,
+            standalone,
+            out,
+            &mut stats,
+        )?;
+        if c.pos != c.buf.len() {
+            return Err(DecodeError::TrailingBytes {
+                at: c.pos,
+                extra: c.buf.len() - c.pos,
+            });
+        }
+        Ok(stats)
     }
 
     fn decode_blocks(
@@ -504,6 +588,7 @@ impl Decoder {
         first_block: u64,
         bs: usize,
         baseline_id: u32,
+        standalone: bool,
         out: &mut [u8],
         stats: &mut Stats,
     ) -> Result<(), DecodeError> {
@@ -534,7 +619,7 @@ impl Decoder {
                         // `reference < first_block`, and first_block * bs fitted in u64 and
                         // below max_object_len, so this arithmetic cannot overflow.
                         let rs = reference as usize * bs;
-                        if !self.has_block(reference) || rs + n > self.object.len() {
+                        if standalone || !self.has_block(reference) || rs + n > self.object.len() {
                             return Err(DecodeError::DupUnseen { block, reference });
                         }
                         out[start..start + n].copy_from_slice(&self.object[rs..rs + n]);

@@ -305,6 +305,41 @@ impl Encoder {
         Ok(out.len() - start)
     }
 
+    /// Encodes `data` as one container that decodes on its own (see
+    /// `Decoder::decode_standalone`): the dedup table is cleared before and after, so Dup
+    /// records only name earlier blocks of this container. For transports that lose, reorder
+    /// or repeat containers. Returns the bytes appended.
+    pub fn encode_chunk_standalone(
+        &mut self,
+        first_block: u64,
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<usize, EncodeError> {
+        self.dedup.clear();
+        let r = self.encode_chunk(first_block, data, out);
+        self.dedup.clear();
+        r
+    }
+
+    /// Changes the block size (forgets the dedup table, whose indexes depend on it). The
+    /// receiver must accept the new size: a committing decoder refuses a second size per
+    /// object, a standalone one takes any valid size per container.
+    pub fn set_block_size(&mut self, block_size: usize) -> Result<(), EncodeError> {
+        if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
+            return Err(EncodeError::BadBlockSize {
+                block_size,
+                min: MIN_BLOCK_SIZE,
+                max: MAX_BLOCK_SIZE,
+            });
+        }
+        if block_size != self.cfg.block_size {
+            self.cfg.block_size = block_size;
+            self.dedup.clear();
+            self.zstd_scratch.resize(block_size, 0);
+        }
+        Ok(())
+    }
+
     /// Appends the record of block `index` to `out` and returns the encoding chosen.
     pub fn encode_block(
         &mut self,

@@ -4,10 +4,13 @@
 //! (DWCP codec id 5; wire specification in docs/hde.md).
 //!
 //! Owns the container format ([`format`]), the [`Encoder`] with its policy and dedup table,
-//! and the [`Decoder`] with its validation. Does not own framing, transport, or SIMD code
-//! (the kernels come from `dwcp-kernels`); this crate has no `unsafe` code.
+//! the [`Decoder`] with its validation, and the transfer engine's chunk codec ([`chunk`]: the
+//! mode-driven policy, every chunk an independent container). Does not own framing,
+//! transport, or SIMD code (the kernels come from `dwcp-kernels`); this crate has no `unsafe`
+//! code.
 #![forbid(unsafe_code)]
 
+pub mod chunk;
 mod decoder;
 mod encoder;
 pub mod estimate;

@@ -4,6 +4,15 @@
 //!
 //! Built in: codec 0 (raw) and codec 1 (all-zero chunk, empty payload), enough for version 1
 //! (raw only) and for tests that show a v3 path differs on the wire yet delivers the same bytes.
+//! The HDE codec with the mode-driven policy (raw/zero in datacenter mode, HDE + zstd in
+//! internet mode, per-block choice in hybrid mode) is `dwcp_hde::chunk::ChunkCodec`.
+//!
+//! Contract for implementations: every chunk must decode on its own. Chunks are lost,
+//! retransmitted (re-encoded, possibly under another mode), duplicated and reordered, and a
+//! receiver may restart and resume, so a payload may only reference state the protocol
+//! guarantees the receiver holds (a baseline it declared), never another chunk of the
+//! transfer. A decoder that refuses a payload makes the receiver drop the frame (counted as
+//! malformed); the chunk is then retransmitted.
 
 use crate::mode::LinkMode;
 
@@ -13,7 +22,7 @@ pub const CODEC_RAW: u8 = 0;
 pub const CODEC_ZERO: u8 = 1;
 
 /// Error decoding a chunk payload.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CodecError {
     /// The codec id is not one this decoder knows.
     #[error("unsupported codec id {codec}")]
@@ -30,6 +39,25 @@ pub enum CodecError {
         got: usize,
         /// Chunk length expected.
         expected: usize,
+    },
+    /// The payload is not valid for its codec.
+    #[error("codec {codec} payload is invalid")]
+    Invalid {
+        /// Codec id.
+        codec: u8,
+        /// What the codec found.
+        #[source]
+        source: std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// The payload describes bytes at another offset than the frame's.
+    #[error("codec {codec} payload is for offset {got}, the frame says {expected}")]
+    Offset {
+        /// Codec id.
+        codec: u8,
+        /// Offset in the payload.
+        got: u64,
+        /// Offset in the frame header.
+        expected: u64,
     },
 }
 
