@@ -1,2 +1,39 @@
-//! VM image migration: pre-copy rounds of disk and memory images over DWCP.
+//! VM image migration: moves a disk or memory image from a source appliance to a destination
+//! appliance in pre-copy rounds, then switches over and verifies.
+//!
+//! Owns: the block-level diff between what the destination holds and the image now
+//! ([`scan`]), the patch object of one round — the dirty block list plus HDE containers that
+//! code the new blocks against the destination's old blocks ([`patch`]) —, applying a patch to
+//! a working copy on the destination and the atomic switchover (new file, fsync, hash check,
+//! rename; [`image`]), the control conversation between the two sides ([`wire`]) and the round
+//! logic with convergence, cancel and progress ([`session`]).
+//!
+//! Does not: move bytes itself. Patch and manifest objects are handed to a [`Mover`] — the
+//! DWCP transfer engine in the appliance (`dwcp-engine` implements it), or [`TcpMover`] as a
+//! plain fallback. It has no hypervisor integration: the pause at switchover is a callback
+//! (`dwcp migrate send --pause-cmd`), and dirty tracking is by block comparison against the
+//! source's snapshot of what the destination holds, not by a hypervisor dirty log.
+//!
+//! Versioning: the control conversation starts with `Hello{version}`; a peer answering with
+//! another version is refused ([`MigrateError::Version`]). The patch format carries its own
+//! magic (`DWCPPAT1`); any change to either gets a new version number.
 #![forbid(unsafe_code)]
+
+pub mod image;
+mod mover;
+pub mod patch;
+pub mod scan;
+pub mod session;
+pub mod wire;
+
+pub use mover::{MoveError, MoveProgress, MoveReport, Mover, TcpMover};
+pub use session::{
+    DestConfig, DestReport, MigrateError, Phase, Progress, RoundReport, SourceConfig, SourceHooks,
+    SourceReport, run_dest, run_source,
+};
+
+/// Default block size of the diff and of the HDE containers.
+pub const DEFAULT_BLOCK_SIZE: usize = 4096;
+
+/// Version of the control conversation ([`wire`]).
+pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,217 @@
+//! The seam between migration rounds and the transport: a [`Mover`] moves one file as one
+//! object to the peer (`send`) or receives one (`recv`).
+//!
+//! Owns the trait and [`TcpMover`], a plain-TCP implementation (length-prefixed file over a
+//! fresh connection) used as a fallback and by this crate's tests. The appliance's DWCP
+//! implementation lives in `dwcp-engine` (`runner::RunnerMover`), which depends on this
+//! crate; this crate does not depend on the engine.
+
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+/// Progress of one move.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MoveProgress {
+    /// Object bytes the receiver acknowledged (sender) or wrote (receiver).
+    pub object_bytes: u64,
+    /// Bytes put on the wire so far (datagram bytes: headers, retransmissions included).
+    pub wire_bytes: u64,
+}
+
+/// A finished move.
+#[derive(Debug, Clone, Default)]
+pub struct MoveReport {
+    /// Object length.
+    pub object_len: u64,
+    /// Bytes this side put on the wire.
+    pub wire_bytes: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Free text (backend, mode, version) for logs.
+    pub detail: String,
+}
+
+/// Why a move failed.
+#[derive(Debug, Error)]
+pub enum MoveError {
+    /// The cancel flag was set.
+    #[error("cancelled")]
+    Cancelled,
+    /// The transport failed.
+    #[error("{what}")]
+    Failed {
+        /// What failed.
+        what: String,
+        /// Cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl MoveError {
+    /// A failure with a cause.
+    pub fn failed(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        MoveError::Failed {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// Moves whole files as objects between the two appliances.
+pub trait Mover {
+    /// Sends the file at `path` as object `object_id`; the peer is already receiving (its
+    /// `recv` called `ready`). Returns once the peer holds the verified object.
+    fn send(
+        &mut self,
+        path: &Path,
+        object_id: u64,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(&MoveProgress),
+    ) -> Result<MoveReport, MoveError>;
+
+    /// Receives object `object_id` into `path` (which appears only once complete). Calls
+    /// `ready` once, as soon as the peer may start sending.
+    fn recv(
+        &mut self,
+        path: &Path,
+        object_id: u64,
+        cancel: &AtomicBool,
+        ready: &mut dyn FnMut(),
+    ) -> Result<MoveReport, MoveError>;
+}
+
+/// Objects over plain TCP: a connection per object carrying `object_id u64, len u64`, the
+/// bytes, then a one-byte acknowledgement from the receiver after it synced the file.
+#[derive(Debug)]
+pub struct TcpMover {
+    listener: TcpListener,
+    peer: SocketAddr,
+}
+
+impl TcpMover {
+    /// A mover that listens on `listener` and sends to `peer` (the other side's listener).
+    pub fn new(listener: TcpListener, peer: SocketAddr) -> Self {
+        TcpMover { listener, peer }
+    }
+}
+
+const TCP_HEADER: u64 = 16;
+
+impl Mover for TcpMover {
+    fn send(
+        &mut self,
+        path: &Path,
+        object_id: u64,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(&MoveProgress),
+    ) -> Result<MoveReport, MoveError> {
+        let start = Instant::now();
+        let mut f = std::fs::File::open(path).map_err(|e| MoveError::failed("opening", e))?;
+        let len = f
+            .metadata()
+            .map_err(|e| MoveError::failed("stat", e))?
+            .len();
+        let s = TcpStream::connect(self.peer).map_err(|e| MoveError::failed("connect", e))?;
+        let mut w = BufWriter::with_capacity(1 << 20, &s);
+        let werr = |e| MoveError::failed("tcp write", e);
+        w.write_all(&object_id.to_be_bytes()).map_err(werr)?;
+        w.write_all(&len.to_be_bytes()).map_err(werr)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut done = 0u64;
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(MoveError::Cancelled);
+            }
+            let n = f
+                .read(&mut buf)
+                .map_err(|e| MoveError::failed("reading", e))?;
+            if n == 0 {
+                break;
+            }
+            w.write_all(&buf[..n]).map_err(werr)?;
+            done += n as u64;
+            progress(&MoveProgress {
+                object_bytes: done,
+                wire_bytes: done + TCP_HEADER,
+            });
+        }
+        w.flush().map_err(werr)?;
+        drop(w);
+        let mut ack = [0u8; 1];
+        (&s).read_exact(&mut ack)
+            .map_err(|e| MoveError::failed("waiting for the receiver's acknowledgement", e))?;
+        Ok(MoveReport {
+            object_len: len,
+            wire_bytes: len + TCP_HEADER,
+            elapsed: start.elapsed(),
+            detail: "tcp".into(),
+        })
+    }
+
+    fn recv(
+        &mut self,
+        path: &Path,
+        object_id: u64,
+        cancel: &AtomicBool,
+        ready: &mut dyn FnMut(),
+    ) -> Result<MoveReport, MoveError> {
+        let start = Instant::now();
+        ready();
+        self.listener
+            .set_nonblocking(true)
+            .map_err(|e| MoveError::failed("listener", e))?;
+        let s = loop {
+            match self.listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if cancel.load(Ordering::Relaxed) {
+                        return Err(MoveError::Cancelled);
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => return Err(MoveError::failed("accept", e)),
+            }
+        };
+        s.set_nonblocking(false)
+            .map_err(|e| MoveError::failed("socket", e))?;
+        let rerr = |e| MoveError::failed("tcp read", e);
+        let mut r = BufReader::with_capacity(1 << 20, &s);
+        let mut h = [0u8; 16];
+        r.read_exact(&mut h).map_err(rerr)?;
+        let id = u64::from_be_bytes(h[..8].try_into().unwrap_or_default());
+        let len = u64::from_be_bytes(h[8..].try_into().unwrap_or_default());
+        if id != object_id {
+            return Err(MoveError::failed(
+                format!("expected object {object_id}, peer sent {id}"),
+                "object id mismatch",
+            ));
+        }
+        let mut part = path.as_os_str().to_os_string();
+        part.push(".part");
+        let part = std::path::PathBuf::from(part);
+        let mut f = std::fs::File::create(&part).map_err(|e| MoveError::failed("creating", e))?;
+        let copied = std::io::copy(&mut (&mut r).take(len), &mut f).map_err(rerr)?;
+        if copied != len {
+            return Err(MoveError::failed("short object", "connection closed early"));
+        }
+        f.sync_all().map_err(|e| MoveError::failed("sync", e))?;
+        std::fs::rename(&part, path).map_err(|e| MoveError::failed("rename", e))?;
+        (&s).write_all(&[1])
+            .map_err(|e| MoveError::failed("ack", e))?;
+        Ok(MoveReport {
+            object_len: len,
+            wire_bytes: 1,
+            elapsed: start.elapsed(),
+            detail: "tcp".into(),
+        })
+    }
+}

@@ -1,0 +1,570 @@
+//! The patch object of one round: which blocks changed, and their new bytes coded with HDE
+//! against the bytes the destination holds for the same blocks.
+//!
+//! Owns the patch format, [`build`] (source side) and [`apply`] (destination side). Does not
+//! decide which blocks are dirty ([`crate::scan`]) or move the patch ([`crate::Mover`]).
+//!
+//! ## Compaction
+//! The dirty blocks `d_0 < d_1 < ...` are laid end to end into a *compacted* object
+//! `C = block(d_0) ‖ block(d_1) ‖ ...`; the destination's current bytes of the same blocks form
+//! the compacted baseline `B` (zero where the destination's image is shorter). `C` is coded
+//! with one HDE [`Encoder`] (Zero, Dup of an earlier dirty block, XorDelta against `B`,
+//! zstd, Raw) in containers of up to [`CONTAINER_BLOCKS`] blocks, with `B` as baseline id 1.
+//! So both sides hold only the dirty blocks in memory, not the whole image, and a block
+//! that changed by a few bytes costs a few bytes. Only the last block of the image may be
+//! short, so only the last block of `C` may be short, as HDE requires.
+//!
+//! ## Format (all integers unsigned LEB128 varints unless noted)
+//! ```text
+//! magic        8 bytes "DWCPPAT1"
+//! block_size   64 ..= 1 MiB
+//! image_len    length of the image after this patch (the destination truncates/extends)
+//! round        1-based round number
+//! baseline     0 = no XorDelta records (the destination's old bytes are not used),
+//!              1 = XorDelta records refer to the compacted baseline (HDE baseline id 1)
+//! runs         number of runs, then per run: gap (blocks since the end of the previous run),
+//!              length (blocks, >= 1)
+//! containers   number of HDE containers, then per container: byte length, bytes
+//! check        8 bytes, big-endian XXH3-64 of C (checked before anything is written)
+//! ```
+//! The file ends right after `check` (else [`PatchError::Trailing`]).
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use dwcp_hde::{Baseline, Decoder, DecoderConfig, Encoder, EncoderConfig, Policy, Stats};
+use dwcp_kernels::varint;
+use thiserror::Error;
+
+/// Patch file magic.
+pub const MAGIC: &[u8; 8] = b"DWCPPAT1";
+/// Blocks per HDE container (1 MiB at 4 KiB blocks).
+pub const CONTAINER_BLOCKS: usize = 256;
+/// HDE baseline id of the compacted baseline.
+pub const BASELINE_ID: u32 = 1;
+
+/// Errors building or applying a patch.
+#[derive(Debug, Error)]
+pub enum PatchError {
+    /// Writing the patch or reading/writing the image failed.
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HDE encoder refused its input (a caller error).
+    #[error("encoding block {index}")]
+    Encode {
+        /// Compacted block index.
+        index: u64,
+        /// Cause.
+        #[source]
+        source: dwcp_hde::EncodeError,
+    },
+    /// An HDE container of the patch is invalid.
+    #[error("container {index} of the patch")]
+    Decode {
+        /// Container number.
+        index: usize,
+        /// Cause.
+        #[source]
+        source: dwcp_hde::DecodeError,
+    },
+    /// The patch is malformed.
+    #[error("malformed patch: {what} at byte {at}")]
+    Malformed {
+        /// Which rule.
+        what: &'static str,
+        /// Byte offset.
+        at: usize,
+    },
+    /// The decoded blocks do not hash to the patch's check value.
+    #[error("patch content check failed: expected {expected:016x}, decoded {got:016x}")]
+    Check {
+        /// From the patch.
+        expected: u64,
+        /// Of the decoded bytes.
+        got: u64,
+    },
+    /// Bytes after the check value.
+    #[error("{0} bytes after the end of the patch")]
+    Trailing(usize),
+    /// Inputs that do not describe a patch (unsorted blocks, wrong lengths).
+    #[error("invalid patch input: {0}")]
+    Input(&'static str),
+}
+
+/// What [`build`] produced.
+#[derive(Debug, Clone, Default)]
+pub struct BuildStats {
+    /// Dirty blocks.
+    pub blocks: u64,
+    /// Image bytes they cover.
+    pub data_bytes: u64,
+    /// Patch bytes written.
+    pub patch_bytes: u64,
+    /// HDE counters per block kind.
+    pub hde: Stats,
+}
+
+/// Block `index`'s length in an image of `image_len` bytes.
+pub fn block_len(index: u64, block_size: usize, image_len: u64) -> usize {
+    let off = index * block_size as u64;
+    image_len.saturating_sub(off).min(block_size as u64) as usize
+}
+
+/// Codes `dirty` (sorted, unique block indices of an image of `image_len` bytes) whose new
+/// bytes are `new_compact` (the blocks end to end) and whose bytes on the destination are
+/// `old_compact` (same length, or `None` when the destination's bytes are unknown or all
+/// zero), and writes the patch to `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn build(
+    out: &mut dyn Write,
+    block_size: usize,
+    image_len: u64,
+    round: u32,
+    dirty: &[u64],
+    new_compact: &[u8],
+    old_compact: Option<Arc<[u8]>>,
+    policy: Policy,
+) -> Result<BuildStats, PatchError> {
+    let expected: u64 = dirty
+        .iter()
+        .map(|&i| block_len(i, block_size, image_len) as u64)
+        .sum();
+    if expected != new_compact.len() as u64 {
+        return Err(PatchError::Input("new bytes do not match the dirty blocks"));
+    }
+    if dirty.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(PatchError::Input("dirty blocks not sorted and unique"));
+    }
+    if dirty
+        .iter()
+        .any(|&i| block_len(i, block_size, image_len) == 0)
+    {
+        return Err(PatchError::Input("dirty block beyond the image"));
+    }
+    if old_compact
+        .as_ref()
+        .is_some_and(|o| o.len() != new_compact.len())
+    {
+        return Err(PatchError::Input("baseline length differs"));
+    }
+    let io = |source| PatchError::Io {
+        what: "writing the patch",
+        source,
+    };
+    let mut head = Vec::with_capacity(64 + dirty.len());
+    head.extend_from_slice(MAGIC);
+    varint::put(&mut head, block_size as u64);
+    varint::put(&mut head, image_len);
+    varint::put(&mut head, u64::from(round));
+    varint::put(&mut head, u64::from(old_compact.is_some()));
+    let runs = runs(dirty);
+    varint::put(&mut head, runs.len() as u64);
+    let mut end = 0u64;
+    for &(start, len) in &runs {
+        varint::put(&mut head, start - end);
+        varint::put(&mut head, len);
+        end = start + len;
+    }
+    let containers = new_compact.len().div_ceil(CONTAINER_BLOCKS * block_size);
+    varint::put(&mut head, containers as u64);
+    out.write_all(&head).map_err(io)?;
+    let mut written = head.len() as u64;
+
+    let mut enc = Encoder::new(EncoderConfig { block_size, policy })
+        .map_err(|source| PatchError::Encode { index: 0, source })?;
+    if let Some(old) = old_compact {
+        let b = Baseline::new(BASELINE_ID, old)
+            .map_err(|source| PatchError::Encode { index: 0, source })?;
+        enc.set_baseline(Some(b));
+    }
+    let mut buf = Vec::with_capacity(CONTAINER_BLOCKS * block_size + 1024);
+    let mut len_buf = Vec::with_capacity(10);
+    for (c, chunk) in new_compact
+        .chunks(CONTAINER_BLOCKS * block_size)
+        .enumerate()
+    {
+        buf.clear();
+        let first = (c * CONTAINER_BLOCKS) as u64;
+        enc.encode_chunk(first, chunk, &mut buf)
+            .map_err(|source| PatchError::Encode {
+                index: first,
+                source,
+            })?;
+        len_buf.clear();
+        varint::put(&mut len_buf, buf.len() as u64);
+        out.write_all(&len_buf).map_err(io)?;
+        out.write_all(&buf).map_err(io)?;
+        written += (len_buf.len() + buf.len()) as u64;
+    }
+    out.write_all(&dwcp_kernels::xxh3_64(new_compact).to_be_bytes())
+        .map_err(io)?;
+    written += 8;
+    Ok(BuildStats {
+        blocks: dirty.len() as u64,
+        data_bytes: new_compact.len() as u64,
+        patch_bytes: written,
+        hde: enc.stats().clone(),
+    })
+}
+
+/// Sorted unique indices as `(start, len)` runs.
+fn runs(sorted: &[u64]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &i in sorted {
+        match out.last_mut() {
+            Some((s, l)) if *s + *l == i => *l += 1,
+            _ => out.push((i, 1)),
+        }
+    }
+    out
+}
+
+/// A parsed patch header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Block size.
+    pub block_size: usize,
+    /// Image length after the patch.
+    pub image_len: u64,
+    /// Round number.
+    pub round: u32,
+    /// XorDelta records refer to the destination's old bytes.
+    pub uses_baseline: bool,
+    /// Dirty block runs `(start, len)`.
+    pub runs: Vec<(u64, u64)>,
+}
+
+impl Header {
+    /// Number of dirty blocks.
+    pub fn blocks(&self) -> u64 {
+        self.runs.iter().map(|r| r.1).sum()
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn varint(&mut self, what: &'static str) -> Result<u64, PatchError> {
+        varint::get(self.buf, &mut self.pos)
+            .map_err(|_| PatchError::Malformed { what, at: self.pos })
+    }
+    fn bytes(&mut self, n: u64, what: &'static str) -> Result<&[u8], PatchError> {
+        let end = usize::try_from(n)
+            .ok()
+            .and_then(|n| self.pos.checked_add(n))
+            .filter(|&e| e <= self.buf.len())
+            .ok_or(PatchError::Malformed { what, at: self.pos })?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+}
+
+/// Parses the header; returns it and the offset of the container section.
+pub fn parse_header(patch: &[u8]) -> Result<(Header, usize), PatchError> {
+    let mut r = Reader { buf: patch, pos: 0 };
+    if r.bytes(8, "magic")? != MAGIC {
+        return Err(PatchError::Malformed {
+            what: "magic",
+            at: 0,
+        });
+    }
+    let bs = r.varint("block size")?;
+    if !(64..=1 << 20).contains(&bs) {
+        return Err(PatchError::Malformed {
+            what: "block size",
+            at: r.pos,
+        });
+    }
+    let block_size = bs as usize;
+    let image_len = r.varint("image length")?;
+    let round = u32::try_from(r.varint("round")?).map_err(|_| PatchError::Malformed {
+        what: "round",
+        at: r.pos,
+    })?;
+    let uses_baseline = match r.varint("baseline")? {
+        0 => false,
+        1 => true,
+        _ => {
+            return Err(PatchError::Malformed {
+                what: "baseline kind",
+                at: r.pos,
+            });
+        }
+    };
+    let n_runs = r.varint("run count")?;
+    let image_blocks = image_len.div_ceil(bs);
+    // Each run takes at least 2 bytes: bound the allocation by the input.
+    if n_runs > (patch.len() / 2) as u64 {
+        return Err(PatchError::Malformed {
+            what: "run count",
+            at: r.pos,
+        });
+    }
+    let mut runs = Vec::with_capacity(n_runs as usize);
+    let mut end = 0u64;
+    for _ in 0..n_runs {
+        let gap = r.varint("run gap")?;
+        let len = r.varint("run length")?;
+        let start = end.checked_add(gap);
+        let stop = start.and_then(|s| s.checked_add(len));
+        match (start, stop) {
+            (Some(s), Some(e)) if len > 0 && (gap > 0 || runs.is_empty()) && e <= image_blocks => {
+                runs.push((s, len));
+                end = e;
+            }
+            _ => {
+                return Err(PatchError::Malformed {
+                    what: "run outside the image",
+                    at: r.pos,
+                });
+            }
+        }
+    }
+    Ok((
+        Header {
+            block_size,
+            image_len,
+            round,
+            uses_baseline,
+            runs,
+        },
+        r.pos,
+    ))
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyStats {
+    /// Round of the patch.
+    pub round: u32,
+    /// Blocks written.
+    pub blocks: u64,
+    /// Image bytes written.
+    pub data_bytes: u64,
+    /// Image length after the patch.
+    pub image_len: u64,
+    /// HDE counters.
+    pub hde: Stats,
+}
+
+/// Applies `patch` to the image in `target` (opened read-write). Everything is decoded and
+/// checked before the first write; an invalid patch changes nothing. Does not sync.
+pub fn apply(patch: &[u8], target: &File) -> Result<ApplyStats, PatchError> {
+    let (h, mut pos) = parse_header(patch)?;
+    let bs = h.block_size;
+    let blocks: Vec<u64> = h.runs.iter().flat_map(|&(s, l)| s..s + l).collect();
+    let compact_len: u64 = blocks
+        .iter()
+        .map(|&i| block_len(i, bs, h.image_len) as u64)
+        .sum();
+    let old_len = target
+        .metadata()
+        .map_err(|source| PatchError::Io {
+            what: "reading the image length",
+            source,
+        })?
+        .len();
+    let mut dec = Decoder::new(DecoderConfig {
+        max_object_len: compact_len.max(1),
+        max_block_size: bs,
+    })
+    .map_err(|source| PatchError::Decode { index: 0, source })?;
+    if h.uses_baseline {
+        let mut base = vec![0u8; compact_len as usize];
+        let mut at = 0usize;
+        for &(s, l) in &h.runs {
+            let off = s * bs as u64;
+            let n: usize = (s..s + l).map(|i| block_len(i, bs, h.image_len)).sum();
+            let avail = old_len.saturating_sub(off).min(n as u64) as usize;
+            if avail > 0 {
+                target
+                    .read_exact_at(&mut base[at..at + avail], off)
+                    .map_err(|source| PatchError::Io {
+                        what: "reading the destination's old blocks",
+                        source,
+                    })?;
+            }
+            at += n;
+        }
+        dec.add_baseline(BASELINE_ID, Arc::from(base));
+    }
+    let mut r = Reader { buf: patch, pos };
+    let n_containers = r.varint("container count")?;
+    for index in 0..n_containers as usize {
+        let len = r.varint("container length")?;
+        let c = r.bytes(len, "container")?;
+        dec.decode(c)
+            .map_err(|source| PatchError::Decode { index, source })?;
+    }
+    let check = r.bytes(8, "check")?;
+    let expected = u64::from_be_bytes(check.try_into().unwrap_or([0; 8]));
+    pos = r.pos;
+    if pos != patch.len() {
+        return Err(PatchError::Trailing(patch.len() - pos));
+    }
+    let compact = dec.object();
+    if compact.len() as u64 != compact_len {
+        return Err(PatchError::Malformed {
+            what: "containers do not cover the dirty blocks",
+            at: pos,
+        });
+    }
+    let got = dwcp_kernels::xxh3_64(compact);
+    if got != expected {
+        return Err(PatchError::Check { expected, got });
+    }
+    let wio = |source| PatchError::Io {
+        what: "writing the image",
+        source,
+    };
+    target.set_len(h.image_len).map_err(wio)?;
+    let mut at = 0usize;
+    for &(s, l) in &h.runs {
+        let n: usize = (s..s + l).map(|i| block_len(i, bs, h.image_len)).sum();
+        target
+            .write_all_at(&compact[at..at + n], s * bs as u64)
+            .map_err(wio)?;
+        at += n;
+    }
+    Ok(ApplyStats {
+        round: h.round,
+        blocks: blocks.len() as u64,
+        data_bytes: compact_len,
+        image_len: h.image_len,
+        hde: dec.stats().clone(),
+    })
+}
+
+/// Default zstd policy for patches: try zstd on blocks that look compressible (level 3).
+pub const DEFAULT_POLICY: Policy = Policy::Hybrid {
+    level: 3,
+    max_entropy_bits: 7.0,
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|i| {
+                if (i / 4096) % 3 == 0 {
+                    0
+                } else {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x % 7) as u8
+                }
+            })
+            .collect()
+    }
+
+    fn compact(img: &[u8], dirty: &[u64], bs: usize) -> Vec<u8> {
+        let mut v = Vec::new();
+        for &i in dirty {
+            let s = i as usize * bs;
+            v.extend_from_slice(&img[s..(s + bs).min(img.len())]);
+        }
+        v
+    }
+
+    #[test]
+    fn round_trip_with_and_without_baseline_and_changed_length() {
+        let bs = 4096;
+        let old = image(40 * bs + 100, 3);
+        let mut new = old.clone();
+        new.extend_from_slice(&[9u8; 5000]); // grows: last block short
+        for b in [1usize, 2, 7, 20, 39] {
+            new[b * bs + 17] ^= 0x5a;
+        }
+        let dirty: Vec<u64> = (0..new.len().div_ceil(bs) as u64)
+            .filter(|&i| {
+                let s = i as usize * bs;
+                let e = (s + bs).min(new.len());
+                old.get(s..e) != Some(&new[s..e])
+            })
+            .collect();
+        for with_base in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("img");
+            std::fs::write(&path, &old).unwrap();
+            let newc = compact(&new, &dirty, bs);
+            let oldc = with_base.then(|| {
+                let mut padded = old.clone();
+                padded.resize(new.len(), 0);
+                Arc::from(compact(&padded, &dirty, bs))
+            });
+            let mut out = Vec::new();
+            let st = build(
+                &mut out,
+                bs,
+                new.len() as u64,
+                2,
+                &dirty,
+                &newc,
+                oldc,
+                DEFAULT_POLICY,
+            )
+            .unwrap();
+            assert_eq!(st.patch_bytes, out.len() as u64);
+            if with_base {
+                assert!(out.len() < 200 + 5000, "xor patch {} bytes", out.len());
+            }
+            let f = File::options().read(true).write(true).open(&path).unwrap();
+            let a = apply(&out, &f).unwrap();
+            assert_eq!(a.blocks, dirty.len() as u64);
+            assert_eq!(std::fs::read(&path).unwrap(), new);
+        }
+    }
+
+    #[test]
+    fn corrupt_patch_changes_nothing() {
+        let bs = 512;
+        let old = image(64 * bs, 5);
+        let mut new = old.clone();
+        new[3 * bs..4 * bs].fill(0xee);
+        let dirty = [3u64];
+        let mut out = Vec::new();
+        build(
+            &mut out,
+            bs,
+            new.len() as u64,
+            1,
+            &dirty,
+            &new[3 * bs..4 * bs],
+            None,
+            DEFAULT_POLICY,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img");
+        for i in 0..out.len() {
+            let mut bad = out.clone();
+            bad[i] ^= 0x10;
+            std::fs::write(&path, &old).unwrap();
+            let f = File::options().read(true).write(true).open(&path).unwrap();
+            if apply(&bad, &f).is_err() {
+                assert_eq!(std::fs::read(&path).unwrap(), old, "flip at {i}");
+            }
+        }
+        let f = File::options().read(true).write(true).open(&path).unwrap();
+        assert!(matches!(
+            apply(&out[..out.len() - 1], &f),
+            Err(PatchError::Malformed { .. })
+        ));
+    }
+}

@@ -1,0 +1,248 @@
+//! Dirty-block tracking on the source: what the destination holds, and which blocks of the
+//! image differ from it now.
+//!
+//! Owns [`DestView`] — the source's knowledge of the destination's image: either its exact
+//! bytes (the snapshot of what earlier rounds sent, or a cached earlier version the
+//! destination proved it holds by hash), or only a manifest of per-block XXH3-64 hashes the
+//! destination sent — and [`DestView::scan`], one pass over the current image that yields the
+//! dirty blocks with their new and old bytes and updates the view to the new content.
+//!
+//! Does not: read hypervisor dirty logs (tracking is by comparison, so it works for any
+//! writer, at the cost of one read of the image per round), or code the blocks
+//! ([`crate::patch`]).
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The per-block hash used in manifests.
+pub fn block_hash(block: &[u8]) -> u64 {
+    dwcp_kernels::xxh3_64(block)
+}
+
+/// Per-block hashes of `data` (the manifest the destination sends).
+pub fn manifest(data: &[u8], block_size: usize) -> Vec<u64> {
+    data.chunks(block_size).map(block_hash).collect()
+}
+
+/// Manifest serialised as big-endian u64s.
+pub fn manifest_bytes(m: &[u64]) -> Vec<u8> {
+    m.iter().flat_map(|h| h.to_be_bytes()).collect()
+}
+
+/// Parses [`manifest_bytes`]; `None` if the length is not a multiple of 8.
+pub fn parse_manifest(b: &[u8]) -> Option<Vec<u64>> {
+    (b.len() % 8 == 0).then(|| {
+        b.chunks_exact(8)
+            .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect()
+    })
+}
+
+/// Dirty blocks of one scan.
+#[derive(Debug, Default)]
+pub struct Dirty {
+    /// Image length now.
+    pub image_len: u64,
+    /// Sorted dirty block indices.
+    pub blocks: Vec<u64>,
+    /// Their new bytes, end to end.
+    pub new_compact: Vec<u8>,
+    /// The destination's bytes of the same blocks (zero past its end), when known and not
+    /// all zero.
+    pub old_compact: Option<Arc<[u8]>>,
+}
+
+impl Dirty {
+    /// Bytes of image data the dirty blocks cover.
+    pub fn data_bytes(&self) -> u64 {
+        self.new_compact.len() as u64
+    }
+}
+
+/// What the source knows about the destination's image.
+#[derive(Debug)]
+pub struct DestView {
+    block_size: usize,
+    /// Exact bytes the destination holds (after the last applied round), when known.
+    snapshot: Vec<u8>,
+    /// Per-block hashes, when only those are known (before the first round).
+    manifest: Option<Vec<u64>>,
+    /// Length of the destination's image.
+    dest_len: u64,
+}
+
+impl DestView {
+    /// The destination holds nothing (or an empty image): every non-zero block is dirty.
+    pub fn empty(block_size: usize) -> Self {
+        DestView {
+            block_size,
+            snapshot: Vec::new(),
+            manifest: None,
+            dest_len: 0,
+        }
+    }
+
+    /// The destination holds exactly `bytes`.
+    pub fn known(block_size: usize, bytes: Vec<u8>) -> Self {
+        let dest_len = bytes.len() as u64;
+        DestView {
+            block_size,
+            snapshot: bytes,
+            manifest: None,
+            dest_len,
+        }
+    }
+
+    /// The destination holds an image of `len` bytes whose blocks hash to `manifest`.
+    pub fn from_manifest(block_size: usize, len: u64, manifest: Vec<u64>) -> Self {
+        DestView {
+            block_size,
+            snapshot: Vec::new(),
+            manifest: Some(manifest),
+            dest_len: len,
+        }
+    }
+
+    /// Block size.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// The destination's image as the source knows it (exact once a scan ran).
+    pub fn snapshot(&self) -> &[u8] {
+        &self.snapshot
+    }
+
+    /// Takes the snapshot (for the base cache).
+    pub fn into_snapshot(self) -> Vec<u8> {
+        self.snapshot
+    }
+
+    /// Reads the image at `path` once and returns the blocks that differ from what the
+    /// destination holds; the view then describes the image as read (the destination will
+    /// hold exactly that once the patch is applied). A block written while it is read is
+    /// taken as read; the next scan sees the difference.
+    pub fn scan(&mut self, path: &Path) -> std::io::Result<Dirty> {
+        let mut f = File::open(path)?;
+        let len = f.metadata()?.len();
+        let bs = self.block_size;
+        let k = dwcp_kernels::kernels();
+        let mut out = Dirty {
+            image_len: len,
+            ..Dirty::default()
+        };
+        let mut old_compact: Vec<u8> = Vec::new();
+        let mut old_nonzero = false;
+        let have_bytes = self.manifest.is_none();
+        // The destination's bytes past its end read as zero.
+        let dest_len = self.dest_len;
+        let mut next = Vec::with_capacity(len as usize);
+        let mut buf = vec![0u8; (8 << 20) / bs * bs];
+        let mut off = 0u64;
+        let zeros = vec![0u8; bs];
+        loop {
+            let n = read_full(&mut f, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            for (j, block) in buf[..n].chunks(bs).enumerate() {
+                let start = off + (j * bs) as u64;
+                if start >= len {
+                    break;
+                }
+                let block = &block[..block.len().min((len - start) as usize)];
+                let index = start / bs as u64;
+                let held = start.min(dest_len) as usize
+                    ..(start + block.len() as u64).min(dest_len) as usize;
+                let dirty = if have_bytes {
+                    let old = &self.snapshot[held.clone()];
+                    !(k.equal(&block[..old.len()], old) && k.is_zero(&block[old.len()..]))
+                } else if held.len() == block.len() {
+                    let m = self.manifest.as_deref().unwrap_or(&[]);
+                    m.get(index as usize) != Some(&block_hash(block))
+                } else {
+                    // Partly or wholly past the destination's end: compare by hash when
+                    // the destination's part is complete, else send.
+                    !(held.is_empty() && k.is_zero(block))
+                };
+                if dirty {
+                    out.blocks.push(index);
+                    out.new_compact.extend_from_slice(block);
+                    if have_bytes {
+                        let old = &self.snapshot[held.clone()];
+                        old_nonzero |= !k.is_zero(old);
+                        old_compact.extend_from_slice(old);
+                        old_compact.extend_from_slice(&zeros[..block.len() - old.len()]);
+                    }
+                }
+                next.extend_from_slice(block);
+            }
+            off += n as u64;
+        }
+        out.image_len = next.len() as u64;
+        if have_bytes && old_nonzero {
+            out.old_compact = Some(Arc::from(old_compact));
+        }
+        self.snapshot = next;
+        self.manifest = None;
+        self.dest_len = self.snapshot.len() as u64;
+        Ok(out)
+    }
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(m) => n += m,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_finds_exactly_the_changed_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("img");
+        let bs = 4096;
+        let mut img: Vec<u8> = (0..100 * bs).map(|i| (i / 7) as u8).collect();
+        img[10 * bs..11 * bs].fill(0);
+        std::fs::write(&p, &img).unwrap();
+        let mut v = DestView::empty(bs);
+        let d = v.scan(&p).unwrap();
+        assert_eq!(d.blocks.len(), 99, "zero block skipped");
+        assert!(d.old_compact.is_none());
+        img[5 * bs + 3] ^= 1;
+        img[99 * bs] ^= 1;
+        img.extend_from_slice(&[1, 2, 3]);
+        std::fs::write(&p, &img).unwrap();
+        let d = v.scan(&p).unwrap();
+        assert_eq!(d.blocks, vec![5, 99, 100]);
+        assert_eq!(d.image_len, img.len() as u64);
+        let old = d.old_compact.unwrap();
+        assert_eq!(old.len(), 2 * bs + 3);
+        assert_eq!(&old[2 * bs..], &[0, 0, 0]);
+
+        // A manifest of an earlier version finds the same blocks.
+        let mut earlier = img.clone();
+        earlier[50 * bs + 9] ^= 0xff;
+        let mut m = DestView::from_manifest(bs, earlier.len() as u64, manifest(&earlier, bs));
+        let d = m.scan(&p).unwrap();
+        assert_eq!(d.blocks, vec![50]);
+        assert!(d.old_compact.is_none());
+        assert_eq!(m.snapshot(), &img[..]);
+        assert_eq!(
+            parse_manifest(&manifest_bytes(&[1, u64::MAX])),
+            Some(vec![1, u64::MAX])
+        );
+    }
+}

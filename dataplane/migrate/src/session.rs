@@ -1,0 +1,809 @@
+//! The two ends of one migration job: [`run_source`] and [`run_dest`].
+//!
+//! Owns the round logic: what the source assumes the destination holds (nothing, a cached
+//! earlier version proven by hash, or a manifest of block hashes), the pre-copy loop (scan,
+//! build the patch, move it, wait until applied), convergence (the round after one whose
+//! dirty data was at most `converge_bytes`, or round `max_rounds`, is the final one: the
+//! source is paused first through [`SourceHooks::pause`]), the switchover (commit with the
+//! image hash; the destination verifies and renames), cancel, and progress with ETA.
+//!
+//! Does not: move bytes (a [`Mover`] does), or talk to the control plane (the caller maps
+//! [`Progress`] to its events).
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use dwcp_hde::Policy;
+use thiserror::Error;
+
+use crate::image::{BaseCache, ImageError, RawView, Working, hash_bytes, hash_file};
+use crate::mover::{MoveError, MoveProgress, Mover};
+use crate::patch::{self, PatchError};
+use crate::scan::{DestView, manifest, manifest_bytes, parse_manifest};
+use crate::wire::{Conn, Msg, WireError, send_on};
+
+/// Errors of a migration job.
+#[derive(Debug, Error)]
+pub enum MigrateError {
+    /// Control connection.
+    #[error("control connection")]
+    Wire(#[from] WireError),
+    /// Image file handling.
+    #[error("image")]
+    Image(#[from] ImageError),
+    /// Building or applying a patch.
+    #[error("patch of round {round}")]
+    Patch {
+        /// Round.
+        round: u32,
+        /// Cause.
+        #[source]
+        source: PatchError,
+    },
+    /// Moving an object.
+    #[error("moving {what}")]
+    Move {
+        /// Which object.
+        what: String,
+        /// Cause.
+        #[source]
+        source: MoveError,
+    },
+    /// Scratch file I/O.
+    #[error("{what} {path}")]
+    Io {
+        /// What was done.
+        what: &'static str,
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Peer speaks another protocol version.
+    #[error("peer speaks migration protocol version {0}")]
+    Version(u32),
+    /// Peer sent something out of sequence.
+    #[error("unexpected message from the peer: {0}")]
+    Unexpected(String),
+    /// The destination reported a failure (its image is unchanged).
+    #[error("destination failed: {0}")]
+    Remote(String),
+    /// The peer aborted the job.
+    #[error("peer aborted: {0}")]
+    Aborted(String),
+    /// The switchover pause hook failed.
+    #[error("pausing the source: {0}")]
+    Pause(String),
+    /// The cancel flag was set.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl MigrateError {
+    fn mv(what: &str, source: MoveError) -> Self {
+        match source {
+            MoveError::Cancelled => MigrateError::Cancelled,
+            source => MigrateError::Move {
+                what: what.to_string(),
+                source,
+            },
+        }
+    }
+}
+
+/// What a job is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Exchanging hello / manifest.
+    Handshake,
+    /// Reading the image and building the round's patch.
+    Scanning,
+    /// Moving the patch.
+    Sending,
+    /// Waiting for the destination to apply it.
+    Applying,
+    /// Waiting for the destination's hash check and rename.
+    Verifying,
+    /// Completed.
+    Done,
+}
+
+/// Progress of the source side.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// Phase.
+    pub phase: Phase,
+    /// Current round (0 before the first).
+    pub round: u32,
+    /// True once the source is paused (the final round).
+    pub final_round: bool,
+    /// Image length.
+    pub image_bytes: u64,
+    /// Image bytes the current round's patch covers (its dirty data).
+    pub round_data_bytes: u64,
+    /// Patch length of the current round.
+    pub round_patch_bytes: u64,
+    /// Image bytes delivered over all rounds (the current one pro rata).
+    pub data_bytes_done: u64,
+    /// Bytes on the wire over all rounds (manifest included).
+    pub wire_bytes: u64,
+    /// Wire rate of the current move, bytes per second.
+    pub rate_bps: u64,
+    /// Estimated time to the end of the current round (later rounds are not known yet; in
+    /// the final round this is the time to completion, verification excluded).
+    pub eta: Option<Duration>,
+    /// Time since the job started.
+    pub elapsed: Duration,
+}
+
+/// One finished round.
+#[derive(Debug, Clone, Default)]
+pub struct RoundReport {
+    /// Round number.
+    pub round: u32,
+    /// Final round (source paused).
+    pub last: bool,
+    /// Dirty blocks.
+    pub blocks: u64,
+    /// Image bytes they cover.
+    pub data_bytes: u64,
+    /// Patch bytes.
+    pub patch_bytes: u64,
+    /// Bytes on the wire moving the patch.
+    pub wire_bytes: u64,
+    /// HDE counters of the patch.
+    pub hde: dwcp_hde::Stats,
+    /// Time to scan and build.
+    pub scan: Duration,
+    /// Time to move and apply.
+    pub moved: Duration,
+}
+
+/// Callbacks of the source side.
+pub trait SourceHooks {
+    /// Stop the writer (pause the VM) before the final round. Default: nothing to pause.
+    fn pause(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Called at least every move-progress tick and at each phase change.
+    fn progress(&mut self, _p: &Progress) {}
+    /// Called after each round.
+    fn round_done(&mut self, _r: &RoundReport) {}
+}
+
+/// Hooks that do nothing.
+impl SourceHooks for () {}
+
+/// How the source was told what the destination holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Base {
+    /// Nothing (or an empty image): zero blocks are skipped.
+    Empty,
+    /// A version in the source's base cache (XOR deltas from round 1).
+    Cached,
+    /// Only the destination's block hashes (changed blocks cross without XOR in round 1).
+    Manifest,
+}
+
+/// Source settings.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// Image to migrate (raw or qcow2).
+    pub image: PathBuf,
+    /// Job id (object ids are derived from it).
+    pub job_id: u64,
+    /// Diff and HDE block size.
+    pub block_size: usize,
+    /// zstd policy for patches.
+    pub policy: Policy,
+    /// The image is being written (a running VM): pre-copy rounds until convergence. When
+    /// false, the source is paused before round 1 and round 1 is the final round.
+    pub live: bool,
+    /// Most rounds; the last is the final one.
+    pub max_rounds: u32,
+    /// A round whose dirty data is at most this makes the next round the final one
+    /// (0: `max(image / 256, 1 MiB)`).
+    pub converge_bytes: u64,
+    /// Scratch directory for patches and qcow2 conversions.
+    pub scratch: PathBuf,
+    /// Base cache directory (one per image), if any.
+    pub base_cache: Option<PathBuf>,
+}
+
+impl SourceConfig {
+    /// Defaults for `image`: 4 KiB blocks, hybrid zstd, not live, 30 rounds, scratch in
+    /// the image's directory.
+    pub fn new(image: &Path, job_id: u64) -> Self {
+        SourceConfig {
+            image: image.to_path_buf(),
+            job_id,
+            block_size: crate::DEFAULT_BLOCK_SIZE,
+            policy: patch::DEFAULT_POLICY,
+            live: false,
+            max_rounds: 30,
+            converge_bytes: 0,
+            scratch: image
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf(),
+            base_cache: None,
+        }
+    }
+}
+
+/// What the source reports.
+#[derive(Debug, Clone)]
+pub struct SourceReport {
+    /// How round 1 knew the destination's content.
+    pub base: Base,
+    /// Rounds.
+    pub rounds: Vec<RoundReport>,
+    /// Final image length.
+    pub image_len: u64,
+    /// Its XXH3-128 (verified by the destination).
+    pub hash: u128,
+    /// Wire bytes of the manifest, if one was fetched (received, so counted on the
+    /// destination's side of the link).
+    pub manifest_bytes: u64,
+    /// Total wire bytes (patches sent + manifest received).
+    pub wire_bytes: u64,
+    /// Total image bytes in patches.
+    pub data_bytes: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Time from the pause to the destination's commit.
+    pub downtime: Duration,
+}
+
+const POLL: Duration = Duration::from_millis(100);
+
+fn wait_for(
+    conn: &mut Conn,
+    cancel: &AtomicBool,
+    mut want: impl FnMut(&Msg) -> bool,
+) -> Result<Msg, MigrateError> {
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(MigrateError::Cancelled);
+        }
+        match conn.poll()? {
+            None => continue,
+            Some(Msg::Abort { reason }) => return Err(MigrateError::Aborted(reason)),
+            Some(Msg::Failed { reason }) => return Err(MigrateError::Remote(reason)),
+            Some(m) if want(&m) => return Ok(m),
+            Some(m) => return Err(MigrateError::Unexpected(format!("{m:?}"))),
+        }
+    }
+}
+
+fn parse_hash(s: &str) -> Option<u128> {
+    u128::from_str_radix(s, 16).ok()
+}
+
+/// Runs the source side of a job over the control connection `ctl` (already connected to
+/// the destination).
+pub fn run_source(
+    cfg: &SourceConfig,
+    ctl: TcpStream,
+    mover: &mut dyn Mover,
+    hooks: &mut dyn SourceHooks,
+    cancel: &AtomicBool,
+) -> Result<SourceReport, MigrateError> {
+    let mut conn = Conn::new(ctl, POLL).map_err(WireError::from)?;
+    let res = source_inner(cfg, &mut conn, mover, hooks, cancel);
+    if let Err(e) = &res {
+        // Best effort: tell the destination to drop its working copy.
+        let _ = conn.send(&Msg::Abort {
+            reason: e.to_string(),
+        });
+    }
+    res
+}
+
+fn source_inner(
+    cfg: &SourceConfig,
+    conn: &mut Conn,
+    mover: &mut dyn Mover,
+    hooks: &mut dyn SourceHooks,
+    cancel: &AtomicBool,
+) -> Result<SourceReport, MigrateError> {
+    let start = Instant::now();
+    let bs = cfg.block_size;
+    let mut prog = Progress {
+        phase: Phase::Handshake,
+        round: 0,
+        final_round: !cfg.live,
+        image_bytes: std::fs::metadata(&cfg.image).map_or(0, |m| m.len()),
+        round_data_bytes: 0,
+        round_patch_bytes: 0,
+        data_bytes_done: 0,
+        wire_bytes: 0,
+        rate_bps: 0,
+        eta: None,
+        elapsed: Duration::ZERO,
+    };
+    hooks.progress(&prog);
+    conn.send(&Msg::Hello {
+        version: crate::PROTOCOL_VERSION,
+        job_id: cfg.job_id,
+        block_size: bs as u32,
+    })?;
+    let (held_len, held_hash) = match wait_for(conn, cancel, |m| matches!(m, Msg::HelloAck { .. }))?
+    {
+        Msg::HelloAck {
+            version,
+            held_len,
+            held_hash,
+        } => {
+            if version != crate::PROTOCOL_VERSION {
+                return Err(MigrateError::Version(version));
+            }
+            (
+                held_len.unwrap_or(0),
+                held_hash.as_deref().and_then(parse_hash),
+            )
+        }
+        _ => unreachable!("wait_for returned the wanted message"),
+    };
+    std::fs::create_dir_all(&cfg.scratch).map_err(|source| MigrateError::Io {
+        what: "creating",
+        path: cfg.scratch.clone(),
+        source,
+    })?;
+    let cache = cfg.base_cache.as_deref().map(BaseCache::new).transpose()?;
+    let obj_base = cfg.job_id << 16;
+    let mut manifest_wire = 0u64;
+    let (base, mut view) = if held_len == 0 {
+        (Base::Empty, DestView::empty(bs))
+    } else if let Some(bytes) = match (&cache, held_hash) {
+        (Some(c), Some(h)) => c.get(h)?,
+        _ => None,
+    } {
+        (Base::Cached, DestView::known(bs, bytes))
+    } else {
+        let path = cfg.scratch.join(format!("manifest-{}", cfg.job_id));
+        let object_id = obj_base | 0xffff;
+        let mut writer = conn.writer().map_err(WireError::from)?;
+        let mut sent = Ok(());
+        let r = watch(conn, cancel, |c| {
+            mover.recv(&path, object_id, c, &mut || {
+                sent = send_on(&mut writer, &Msg::ManifestRequest { object_id });
+            })
+        })?
+        .map_err(|e| MigrateError::mv("the manifest", e))?;
+        sent?;
+        let bytes = std::fs::read(&path).map_err(|source| MigrateError::Io {
+            what: "reading",
+            path: path.clone(),
+            source,
+        })?;
+        let _ = std::fs::remove_file(&path);
+        let m = parse_manifest(&bytes).ok_or_else(|| {
+            MigrateError::Unexpected("manifest length not a multiple of 8".into())
+        })?;
+        manifest_wire = r.wire_bytes.max(bytes.len() as u64);
+        prog.wire_bytes += manifest_wire;
+        (Base::Manifest, DestView::from_manifest(bs, held_len, m))
+    };
+    tracing::info!(
+        job_id = cfg.job_id,
+        ?base,
+        held_len,
+        "migration source: destination state known"
+    );
+
+    let raw = RawView::open(&cfg.image, &cfg.scratch)?;
+    let mut rounds: Vec<RoundReport> = Vec::new();
+    let mut last = !cfg.live;
+    let mut paused_at = None;
+    if last {
+        hooks.pause().map_err(MigrateError::Pause)?;
+        paused_at = Some(Instant::now());
+    }
+    let mut round = 0u32;
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(MigrateError::Cancelled);
+        }
+        round += 1;
+        let t_scan = Instant::now();
+        prog.phase = Phase::Scanning;
+        prog.round = round;
+        prog.final_round = last;
+        prog.eta = None;
+        prog.elapsed = start.elapsed();
+        hooks.progress(&prog);
+        let path = raw.refresh()?;
+        let dirty = view.scan(path).map_err(|source| MigrateError::Io {
+            what: "reading the image",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let patch_path = cfg.scratch.join(format!("patch-{}-{round}", cfg.job_id));
+        let built = {
+            let f = std::fs::File::create(&patch_path).map_err(|source| MigrateError::Io {
+                what: "creating",
+                path: patch_path.clone(),
+                source,
+            })?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            let b = patch::build(
+                &mut w,
+                bs,
+                dirty.image_len,
+                round,
+                &dirty.blocks,
+                &dirty.new_compact,
+                dirty.old_compact.clone(),
+                cfg.policy,
+            )
+            .map_err(|source| MigrateError::Patch { round, source })?;
+            std::io::Write::flush(&mut w).map_err(|source| MigrateError::Io {
+                what: "writing",
+                path: patch_path.clone(),
+                source,
+            })?;
+            b
+        };
+        drop(dirty);
+        let scan = t_scan.elapsed();
+        prog.image_bytes = view.snapshot().len() as u64;
+        prog.round_data_bytes = built.data_bytes;
+        prog.round_patch_bytes = built.patch_bytes;
+        let object_id = obj_base | u64::from(round);
+        conn.send(&Msg::Round {
+            round,
+            object_id,
+            patch_len: built.patch_bytes,
+            blocks: built.blocks,
+            data_bytes: built.data_bytes,
+            last,
+        })?;
+        wait_for(
+            conn,
+            cancel,
+            |m| matches!(m, Msg::Ready { round: r } if *r == round),
+        )?;
+        let t_move = Instant::now();
+        prog.phase = Phase::Sending;
+        hooks.progress(&prog);
+        let wire_before = prog.wire_bytes;
+        let data_before = prog.data_bytes_done;
+        let mut last_tick = Instant::now();
+        let moved = mover
+            .send(&patch_path, object_id, cancel, &mut |mp: &MoveProgress| {
+                if last_tick.elapsed() < Duration::from_millis(100) {
+                    return;
+                }
+                last_tick = Instant::now();
+                let secs = t_move.elapsed().as_secs_f64().max(1e-3);
+                prog.wire_bytes = wire_before + mp.wire_bytes;
+                prog.rate_bps = (mp.wire_bytes as f64 / secs) as u64;
+                let frac = if built.patch_bytes == 0 {
+                    1.0
+                } else {
+                    (mp.object_bytes as f64 / built.patch_bytes as f64).min(1.0)
+                };
+                prog.data_bytes_done = data_before + (frac * built.data_bytes as f64) as u64;
+                let obj_rate = mp.object_bytes as f64 / secs;
+                prog.eta = (obj_rate > 0.0).then(|| {
+                    Duration::from_secs_f64(
+                        built.patch_bytes.saturating_sub(mp.object_bytes) as f64 / obj_rate,
+                    )
+                });
+                prog.elapsed = start.elapsed();
+                hooks.progress(&prog);
+            })
+            .map_err(|e| MigrateError::mv(&format!("the patch of round {round}"), e))?;
+        let _ = std::fs::remove_file(&patch_path);
+        prog.wire_bytes = wire_before + moved.wire_bytes;
+        prog.data_bytes_done = data_before + built.data_bytes;
+        prog.phase = Phase::Applying;
+        prog.eta = None;
+        hooks.progress(&prog);
+        wait_for(
+            conn,
+            cancel,
+            |m| matches!(m, Msg::Applied { round: r } if *r == round),
+        )?;
+        let rep = RoundReport {
+            round,
+            last,
+            blocks: built.blocks,
+            data_bytes: built.data_bytes,
+            patch_bytes: built.patch_bytes,
+            wire_bytes: moved.wire_bytes,
+            hde: built.hde,
+            scan,
+            moved: t_move.elapsed(),
+        };
+        tracing::info!(
+            job_id = cfg.job_id,
+            round,
+            last,
+            blocks = rep.blocks,
+            data = rep.data_bytes,
+            patch = rep.patch_bytes,
+            wire = rep.wire_bytes,
+            detail = %moved.detail,
+            "round applied"
+        );
+        hooks.round_done(&rep);
+        rounds.push(rep);
+        if last {
+            break;
+        }
+        let converge = if cfg.converge_bytes == 0 {
+            (prog.image_bytes / 256).max(1 << 20)
+        } else {
+            cfg.converge_bytes
+        };
+        if built.data_bytes <= converge || round + 1 >= cfg.max_rounds.max(1) {
+            hooks.pause().map_err(MigrateError::Pause)?;
+            paused_at = Some(Instant::now());
+            last = true;
+        }
+    }
+    prog.phase = Phase::Verifying;
+    hooks.progress(&prog);
+    let hash = hash_bytes(view.snapshot());
+    let image_len = view.snapshot().len() as u64;
+    conn.send(&Msg::Commit {
+        len: image_len,
+        hash: format!("{hash:032x}"),
+    })?;
+    wait_for(conn, cancel, |m| matches!(m, Msg::Committed { .. }))?;
+    let downtime = paused_at.map_or(Duration::ZERO, |t| t.elapsed());
+    if let Some(c) = &cache
+        && let Err(e) = c.put(hash, view.snapshot())
+    {
+        tracing::warn!(error = %e, "could not update the base cache");
+    }
+    prog.phase = Phase::Done;
+    prog.elapsed = start.elapsed();
+    hooks.progress(&prog);
+    let data_bytes = rounds.iter().map(|r| r.data_bytes).sum();
+    Ok(SourceReport {
+        base,
+        image_len,
+        hash,
+        manifest_bytes: manifest_wire,
+        wire_bytes: prog.wire_bytes,
+        data_bytes,
+        rounds,
+        elapsed: start.elapsed(),
+        downtime,
+    })
+}
+
+/// Destination settings.
+#[derive(Debug, Clone)]
+pub struct DestConfig {
+    /// The image to replace (need not exist).
+    pub image: PathBuf,
+    /// Scratch directory for received patches and manifests.
+    pub scratch: PathBuf,
+}
+
+/// What the destination reports.
+#[derive(Debug, Clone, Default)]
+pub struct DestReport {
+    /// Job id.
+    pub job_id: u64,
+    /// Rounds applied.
+    pub rounds: u32,
+    /// Image bytes written by patches.
+    pub data_bytes: u64,
+    /// Patch bytes received.
+    pub patch_bytes: u64,
+    /// Final image length.
+    pub image_len: u64,
+    /// Its verified XXH3-128.
+    pub hash: u128,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Runs the destination side of one job on an accepted control connection.
+pub fn run_dest(
+    cfg: &DestConfig,
+    ctl: TcpStream,
+    mover: &mut dyn Mover,
+    cancel: &AtomicBool,
+) -> Result<DestReport, MigrateError> {
+    let mut conn = Conn::new(ctl, POLL).map_err(WireError::from)?;
+    let res = dest_inner(cfg, &mut conn, mover, cancel);
+    if let Err(e) = &res
+        && !matches!(
+            e,
+            MigrateError::Aborted(_) | MigrateError::Wire(WireError::Closed)
+        )
+    {
+        let _ = conn.send(&Msg::Failed {
+            reason: format!("{e}: {}", chain(e)),
+        });
+    }
+    res
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = String::new();
+    let mut src = e.source();
+    while let Some(c) = src {
+        if !s.is_empty() {
+            s.push_str(": ");
+        }
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+fn dest_inner(
+    cfg: &DestConfig,
+    conn: &mut Conn,
+    mover: &mut dyn Mover,
+    cancel: &AtomicBool,
+) -> Result<DestReport, MigrateError> {
+    let start = Instant::now();
+    let (job_id, bs) = match wait_for(conn, cancel, |m| matches!(m, Msg::Hello { .. }))? {
+        Msg::Hello {
+            version,
+            job_id,
+            block_size,
+        } => {
+            if version != crate::PROTOCOL_VERSION {
+                let _ = conn.send(&Msg::HelloAck {
+                    version: crate::PROTOCOL_VERSION,
+                    held_len: None,
+                    held_hash: None,
+                });
+                return Err(MigrateError::Version(version));
+            }
+            (job_id, block_size as usize)
+        }
+        _ => unreachable!("wait_for returned the wanted message"),
+    };
+    if !(64..=1 << 20).contains(&bs) {
+        return Err(MigrateError::Unexpected(format!("block size {bs}")));
+    }
+    std::fs::create_dir_all(&cfg.scratch).map_err(|source| MigrateError::Io {
+        what: "creating",
+        path: cfg.scratch.clone(),
+        source,
+    })?;
+    let held = if cfg.image.exists() {
+        Some(hash_file(&cfg.image)?)
+    } else {
+        None
+    };
+    let working = Working::begin(&cfg.image)?;
+    conn.send(&Msg::HelloAck {
+        version: crate::PROTOCOL_VERSION,
+        held_len: held.map(|h| h.0),
+        held_hash: held.map(|h| format!("{:032x}", h.1)),
+    })?;
+    let mut rep = DestReport {
+        job_id,
+        ..DestReport::default()
+    };
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(MigrateError::Cancelled);
+        }
+        let Some(m) = conn.poll()? else { continue };
+        match m {
+            Msg::ManifestRequest { object_id } => {
+                let data = std::fs::read(working.path()).map_err(|source| MigrateError::Io {
+                    what: "reading",
+                    path: working.path().to_path_buf(),
+                    source,
+                })?;
+                let path = cfg.scratch.join(format!("manifest-{job_id}"));
+                std::fs::write(&path, manifest_bytes(&manifest(&data, bs))).map_err(|source| {
+                    MigrateError::Io {
+                        what: "writing",
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                drop(data);
+                let r = watch(conn, cancel, |c| {
+                    mover.send(&path, object_id, c, &mut |_| {})
+                });
+                let _ = std::fs::remove_file(&path);
+                r?.map_err(|e| MigrateError::mv("the manifest", e))?;
+            }
+            Msg::Round {
+                round, object_id, ..
+            } => {
+                let path = cfg.scratch.join(format!("patch-{job_id}-{round}"));
+                let mut writer = conn.writer().map_err(WireError::from)?;
+                let mut sent = Ok(());
+                let r = watch(conn, cancel, |c| {
+                    mover.recv(&path, object_id, c, &mut || {
+                        sent = send_on(&mut writer, &Msg::Ready { round });
+                    })
+                });
+                sent?;
+                r?.map_err(|e| MigrateError::mv(&format!("the patch of round {round}"), e))?;
+                let bytes = std::fs::read(&path).map_err(|source| MigrateError::Io {
+                    what: "reading",
+                    path: path.clone(),
+                    source,
+                })?;
+                let _ = std::fs::remove_file(&path);
+                let a = patch::apply(&bytes, working.file())
+                    .map_err(|source| MigrateError::Patch { round, source })?;
+                rep.rounds = round;
+                rep.data_bytes += a.data_bytes;
+                rep.patch_bytes += bytes.len() as u64;
+                conn.send(&Msg::Applied { round })?;
+            }
+            Msg::Commit { len, hash } => {
+                let expected = parse_hash(&hash)
+                    .ok_or_else(|| MigrateError::Unexpected(format!("hash {hash:?}")))?;
+                let got_len = working.commit(expected)?;
+                if got_len != len {
+                    return Err(MigrateError::Unexpected(format!(
+                        "committed {got_len} bytes, source said {len}"
+                    )));
+                }
+                conn.send(&Msg::Committed { len })?;
+                rep.image_len = len;
+                rep.hash = expected;
+                rep.elapsed = start.elapsed();
+                return Ok(rep);
+            }
+            Msg::Abort { reason } => return Err(MigrateError::Aborted(reason)),
+            other => return Err(MigrateError::Unexpected(format!("{other:?}"))),
+        }
+    }
+}
+
+/// Runs `f` (a move) while a helper thread watches the control connection: an `Abort`, a
+/// closed connection or the caller's cancel flag cancel the move.
+fn watch<T>(
+    conn: &mut Conn,
+    cancel: &AtomicBool,
+    f: impl FnOnce(&AtomicBool) -> T,
+) -> Result<T, MigrateError> {
+    let stop = AtomicBool::new(false);
+    let inner_cancel = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let watcher = s.spawn(|| -> Result<(), MigrateError> {
+            while !stop.load(Ordering::Relaxed) {
+                if cancel.load(Ordering::Relaxed) {
+                    inner_cancel.store(true, Ordering::Relaxed);
+                    return Err(MigrateError::Cancelled);
+                }
+                match conn.poll() {
+                    Ok(None) => {}
+                    Ok(Some(Msg::Abort { reason } | Msg::Failed { reason })) => {
+                        inner_cancel.store(true, Ordering::Relaxed);
+                        return Err(MigrateError::Aborted(reason));
+                    }
+                    Ok(Some(m)) => {
+                        inner_cancel.store(true, Ordering::Relaxed);
+                        return Err(MigrateError::Unexpected(format!("{m:?}")));
+                    }
+                    Err(e) => {
+                        inner_cancel.store(true, Ordering::Relaxed);
+                        return Err(e.into());
+                    }
+                }
+            }
+            Ok(())
+        });
+        let out = f(&inner_cancel);
+        stop.store(true, Ordering::Relaxed);
+        let w = watcher
+            .join()
+            .unwrap_or_else(|_| Err(MigrateError::Unexpected("watcher panicked".into())));
+        w.map(|()| out)
+    })
+}

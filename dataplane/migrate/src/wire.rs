@@ -1,0 +1,228 @@
+//! The control conversation between source and destination: one JSON object per line over
+//! a TCP connection the source opens.
+//!
+//! Owns the message set ([`Msg`]) and a line reader that can be polled with a timeout
+//! ([`Conn::poll`]) so a side waiting for the peer still notices its cancel flag. Does not
+//! carry bulk data: patches and manifests are objects moved by a [`crate::Mover`].
+//!
+//! Sequence (S = source, D = destination):
+//! ```text
+//! S: Hello{version, job_id, block_size}
+//! D: HelloAck{version, held_len?, held_hash?}         what D's image is now (or nothing)
+//! [S: ManifestRequest{object_id}  once S receives;  D sends its per-block hashes as an object]
+//! repeat per round:
+//!   S: Round{round, object_id, patch_len, blocks, data_bytes, last}
+//!   D: Ready{round}                                   D receives; S sends the patch object
+//!   D: Applied{round}                                 patch applied to D's working copy
+//! S: Commit{len, hash}
+//! D: Committed{len} | Failed{reason}                  working copy verified and renamed
+//! either side, any time: Abort{reason}                D drops its working copy
+//! ```
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest accepted line.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// A control message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", deny_unknown_fields)]
+pub enum Msg {
+    /// S opens.
+    Hello {
+        /// [`crate::PROTOCOL_VERSION`].
+        version: u32,
+        /// Job id (logs, object ids).
+        job_id: u64,
+        /// Block size of manifests and patches.
+        block_size: u32,
+    },
+    /// D answers with what it holds.
+    HelloAck {
+        /// D's protocol version.
+        version: u32,
+        /// Length of D's current image, if it has one.
+        held_len: Option<u64>,
+        /// Its XXH3-128, 32 hex digits.
+        held_hash: Option<String>,
+    },
+    /// S is receiving; D sends its manifest as object `object_id`.
+    ManifestRequest {
+        /// Object id.
+        object_id: u64,
+    },
+    /// S is about to send a round's patch.
+    Round {
+        /// Round number (1-based).
+        round: u32,
+        /// Object id of the patch.
+        object_id: u64,
+        /// Patch bytes.
+        patch_len: u64,
+        /// Dirty blocks.
+        blocks: u64,
+        /// Image bytes they cover.
+        data_bytes: u64,
+        /// The final round (after the switchover pause).
+        last: bool,
+    },
+    /// D is receiving round `round`.
+    Ready {
+        /// Round.
+        round: u32,
+    },
+    /// D applied round `round`.
+    Applied {
+        /// Round.
+        round: u32,
+    },
+    /// S: switch over to the image of this length and hash.
+    Commit {
+        /// Image length.
+        len: u64,
+        /// XXH3-128, 32 hex digits.
+        hash: String,
+    },
+    /// D: verified and in place.
+    Committed {
+        /// Image length.
+        len: u64,
+    },
+    /// D: a step failed; the image is unchanged.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// Stop; D drops its working copy.
+    Abort {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Errors of the control connection.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// Socket error.
+    #[error("control connection")]
+    Io(#[from] std::io::Error),
+    /// The peer closed the connection.
+    #[error("the peer closed the control connection")]
+    Closed,
+    /// A line that is not a message.
+    #[error("bad control message {line:?}")]
+    Bad {
+        /// The line (truncated).
+        line: String,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A line longer than [`MAX_LINE`].
+    #[error("control line longer than {MAX_LINE} bytes")]
+    TooLong,
+}
+
+/// One side of the control connection.
+#[derive(Debug)]
+pub struct Conn {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    line: String,
+}
+
+impl Conn {
+    /// Wraps a connected stream; reads time out after `poll` so [`Conn::poll`] returns.
+    pub fn new(stream: TcpStream, poll: Duration) -> std::io::Result<Self> {
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(poll))?;
+        let writer = stream.try_clone()?;
+        Ok(Conn {
+            reader: BufReader::new(stream),
+            writer,
+            line: String::new(),
+        })
+    }
+
+    /// Sends one message.
+    pub fn send(&mut self, m: &Msg) -> Result<(), WireError> {
+        let mut s = serde_json::to_string(m).map_err(|source| WireError::Bad {
+            line: format!("{m:?}"),
+            source,
+        })?;
+        s.push('\n');
+        self.writer.write_all(s.as_bytes())?;
+        Ok(())
+    }
+
+    /// A sender handle for use while another thread polls.
+    pub fn writer(&self) -> std::io::Result<TcpStream> {
+        self.writer.try_clone()
+    }
+
+    /// The next message, or `None` if none arrived within the poll timeout.
+    pub fn poll(&mut self) -> Result<Option<Msg>, WireError> {
+        match self.reader.read_line(&mut self.line) {
+            Ok(0) => Err(WireError::Closed),
+            Ok(_) if self.line.ends_with('\n') => {
+                let line = std::mem::take(&mut self.line);
+                serde_json::from_str(line.trim_end())
+                    .map(Some)
+                    .map_err(|source| WireError::Bad {
+                        line: line.chars().take(200).collect(),
+                        source,
+                    })
+            }
+            Ok(_) => Err(WireError::Closed),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                if self.line.len() > MAX_LINE {
+                    return Err(WireError::TooLong);
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Sends `m` on a writer handle.
+pub fn send_on(w: &mut TcpStream, m: &Msg) -> Result<(), WireError> {
+    let mut s = serde_json::to_string(m).map_err(|source| WireError::Bad {
+        line: format!("{m:?}"),
+        source,
+    })?;
+    s.push('\n');
+    w.write_all(s.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_unknown_fields_are_refused() {
+        let m = Msg::Round {
+            round: 2,
+            object_id: 7,
+            patch_len: 9,
+            blocks: 1,
+            data_bytes: 4096,
+            last: true,
+        };
+        let s = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<Msg>(&s).unwrap(), m);
+        assert!(serde_json::from_str::<Msg>(r#"{"t":"Ready","round":1,"x":2}"#).is_err());
+    }
+}
