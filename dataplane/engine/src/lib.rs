@@ -3,7 +3,8 @@
 //! Owns: datagram ports ([`io`]: AF_XDP with the XDP program, or UDP sockets, chosen
 //! automatically), pinned per-core workers ([`worker`]), transfer sessions that drive the
 //! I/O-free AMST engine on a worker ([`session`]), file-backed sources, sinks and resume
-//! journals ([`files`]), one-shot sends and receives ([`runner`]), the lab demo ([`demo`]) and
+//! journals ([`files`]), one-shot sends and receives ([`runner`]), byte streams carried as
+//! ordered segments ([`stream`], QEMU live migration), the lab demo ([`demo`]) and
 //! the `dwcp` binary.
 //!
 //! Does not: define the wire format (dwcp-proto), the protocol logic (dwcp-transfer), the
@@ -18,4 +19,5 @@ pub mod io;
 pub mod profile;
 pub mod runner;
 pub mod session;
+pub mod stream;
 pub mod worker;

@@ -460,6 +460,16 @@ fn main() -> Result<()> {
                 );
             }
         }
+        Cmd::StreamSend { port, stream } => {
+            let r = dwcp_engine::stream::cli_send(&stream, &run_opts(&port)?, port.worker.mtu)
+                .context("stream-send failed")?;
+            eprintln!("{}", dwcp_engine::stream::send_report_json(&r));
+        }
+        Cmd::StreamRecv { port, stream } => {
+            let r = dwcp_engine::stream::cli_recv(&stream, &run_opts(&port)?, port.worker.mtu)
+                .context("stream-recv failed")?;
+            eprintln!("{}", dwcp_engine::stream::recv_report_json(&r));
+        }
     }
     Ok(())
 }

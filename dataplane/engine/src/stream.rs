@@ -1,0 +1,1062 @@
+//! The stream carrier: an unbounded byte stream (a QEMU live-migration stream) moved over DWCP
+//! as an ordered sequence of verified objects ("segments").
+//!
+//! ```text
+//! source QEMU --tcp/exec--> [reader] --pieces--> [worker: segmenter + N Senders] ==DWCP==>
+//!     [worker: N Receivers + reorder] --verified segments in order--> [writer] --tcp--> dest QEMU
+//! ```
+//!
+//! Owns: cutting the input into segments (flushed at `segment_bytes` or after `idle_flush`
+//! without new input, so a slow or bursty stream is not held back), moving up to `in_flight`
+//! segments at once on one long-lived pinned worker (each segment is one dwcp-transfer object
+//! with its own connection id `seq + 1` and whole-object XXH3-128 check), reassembling them in
+//! order on the receiving side, and propagating the end of the stream and failures: a segment
+//! is handed to the output only after its hash was verified, and a failed carry closes both
+//! TCP sides so the migration fails instead of continuing on corrupted bytes.
+//!
+//! Segment layout (the object carried): a 16-byte prefix `b"DWSG"`, flags (u32 BE: bit 0 END,
+//! bit 1 ABORT), sequence number (u64 BE), then the stream bytes. The prefix is covered by the
+//! object hash.
+//!
+//! Does not: resume a stream after either appliance restarts (the segments live in memory), run
+//! several streams on one port at once, compress (the engine's chunk codec applies as for any
+//! object), or understand the QEMU migration format: the bytes are opaque.
+//!
+//! Memory: the sender holds at most `in_flight` segments plus a few reader pieces; the
+//! receiver holds at most `in_flight` segments in transfer plus those waiting for an earlier
+//! one, and the writer's queue (bounded by what the sender lets out).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver as Rx, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dwcp_transfer::{MemJournal, MemSink, MemSource, Receiver, ReceiverConfig, Sender, SenderConfig};
+
+use crate::io::{Selection, TxBatch};
+use crate::runner::RunOptions;
+use crate::worker::{Handler, RxFrames, WorkerConfig, WorkerError, Workers};
+
+/// Segment prefix magic.
+pub const SEGMENT_MAGIC: [u8; 4] = *b"DWSG";
+/// Segment prefix length.
+pub const PREFIX_LEN: usize = 16;
+/// Flag: last segment of the stream.
+pub const FLAG_END: u32 = 1;
+/// Flag: the sending side's input failed; the stream is incomplete.
+pub const FLAG_ABORT: u32 = 2;
+
+const HELLO: u8 = 0x01;
+const READ_PIECE: usize = 256 << 10;
+
+/// Errors of a stream carry.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// Opening or using the local input/output (TCP, stdin, stdout) failed.
+    #[error("{what}")]
+    Local {
+        /// What was being done.
+        what: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The worker could not start.
+    #[error("dataplane worker")]
+    Worker(#[from] WorkerError),
+    /// A segment transfer failed.
+    #[error("segment {seq} failed: {reason}")]
+    Segment {
+        /// Segment sequence number.
+        seq: u64,
+        /// What the transfer engine reported.
+        reason: String,
+    },
+    /// A verified segment did not carry a valid prefix.
+    #[error("segment {seq} malformed: {reason}")]
+    Malformed {
+        /// Segment sequence number (from the connection id).
+        seq: u64,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The sending side reported that its input failed.
+    #[error("the sending side aborted the stream: {0}")]
+    Aborted(String),
+    /// Nothing arrived from the peer for too long.
+    #[error("peer silent for {0:?}")]
+    Idle(Duration),
+    /// The carry did not finish in time.
+    #[error("stream did not finish within {0:?}")]
+    Timeout(Duration),
+    /// Cancelled through the cancel flag.
+    #[error("stream cancelled")]
+    Cancelled,
+}
+
+/// Stream carrier settings (both sides).
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    /// A segment is sent once it holds this many stream bytes.
+    pub segment_bytes: usize,
+    /// ... or once no input arrived for this long (and it is not empty).
+    pub idle_flush: Duration,
+    /// Segments in transfer at once (sender); the receiver accepts up to 4x this many.
+    pub in_flight: usize,
+    /// Highest protocol version to offer (1 or 3).
+    pub max_version: u8,
+    /// Most DWCP streams per segment transfer.
+    pub max_streams: u16,
+    /// Link MTU (sizes chunks).
+    pub mtu: Option<usize>,
+    /// Receiving side: fail when no datagram arrived for this long once the stream began.
+    pub idle_timeout: Duration,
+    /// Receiving side: keep answering for this long after the end (late CLOSE repeats).
+    pub linger: Duration,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 8 << 20,
+            idle_flush: Duration::from_millis(5),
+            in_flight: 4,
+            max_version: 3,
+            max_streams: 8,
+            mtu: Some(1500),
+            idle_timeout: Duration::from_secs(20),
+            linger: Duration::from_millis(500),
+        }
+    }
+}
+
+/// What a finished stream send reports.
+#[derive(Debug, Clone, Default)]
+pub struct StreamSendReport {
+    /// Stream bytes carried.
+    pub bytes: u64,
+    /// Segments sent (including the final one).
+    pub segments: u64,
+    /// From start until the last segment was verified.
+    pub elapsed: Duration,
+    /// Datagram bytes on the wire (all segment transfers).
+    pub bytes_on_wire: u64,
+    /// Bytes retransmitted.
+    pub bytes_retransmitted: u64,
+    /// Most segments in transfer at the same time.
+    pub max_in_flight: usize,
+    /// Backend in use.
+    pub selection: Option<Selection>,
+}
+
+/// What a finished stream receive reports.
+#[derive(Debug, Clone, Default)]
+pub struct StreamRecvReport {
+    /// Stream bytes delivered to the output.
+    pub bytes: u64,
+    /// Segments received.
+    pub segments: u64,
+    /// From the first segment to the end of the stream.
+    pub elapsed: Duration,
+    /// Datagrams that failed the CRC (all segments).
+    pub frames_corrupt: u64,
+    /// Duplicate chunks (all segments).
+    pub duplicate_chunks: u64,
+    /// Backend in use.
+    pub selection: Option<Selection>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    bytes: AtomicU64,
+    segments: AtomicU64,
+    wire: AtomicU64,
+    retx: AtomicU64,
+    corrupt: AtomicU64,
+    dups: AtomicU64,
+    max_in_flight: AtomicU64,
+    last_rx: Mutex<Option<Instant>>,
+    first_rx: Mutex<Option<Instant>>,
+    done: AtomicBool,
+    failure: Mutex<Option<StreamError>>,
+}
+
+impl Shared {
+    fn fail(&self, e: StreamError) {
+        let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            tracing::warn!(error = %crate::io::error_chain(&e), "stream carry failed");
+            *f = Some(e);
+        }
+    }
+    fn failed(&self) -> bool {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+    fn take_failure(&self) -> Option<StreamError> {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+fn conn_of(datagram: &[u8]) -> Option<u32> {
+    datagram
+        .get(8..12)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn seq_conn(seq: u64) -> u32 {
+    // conn id 0 is never used; the stream length is bounded by 2^32 - 1 segments.
+    (seq as u32).wrapping_add(1).max(1)
+}
+
+/// Builds the segment prefix.
+pub fn segment_prefix(flags: u32, seq: u64) -> [u8; PREFIX_LEN] {
+    let mut p = [0u8; PREFIX_LEN];
+    p[..4].copy_from_slice(&SEGMENT_MAGIC);
+    p[4..8].copy_from_slice(&flags.to_be_bytes());
+    p[8..].copy_from_slice(&seq.to_be_bytes());
+    p
+}
+
+/// Parses a segment: (flags, body).
+pub fn parse_segment(seq: u64, seg: &[u8]) -> Result<(u32, &[u8]), StreamError> {
+    let bad = |reason| StreamError::Malformed { seq, reason };
+    if seg.len() < PREFIX_LEN {
+        return Err(bad("shorter than its prefix"));
+    }
+    if seg[..4] != SEGMENT_MAGIC {
+        return Err(bad("bad magic"));
+    }
+    let flags = u32::from_be_bytes([seg[4], seg[5], seg[6], seg[7]]);
+    if flags & !(FLAG_END | FLAG_ABORT) != 0 {
+        return Err(bad("unknown flags"));
+    }
+    let mut s = [0u8; 8];
+    s.copy_from_slice(&seg[8..16]);
+    if u64::from_be_bytes(s) != seq {
+        return Err(bad("sequence number differs from the connection's"));
+    }
+    Ok((flags, &seg[PREFIX_LEN..]))
+}
+
+// ---------------------------------------------------------------------------------------
+// sending side
+
+enum Piece {
+    Data(Vec<u8>),
+    Eof,
+    Error(String),
+}
+
+struct Active {
+    seq: u64,
+    sender: Sender,
+}
+
+struct SendHandler {
+    cfg: StreamConfig,
+    batch: usize,
+    pieces: Rx<Piece>,
+    buf: Vec<u8>,
+    last_piece: Instant,
+    next_seq: u64,
+    input_end: Option<Option<String>>,
+    final_launched: bool,
+    active: VecDeque<Active>,
+    pending: Option<Vec<u8>>,
+    warm_cwnd: u64,
+    shared: Arc<Shared>,
+}
+
+impl SendHandler {
+    fn new(cfg: StreamConfig, batch: usize, pieces: Rx<Piece>, shared: Arc<Shared>) -> Self {
+        let mut buf = Vec::with_capacity(cfg.segment_bytes + PREFIX_LEN);
+        buf.extend_from_slice(&[0u8; PREFIX_LEN]);
+        Self {
+            cfg,
+            batch,
+            pieces,
+            buf,
+            last_piece: Instant::now(),
+            next_seq: 0,
+            input_end: None,
+            final_launched: false,
+            active: VecDeque::new(),
+            pending: None,
+            warm_cwnd: 10,
+            shared,
+        }
+    }
+
+    fn launch(&mut self, now: Instant, flags: u32) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut seg = std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(self.cfg.segment_bytes + PREFIX_LEN),
+        );
+        self.buf.extend_from_slice(&[0u8; PREFIX_LEN]);
+        seg[..PREFIX_LEN].copy_from_slice(&segment_prefix(flags, seq));
+        let body = (seg.len() - PREFIX_LEN) as u64;
+        let per = self.cfg.in_flight.max(1) as u64;
+        let scfg = SenderConfig {
+            conn_id: seq_conn(seq),
+            object_id: seq,
+            max_version: self.cfg.max_version,
+            mtu: self.cfg.mtu,
+            max_streams: self.cfg.max_streams,
+            // A segment cannot be resumed by a new connection: the receiver keys on conn ids.
+            reconnect_after_rtos: 0,
+            initial_cwnd_frames: self.warm_cwnd,
+            // The worker moves a batch at a time; two batches in flight over all segments.
+            min_cwnd_frames: (2 * self.batch as u64 / per).max(4),
+            ..SenderConfig::default()
+        };
+        match Sender::new(scfg, Box::new(MemSource::new(seg)), now) {
+            Ok(sender) => {
+                tracing::debug!(seq, bytes = body, flags, "segment launched");
+                self.active.push_back(Active { seq, sender });
+                let n = self.active.len() as u64;
+                self.shared.max_in_flight.fetch_max(n, Ordering::Relaxed);
+            }
+            Err(e) => self.shared.fail(StreamError::Segment {
+                seq,
+                reason: crate::io::error_chain(&e),
+            }),
+        }
+    }
+
+    fn take_input(&mut self, now: Instant) {
+        while self.input_end.is_none()
+            && self.active.len() < self.cfg.in_flight
+            && self.buf.len() - PREFIX_LEN < self.cfg.segment_bytes
+        {
+            match self.pieces.try_recv() {
+                Ok(Piece::Data(d)) => {
+                    self.buf.extend_from_slice(&d);
+                    self.last_piece = now;
+                    self.shared
+                        .bytes
+                        .fetch_add(d.len() as u64, Ordering::Relaxed);
+                }
+                Ok(Piece::Eof) => self.input_end = Some(None),
+                Ok(Piece::Error(e)) => self.input_end = Some(Some(e)),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    self.input_end = Some(Some("input reader stopped".into()))
+                }
+            }
+        }
+        if self.active.len() >= self.cfg.in_flight {
+            return;
+        }
+        let body = self.buf.len() - PREFIX_LEN;
+        match &self.input_end {
+            Some(err) if !self.final_launched => {
+                let flags = if err.is_some() { FLAG_ABORT } else { FLAG_END };
+                if let Some(e) = err {
+                    let e = e.clone();
+                    self.buf.clear();
+                    self.buf.extend_from_slice(&[0u8; PREFIX_LEN]);
+                    self.buf.extend_from_slice(e.as_bytes());
+                }
+                self.final_launched = true;
+                self.launch(now, flags);
+            }
+            Some(_) => {}
+            None => {
+                if body >= self.cfg.segment_bytes
+                    || (body > 0 && now - self.last_piece >= self.cfg.idle_flush)
+                {
+                    self.launch(now, 0);
+                }
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        let mut i = 0;
+        while i < self.active.len() {
+            let a = &self.active[i];
+            if a.sender.is_complete() {
+                let st = a.sender.stats();
+                self.shared.wire.fetch_add(st.bytes_sent, Ordering::Relaxed);
+                self.shared
+                    .retx
+                    .fetch_add(st.bytes_retransmitted, Ordering::Relaxed);
+                self.shared.segments.fetch_add(1, Ordering::Relaxed);
+                if let (Some(rtt), true) = (st.min_rtt, st.btlbw > 0.0) {
+                    // Warm start the next segments at their share of the measured BDP.
+                    let mss = (a.sender.chunk_size() + 64) as f64;
+                    let bdp_frames = st.btlbw * rtt.as_secs_f64() / mss;
+                    self.warm_cwnd =
+                        ((bdp_frames / self.cfg.in_flight.max(1) as f64) as u64).clamp(10, 4096);
+                }
+                tracing::debug!(seq = a.seq, "segment verified");
+                self.active.remove(i);
+            } else if let Some(e) = a.sender.error() {
+                self.shared.fail(StreamError::Segment {
+                    seq: a.seq,
+                    reason: crate::io::error_chain(e),
+                });
+                return;
+            } else {
+                i += 1;
+            }
+        }
+        if self.final_launched && self.active.is_empty() {
+            if let Some(Some(e)) = &self.input_end {
+                self.shared.fail(StreamError::Aborted(e.clone()));
+            }
+            self.shared.done.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl Handler for SendHandler {
+    fn on_rx(&mut self, frames: RxFrames<'_, '_>, _tx: &mut TxBatch<'_>) {
+        let now = Instant::now();
+        let active = &mut self.active;
+        frames.for_each_raw(|d| {
+            let Some(conn) = conn_of(d) else { return };
+            if let Some(a) = active.iter_mut().find(|a| seq_conn(a.seq) == conn) {
+                a.sender.handle_frame(now, d);
+            }
+        });
+    }
+
+    fn poll_tx(&mut self, tx: &mut TxBatch<'_>) {
+        if self.shared.failed() || self.shared.done.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = Instant::now();
+        self.reap();
+        self.take_input(now);
+        if let Some(f) = self.pending.take()
+            && !tx.push(&f)
+        {
+            self.pending = Some(f);
+            return;
+        }
+        // Oldest segment first: the receiver delivers in order.
+        for a in &mut self.active {
+            if a.sender.poll_timeout().is_some_and(|t| t <= now) {
+                a.sender.handle_timeout(now);
+            }
+            while let Some(f) = a.sender.poll_transmit(now) {
+                if !tx.push(&f) {
+                    self.pending = Some(f);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Where the stream comes from.
+pub enum StreamInput {
+    /// An accepted TCP connection (QEMU `migrate tcp:`); shut down on failure.
+    Tcp(TcpStream),
+    /// Any reader (stdin for QEMU `migrate exec:`).
+    Reader(Box<dyn Read + Send>),
+}
+
+impl std::fmt::Debug for StreamInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(s) => f.debug_tuple("Tcp").field(s).finish(),
+            Self::Reader(_) => f.write_str("Reader"),
+        }
+    }
+}
+
+fn spawn_reader(mut r: Box<dyn Read + Send>, tx: SyncSender<Piece>) {
+    let spawned = std::thread::Builder::new()
+        .name("dwcp-stream-in".into())
+        .spawn(move || {
+            loop {
+                let mut buf = vec![0u8; READ_PIECE];
+                match r.read(&mut buf) {
+                    Ok(0) => {
+                        let _ = tx.send(Piece::Eof);
+                        return;
+                    }
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if tx.send(Piece::Data(buf)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.send(Piece::Error(format!("reading the input: {e}")));
+                        return;
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the input reader: {e}");
+    }
+}
+
+fn wait_shared(
+    shared: &Shared,
+    start: Instant,
+    timeout: Duration,
+    idle: Option<Duration>,
+    cancel: Option<&AtomicBool>,
+    extra_done: &mut dyn FnMut() -> bool,
+) -> Result<(), StreamError> {
+    loop {
+        if let Some(e) = shared.take_failure() {
+            return Err(e);
+        }
+        if shared.done.load(Ordering::Acquire) && extra_done() {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            return Err(StreamError::Timeout(timeout));
+        }
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(StreamError::Cancelled);
+        }
+        if let Some(idle) = idle {
+            let last = *shared.last_rx.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() > idle) && !shared.done.load(Ordering::Acquire)
+            {
+                return Err(StreamError::Idle(idle));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Carries `input` to the peer appliance in `opts.io` until its end, in ordered, verified
+/// segments. Returns once every segment (the final one included) was verified by the peer.
+pub fn send_stream(
+    input: StreamInput,
+    cfg: &StreamConfig,
+    opts: &RunOptions,
+    cancel: Option<&AtomicBool>,
+) -> Result<StreamSendReport, StreamError> {
+    let shared = Arc::new(Shared::default());
+    let depth = (cfg.segment_bytes / READ_PIECE).max(4);
+    let (ptx, prx) = mpsc::sync_channel(depth);
+    let tcp = match input {
+        StreamInput::Tcp(s) => {
+            let keep = s.try_clone().map_err(|source| StreamError::Local {
+                what: "cloning the input connection".into(),
+                source,
+            })?;
+            spawn_reader(Box::new(s), ptx);
+            Some(keep)
+        }
+        StreamInput::Reader(r) => {
+            spawn_reader(r, ptx);
+            None
+        }
+    };
+    let handler = SendHandler::new(cfg.clone(), opts.io.batch, prx, shared.clone());
+    let slot = std::cell::RefCell::new(Some(handler));
+    let start = Instant::now();
+    let wcfg = WorkerConfig {
+        cores: vec![opts.core],
+        io: opts.io.clone(),
+        idle_yield: opts.idle_yield,
+    };
+    let workers = Workers::spawn(&wcfg, |_| {
+        slot.borrow_mut()
+            .take()
+            .expect("one worker, one stream handler")
+    })?;
+    let res = wait_shared(&shared, start, opts.timeout, None, cancel, &mut || true);
+    let elapsed = start.elapsed();
+    let stopped = workers.stop();
+    if res.is_err()
+        && let Some(t) = &tcp
+    {
+        // The source must see the carry fail (its migration fails; the VM keeps running).
+        let _ = t.shutdown(Shutdown::Both);
+    }
+    let mut stopped = stopped?;
+    res?;
+    let (_, w) = stopped.remove(0);
+    Ok(StreamSendReport {
+        bytes: shared.bytes.load(Ordering::Relaxed),
+        segments: shared.segments.load(Ordering::Relaxed),
+        elapsed,
+        bytes_on_wire: shared.wire.load(Ordering::Relaxed),
+        bytes_retransmitted: shared.retx.load(Ordering::Relaxed),
+        max_in_flight: shared.max_in_flight.load(Ordering::Relaxed) as usize,
+        selection: w.selection,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// receiving side
+
+enum Delivery {
+    Data(Vec<u8>),
+    End,
+}
+
+struct Incoming {
+    seq: u64,
+    rx: Receiver,
+    sink: MemSink,
+}
+
+struct RecvHandler {
+    max_active: usize,
+    active: HashMap<u32, Incoming>,
+    lingering: VecDeque<(Instant, u32, Receiver)>,
+    linger: Duration,
+    next_deliver: u64,
+    reorder: BTreeMap<u64, Vec<u8>>,
+    out: mpsc::Sender<Delivery>,
+    ended: bool,
+    shared: Arc<Shared>,
+}
+
+impl RecvHandler {
+    fn complete(&mut self, conn: u32) {
+        let Some(inc) = self.active.remove(&conn) else {
+            return;
+        };
+        let st = inc.rx.stats();
+        self.shared
+            .corrupt
+            .fetch_add(st.frames_corrupt, Ordering::Relaxed);
+        self.shared
+            .dups
+            .fetch_add(st.duplicate_chunks, Ordering::Relaxed);
+        self.reorder.insert(inc.seq, inc.sink.contents());
+        self.lingering
+            .push_back((Instant::now() + self.linger, conn, inc.rx));
+        self.deliver();
+    }
+
+    fn deliver(&mut self) {
+        while !self.ended
+            && let Some(seg) = self.reorder.remove(&self.next_deliver)
+        {
+            let seq = self.next_deliver;
+            self.next_deliver += 1;
+            let (flags, body) = match parse_segment(seq, &seg) {
+                Ok(v) => v,
+                Err(e) => return self.shared.fail(e),
+            };
+            if flags & FLAG_ABORT != 0 {
+                self.ended = true;
+                let why = String::from_utf8_lossy(body).into_owned();
+                return self.shared.fail(StreamError::Aborted(why));
+            }
+            self.shared.segments.fetch_add(1, Ordering::Relaxed);
+            if !body.is_empty() {
+                self.shared
+                    .bytes
+                    .fetch_add(body.len() as u64, Ordering::Relaxed);
+                let _ = self.out.send(Delivery::Data(body.to_vec()));
+            }
+            if flags & FLAG_END != 0 {
+                self.ended = true;
+                let _ = self.out.send(Delivery::End);
+                self.shared.done.store(true, Ordering::Release);
+            }
+        }
+    }
+
+}
+
+/// Whether a HELLO on `conn` may start a new segment receiver.
+fn accepts(h: &RecvHandler, conn: u32) -> bool {
+    let seq = u64::from(conn.wrapping_sub(1));
+    !h.ended
+        && conn != 0
+        && seq >= h.next_deliver
+        && !h.reorder.contains_key(&seq)
+        && h.active.len() < h.max_active
+        && seq < h.next_deliver + 4 * h.max_active as u64
+}
+
+impl Handler for RecvHandler {
+    fn on_rx(&mut self, frames: RxFrames<'_, '_>, _tx: &mut TxBatch<'_>) {
+        let now = Instant::now();
+        let mut touched: Vec<u32> = Vec::new();
+        let mut any = false;
+        frames.for_each_raw(|d| {
+            let Some(conn) = conn_of(d) else { return };
+            if let Some(inc) = self.active.get_mut(&conn) {
+                inc.rx.handle_frame(now, d);
+                any = true;
+                if !touched.contains(&conn) {
+                    touched.push(conn);
+                }
+            } else if let Some((_, _, rx)) = self.lingering.iter_mut().find(|l| l.1 == conn) {
+                rx.handle_frame(now, d);
+            } else if d.get(3) == Some(&HELLO) && accepts(self, conn) {
+                let sink = MemSink::new();
+                let mut rx = Receiver::new(
+                    ReceiverConfig::default(),
+                    Box::new(sink.clone()),
+                    Box::new(MemJournal::new()),
+                );
+                rx.handle_frame(now, d);
+                any = true;
+                let seq = u64::from(conn.wrapping_sub(1));
+                self.active.insert(conn, Incoming { seq, rx, sink });
+                touched.push(conn);
+            }
+        });
+        if any {
+            *self.shared.last_rx.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+            self.shared
+                .first_rx
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(now);
+        }
+        for conn in touched {
+            let Some(inc) = self.active.get(&conn) else {
+                continue;
+            };
+            if inc.rx.is_complete() {
+                self.complete(conn);
+            } else if let Some(e) = inc.rx.error() {
+                let seq = inc.seq;
+                let reason = crate::io::error_chain(e);
+                self.shared.fail(StreamError::Segment { seq, reason });
+            }
+        }
+    }
+
+    fn poll_tx(&mut self, tx: &mut TxBatch<'_>) {
+        let now = Instant::now();
+        while self.lingering.front().is_some_and(|l| l.0 <= now) {
+            self.lingering.pop_front();
+        }
+        let eps = self
+            .active
+            .values_mut()
+            .map(|i| &mut i.rx)
+            .chain(self.lingering.iter_mut().map(|l| &mut l.2));
+        for rx in eps {
+            if rx.poll_timeout().is_some_and(|t| t <= now) {
+                rx.handle_timeout(now);
+            }
+            // Receiver frames are small (acks, closes); a full batch defers the rest to the
+            // next iteration, where poll_transmit yields them again.
+            while tx.staged() < 60 {
+                match rx.poll_transmit(now) {
+                    Some(f) => {
+                        if !tx.push(&f) {
+                            break;
+                        }
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+}
+
+/// Opens the output once the first bytes are ready (QEMU's `-incoming` may start late).
+pub type OutputOpener = Box<dyn FnOnce() -> std::io::Result<Box<dyn Write + Send>> + Send>;
+
+/// Receives one stream from the peer in `opts.io` and writes it, in order and only verified
+/// segments, to the output `open` returns (called when the first segment is ready).
+pub fn recv_stream(
+    open: OutputOpener,
+    cfg: &StreamConfig,
+    opts: &RunOptions,
+    cancel: Option<&AtomicBool>,
+) -> Result<StreamRecvReport, StreamError> {
+    let shared = Arc::new(Shared::default());
+    let (otx, orx) = mpsc::channel::<Delivery>();
+    let writer = std::thread::Builder::new()
+        .name("dwcp-stream-out".into())
+        .spawn(move || -> Result<(), StreamError> {
+            let mut out: Option<Box<dyn Write + Send>> = None;
+            let local = |what: &str| {
+                let what = what.to_string();
+                move |source| StreamError::Local { what, source }
+            };
+            let mut open = Some(open);
+            for d in orx {
+                match d {
+                    Delivery::Data(b) => {
+                        if out.is_none()
+                            && let Some(o) = open.take()
+                        {
+                            out = Some(o().map_err(local("opening the output"))?);
+                        }
+                        if let Some(o) = out.as_mut() {
+                            o.write_all(&b).map_err(local("writing the output"))?;
+                        }
+                    }
+                    Delivery::End => {
+                        if let Some(mut o) = out.take() {
+                            o.flush().map_err(local("flushing the output"))?;
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+            Err(StreamError::Local {
+                what: "stream ended without its final segment".into(),
+                source: std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+            })
+        })
+        .map_err(|source| StreamError::Local {
+            what: "starting the output writer".into(),
+            source,
+        })?;
+    let max_active = cfg.in_flight.max(1) * 4;
+    let handler = RecvHandler {
+        max_active,
+        active: HashMap::new(),
+        lingering: VecDeque::new(),
+        linger: Duration::from_secs(2),
+        next_deliver: 0,
+        reorder: BTreeMap::new(),
+        out: otx,
+        ended: false,
+        shared: shared.clone(),
+    };
+    let slot = std::cell::RefCell::new(Some(handler));
+    let start = Instant::now();
+    let wcfg = WorkerConfig {
+        cores: vec![opts.core],
+        io: opts.io.clone(),
+        idle_yield: opts.idle_yield,
+    };
+    let workers = Workers::spawn(&wcfg, |_| {
+        slot.borrow_mut()
+            .take()
+            .expect("one worker, one stream handler")
+    })?;
+    let mut writer = Some(writer);
+    let mut wres: Option<Result<(), StreamError>> = None;
+    let res = wait_shared(
+        &shared,
+        start,
+        opts.timeout,
+        Some(cfg.idle_timeout),
+        cancel,
+        &mut || {
+            if writer.as_ref().is_some_and(|w| w.is_finished()) {
+                wres = writer.take().map(|w| {
+                    w.join().unwrap_or_else(|_| {
+                        Err(StreamError::Local {
+                            what: "output writer panicked".into(),
+                            source: std::io::Error::other("panic"),
+                        })
+                    })
+                });
+            }
+            wres.is_some()
+        },
+    );
+    let end = Instant::now();
+    if res.is_ok() {
+        std::thread::sleep(cfg.linger);
+    }
+    let mut stopped = workers.stop()?;
+    // Dropping the handler closes the writer's channel: on failure the output is closed
+    // without the final segment, so the consumer sees an incomplete stream.
+    let (_, w) = stopped.remove(0);
+    drop(stopped);
+    res?;
+    if let Some(Err(e)) = wres {
+        return Err(e);
+    }
+    let first = (*shared.first_rx.lock().unwrap_or_else(|p| p.into_inner())).unwrap_or(start);
+    Ok(StreamRecvReport {
+        bytes: shared.bytes.load(Ordering::Relaxed),
+        segments: shared.segments.load(Ordering::Relaxed),
+        elapsed: end.saturating_duration_since(first),
+        frames_corrupt: shared.corrupt.load(Ordering::Relaxed),
+        duplicate_chunks: shared.dups.load(Ordering::Relaxed),
+        selection: w.selection,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// command-line glue (`dwcp stream-send` / `dwcp stream-recv`)
+
+/// `dwcp stream-send` options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SendArgs {
+    /// Accept one TCP connection here and carry what it sends (QEMU `migrate tcp:ADDR`).
+    /// Without it, stdin is carried (QEMU `migrate exec:dwcp stream-send ...`).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub tuning: TuningArgs,
+}
+
+/// `dwcp stream-recv` options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RecvArgs {
+    /// Connect here and write the stream (QEMU `-incoming tcp:ADDR`); retried until
+    /// `--connect-timeout`. Without it, the stream goes to stdout.
+    #[arg(long)]
+    pub connect: Option<SocketAddr>,
+    /// Seconds to keep retrying the connection to the destination.
+    #[arg(long, default_value_t = 30)]
+    pub connect_timeout: u64,
+    #[command(flatten)]
+    pub tuning: TuningArgs,
+}
+
+/// Segmenting options shared by both sides.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TuningArgs {
+    /// Segment size in KiB.
+    #[arg(long, default_value_t = 8192)]
+    pub segment_kib: usize,
+    /// Send a partial segment after this many milliseconds without input.
+    #[arg(long, default_value_t = 5)]
+    pub idle_ms: u64,
+    /// Segments in transfer at once.
+    #[arg(long, default_value_t = 4)]
+    pub in_flight: usize,
+    /// Fail when the peer is silent this many seconds (receiving side).
+    #[arg(long, default_value_t = 20)]
+    pub peer_idle_secs: u64,
+}
+
+impl TuningArgs {
+    /// The stream configuration these options give, for a link of `mtu`.
+    pub fn config(&self, mtu: usize) -> StreamConfig {
+        StreamConfig {
+            segment_bytes: (self.segment_kib << 10).max(4096),
+            idle_flush: Duration::from_millis(self.idle_ms),
+            in_flight: self.in_flight.max(1),
+            mtu: Some(mtu),
+            idle_timeout: Duration::from_secs(self.peer_idle_secs),
+            ..StreamConfig::default()
+        }
+    }
+}
+
+/// One-line JSON summary of a send (printed on stderr by the CLI: stdout may carry data).
+pub fn send_report_json(r: &StreamSendReport) -> serde_json::Value {
+    serde_json::json!({
+        "stream_bytes": r.bytes,
+        "segments": r.segments,
+        "seconds": r.elapsed.as_secs_f64(),
+        "goodput_mbit_s": r.bytes as f64 * 8.0 / r.elapsed.as_secs_f64().max(1e-9) / 1e6,
+        "bytes_on_wire": r.bytes_on_wire,
+        "bytes_retransmitted": r.bytes_retransmitted,
+        "max_in_flight": r.max_in_flight,
+        "backend": r.selection.as_ref().map(|s| s.kind.to_string()),
+    })
+}
+
+/// One-line JSON summary of a receive.
+pub fn recv_report_json(r: &StreamRecvReport) -> serde_json::Value {
+    serde_json::json!({
+        "stream_bytes": r.bytes,
+        "segments": r.segments,
+        "seconds": r.elapsed.as_secs_f64(),
+        "frames_corrupt": r.frames_corrupt,
+        "duplicate_chunks": r.duplicate_chunks,
+        "backend": r.selection.as_ref().map(|s| s.kind.to_string()),
+    })
+}
+
+/// Connects to `addr`, retrying until `timeout` (the consumer may not listen yet).
+pub fn connect_retry(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    let start = Instant::now();
+    loop {
+        match TcpStream::connect(addr) {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) if start.elapsed() < timeout => {
+                tracing::debug!("connect {addr}: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Runs `dwcp stream-send`.
+pub fn cli_send(
+    args: &SendArgs,
+    opts: &RunOptions,
+    mtu: usize,
+) -> Result<StreamSendReport, StreamError> {
+    let input = match args.listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr).map_err(|source| StreamError::Local {
+                what: format!("listening on {addr}"),
+                source,
+            })?;
+            eprintln!("dwcp stream-send: listening on {addr}");
+            let (s, from) = l.accept().map_err(|source| StreamError::Local {
+                what: format!("accepting on {addr}"),
+                source,
+            })?;
+            tracing::info!(%from, "stream source connected");
+            StreamInput::Tcp(s)
+        }
+        None => StreamInput::Reader(Box::new(std::io::stdin())),
+    };
+    send_stream(input, &args.tuning.config(mtu), opts, None)
+}
+
+/// Runs `dwcp stream-recv`.
+pub fn cli_recv(
+    args: &RecvArgs,
+    opts: &RunOptions,
+    mtu: usize,
+) -> Result<StreamRecvReport, StreamError> {
+    let open: OutputOpener = match args.connect {
+        Some(addr) => {
+            let t = Duration::from_secs(args.connect_timeout);
+            Box::new(move || {
+                connect_retry(addr, t).map(|s| Box::new(s) as Box<dyn Write + Send>)
+            })
+        }
+        None => Box::new(|| Ok(Box::new(std::io::stdout()) as Box<dyn Write + Send>)),
+    };
+    recv_stream(open, &args.tuning.config(mtu), opts, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_round_trip_and_rejections() {
+        let mut seg = segment_prefix(FLAG_END, 7).to_vec();
+        seg.extend_from_slice(b"abc");
+        let (f, body) = parse_segment(7, &seg).unwrap();
+        assert_eq!((f, body), (FLAG_END, &b"abc"[..]));
+        assert!(parse_segment(8, &seg).is_err(), "wrong sequence number");
+        assert!(parse_segment(7, &seg[..10]).is_err(), "short");
+        let mut bad = seg.clone();
+        bad[0] ^= 1;
+        assert!(parse_segment(7, &bad).is_err(), "magic");
+        let mut bad = seg;
+        bad[7] |= 8;
+        assert!(parse_segment(7, &bad).is_err(), "unknown flag");
+    }
+
+    #[test]
+    fn conn_ids_never_zero() {
+        assert_eq!(seq_conn(0), 1);
+        assert_eq!(seq_conn(41), 42);
+        assert_ne!(seq_conn(u64::from(u32::MAX)), 0);
+    }
+}
