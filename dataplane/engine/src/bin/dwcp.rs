@@ -165,6 +165,20 @@ enum Cmd {
         #[command(flatten)]
         worker: WorkerArgs,
     },
+    /// Carry a byte stream (QEMU `migrate tcp:`/`exec:`) to a peer appliance (docs/qemu-migration.md).
+    StreamSend {
+        #[command(flatten)]
+        port: PortArgs,
+        #[command(flatten)]
+        stream: dwcp_engine::stream::SendArgs,
+    },
+    /// Receive a carried byte stream and feed it to QEMU `-incoming tcp:` (or stdout).
+    StreamRecv {
+        #[command(flatten)]
+        port: PortArgs,
+        #[command(flatten)]
+        stream: dwcp_engine::stream::RecvArgs,
+    },
 }
 
 fn run_opts(p: &PortArgs) -> Result<RunOptions> {
@@ -216,6 +230,14 @@ fn send_json(r: &SendReport) -> Value {
         "srtt_us": s.srtt.map(|d| d.as_micros() as u64),
         "min_rtt_us": s.min_rtt.map(|d| d.as_micros() as u64),
         "btlbw_gbit_s": s.btlbw * 8.0 / 1e9,
+        "pacing_gbit_s": s.pacing_rate * 8.0 / 1e9,
+        "cwnd_bytes": s.cwnd,
+        "cc_state": format!("{:?}", s.cc_state),
+        "congestion_events": s.congestion_events,
+        "loss_rate": s.loss_rate,
+        "data_frames_retransmitted": s.data_frames_retransmitted,
+        "spurious_losses": s.spurious_losses,
+        "tail_probes": s.tail_probes,
         "selection": selection_json(&r.selection),
         "io": format!("{:?}", r.worker.io),
         "xdp_counters": r.xdp.as_ref().map(|c| format!("{c:?}")),
