@@ -310,6 +310,23 @@ fn common_args(
     ]
 }
 
+/// Removes `dest` and every file next to it whose name starts with its name (the receiver's
+/// part file and journal), so no run resumes from an earlier one.
+fn remove_dest(dest: &Path) {
+    let _ = std::fs::remove_file(dest);
+    let (Some(dir), Some(name)) = (dest.parent(), dest.file_name()) else {
+        return;
+    };
+    let name = name.to_string_lossy().into_owned();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&name) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
 fn udp_listening(lab: &Lab, port: u16) -> bool {
     lab.b()
         .command("ss")
@@ -344,7 +361,7 @@ fn delta(after: Counters, before: Counters) -> Counters {
 /// destination file is removed afterwards.
 pub fn dwcp_transfer(lab: &Lab, run: &DwcpRun) -> Result<DwcpResult, PeerError> {
     let (a, b) = (lab.ip_a(), lab.ip_b());
-    let _ = std::fs::remove_file(&run.dest);
+    remove_dest(&run.dest);
     let mut rargs = common_args(
         run,
         dwcp_netns::IF_B,
@@ -383,7 +400,7 @@ pub fn dwcp_transfer(lab: &Lab, run: &DwcpRun) -> Result<DwcpResult, PeerError> 
     let (sout, serr, sok, cpu_send) = send.finish(deadline)?;
     let (rout, rerr, rok, cpu_recv) = recv.finish(deadline)?;
     let after = lab.counters();
-    let _ = std::fs::remove_file(&run.dest);
+    remove_dest(&run.dest);
     if !sok.success() {
         return Err(PeerError::Failed {
             cmd: send_cmd,
@@ -466,9 +483,231 @@ pub fn dwcp_repeated(
     Ok((s, results))
 }
 
+/// A peer of a side-by-side benchmark.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum PeerKind {
+    /// The appliance (`dwcp send` / `dwcp recv`).
+    Dwcp,
+    /// iperf3 TCP, one stream, with this congestion control.
+    Tcp(String),
+}
+
+impl PeerKind {
+    /// `dwcp` is the appliance; any other name is a TCP congestion control.
+    pub fn parse(name: &str) -> Self {
+        match name {
+            "dwcp" => Self::Dwcp,
+            cc => Self::Tcp(cc.to_string()),
+        }
+    }
+
+    /// Display name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Dwcp => "dwcp",
+            Self::Tcp(cc) => cc,
+        }
+    }
+}
+
+/// One peer's repetitions in a [`Comparison`].
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerRow {
+    /// Which peer.
+    pub peer: PeerKind,
+    /// Goodput, Gbit/s.
+    pub summary: Summary,
+    /// One line of detail per run.
+    pub details: Vec<String>,
+}
+
+/// Side-by-side results of [`compare`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// One row per peer, in the order asked for.
+    pub rows: Vec<PeerRow>,
+    /// The bottleneck's rate, bit/s of Ethernet frames (WAN profile with a rate limit).
+    pub bottleneck_bps: Option<f64>,
+    /// Every dwcp run, in order.
+    pub dwcp_runs: Vec<DwcpResult>,
+}
+
+fn dwcp_detail(r: &DwcpResult) -> String {
+    let f = |k: &str| r.send_report.get(k).cloned().unwrap_or_default();
+    let e = r
+        .emulator
+        .map(|(ab, ba)| {
+            format!(
+                " emu A->B loss {} queue {} socket {} / B->A loss {} queue {}",
+                ab.dropped_loss,
+                ab.dropped_queue,
+                ab.dropped_socket,
+                ba.dropped_loss,
+                ba.dropped_queue
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "{:.4} Gbit/s {} B in {:.2} s, wire {:.3}x, retx {} B, losses {}, RTOs {}, mode {}, streams {}, cpu send {:.2} s recv {:.2} s, cc {} pacing {} Gbit/s cwnd {} B srtt {} us min_rtt {} us loss_rate {} cong {}{e}",
+        r.goodput_gbps(),
+        r.object_bytes,
+        r.elapsed.as_secs_f64(),
+        r.wire_bytes as f64 / r.object_bytes.max(1) as f64,
+        r.bytes_retransmitted,
+        r.losses,
+        r.rto_count,
+        r.mode,
+        r.streams,
+        r.cpu_send_secs,
+        r.cpu_recv_secs,
+        f("cc_state"),
+        f("pacing_gbit_s"),
+        f("cwnd_bytes"),
+        f("srtt_us"),
+        f("min_rtt_us"),
+        f("loss_rate"),
+        f("congestion_events"),
+    )
+}
+
+/// Runs every peer `reps` times, interleaved (rep 1 of each peer, then rep 2 of each...) so
+/// all peers see the same conditions; iperf3 runs last `secs` seconds, dwcp moves
+/// `run.source`. `log` gets one line per run as it finishes.
+pub fn compare(
+    lab: &Lab,
+    peers: &[PeerKind],
+    reps: u32,
+    secs: u32,
+    run: &DwcpRun,
+    log: &mut dyn FnMut(&str),
+) -> Result<Comparison, PeerError> {
+    for p in peers {
+        if let PeerKind::Tcp(cc) = p {
+            crate::peers::ensure_congestion_control(cc)?;
+        }
+    }
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
+    let mut details: Vec<Vec<String>> = vec![Vec::new(); peers.len()];
+    let mut dwcp_runs = Vec::new();
+    for rep in 1..=reps {
+        for (i, p) in peers.iter().enumerate() {
+            let (gbps, detail) = match p {
+                PeerKind::Dwcp => {
+                    let r = dwcp_transfer(lab, run)?;
+                    let d = dwcp_detail(&r);
+                    let g = r.goodput_gbps();
+                    dwcp_runs.push(r);
+                    (g, d)
+                }
+                PeerKind::Tcp(cc) => {
+                    let r = crate::peers::iperf3(lab, &crate::peers::Iperf3Run::tcp(cc, secs))?;
+                    let d = format!(
+                        "{:.4} Gbit/s {} B in {:.2} s, retransmits {}",
+                        r.received_gbps(),
+                        r.received_bytes,
+                        r.received_secs,
+                        r.retransmits.unwrap_or(0)
+                    );
+                    (r.received_gbps(), d)
+                }
+            };
+            log(&format!("rep {rep} {:>6}: {detail}", p.name()));
+            samples[i].push(gbps);
+            details[i].push(detail);
+        }
+    }
+    let bottleneck_bps = match lab.profile() {
+        crate::lab::Profile::Wan(o) => o.a_to_b.rate_bps.map(|r| r as f64),
+        crate::lab::Profile::Direct => None,
+    };
+    let rows = peers
+        .iter()
+        .zip(samples)
+        .zip(details)
+        .map(|((p, s), d)| PeerRow {
+            peer: p.clone(),
+            summary: Summary::of(s).expect("reps > 0"),
+            details: d,
+        })
+        .collect();
+    Ok(Comparison {
+        rows,
+        bottleneck_bps,
+        dwcp_runs,
+    })
+}
+
+impl Comparison {
+    /// The min / median / max table and the ratios of dwcp's median to each other peer's
+    /// median and to the bottleneck rate.
+    pub fn report(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:>8}  {:>10} {:>10} {:>10}   (goodput Gbit/s, min / median / max)",
+            "peer", "min", "median", "max"
+        );
+        for r in &self.rows {
+            let _ = writeln!(
+                out,
+                "{:>8}  {:>10.4} {:>10.4} {:>10.4}",
+                r.peer.name(),
+                r.summary.min,
+                r.summary.median,
+                r.summary.max
+            );
+        }
+        if let Some(d) = self.rows.iter().find(|r| r.peer == PeerKind::Dwcp) {
+            for r in self.rows.iter().filter(|r| r.peer != PeerKind::Dwcp) {
+                let _ = writeln!(
+                    out,
+                    "ratio dwcp/{:<6} median {:>9.2}x   (min/max {:.2}x)",
+                    r.peer.name(),
+                    d.summary.median / r.summary.median.max(1e-12),
+                    d.summary.min / r.summary.min.max(1e-12),
+                );
+            }
+            if let Some(b) = self.bottleneck_bps {
+                let _ = writeln!(
+                    out,
+                    "ratio dwcp/bottleneck ({:.1} Mbit/s frames) median {:.3}   (min {:.3}, max {:.3})",
+                    b / 1e6,
+                    d.summary.median * 1e9 / b,
+                    d.summary.min * 1e9 / b,
+                    d.summary.max * 1e9 / b,
+                );
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_names_and_report_ratios() {
+        assert_eq!(PeerKind::parse("dwcp"), PeerKind::Dwcp);
+        assert_eq!(PeerKind::parse("bbr"), PeerKind::Tcp("bbr".into()));
+        let row = |p: &str, v: Vec<f64>| PeerRow {
+            peer: PeerKind::parse(p),
+            summary: Summary::of(v).unwrap(),
+            details: vec![],
+        };
+        let c = Comparison {
+            rows: vec![
+                row("dwcp", vec![0.18, 0.19, 0.185]),
+                row("cubic", vec![0.002, 0.0025, 0.003]),
+            ],
+            bottleneck_bps: Some(200e6),
+            dwcp_runs: vec![],
+        };
+        let r = c.report();
+        assert!(r.contains("ratio dwcp/cubic  median     74.00x"), "{r}");
+        assert!(r.contains("median 0.925"), "{r}");
+    }
 
     #[test]
     fn parses_proc_stat_with_spaces_in_name() {

@@ -61,7 +61,31 @@ enum Cmd {
         /// Seconds per iperf3 run.
         #[arg(long, default_value_t = 10)]
         secs: u32,
+        /// Side-by-side peers, interleaved per repetition: `dwcp` and/or TCP congestion
+        /// controls (e.g. `dwcp,cubic,bbr`); replaces --cc when given.
+        #[command(flatten)]
+        dwcp: DwcpArgs,
     },
+}
+
+/// The dwcp peer of `dwcp-lab bench --peers`.
+#[derive(Args, Debug, Clone)]
+struct DwcpArgs {
+    /// Peers, comma separated (`dwcp` = the appliance, other names = iperf3 TCP with that cc).
+    #[arg(long, value_delimiter = ',')]
+    peers: Vec<String>,
+    /// dwcp object size, MiB (default: bottleneck rate x --secs, or 1024 without a rate).
+    #[arg(long)]
+    dwcp_mib: Option<u64>,
+    /// dwcp backend (udp, afxdp, auto).
+    #[arg(long, default_value = "udp")]
+    dwcp_backend: String,
+    /// dwcp most streams.
+    #[arg(long, default_value_t = 8)]
+    dwcp_streams: u16,
+    /// Directory for the object and its copy.
+    #[arg(long, default_value = "/dev/shm")]
+    dwcp_dir: std::path::PathBuf,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum, PartialEq)]
@@ -302,6 +326,43 @@ fn bench(args: &LabArgs, ccs: &[String], reps: u32, secs: u32) -> Result<()> {
     Ok(())
 }
 
+fn bench_peers(args: &LabArgs, d: &DwcpArgs, reps: u32, secs: u32) -> Result<()> {
+    use dwcp_bench::dwcp_peer::{self, DwcpRun, PeerKind};
+    let peers: Vec<PeerKind> = d.peers.iter().map(|p| PeerKind::parse(p)).collect();
+    let lab = args.build()?;
+    let dir = d.dwcp_dir.join(format!("dwcp-lab-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mib = d.dwcp_mib.unwrap_or_else(|| {
+        args.rate_mbit
+            .map(|m| (m * 1e6 / 8.0 * f64::from(secs) / f64::from(1u32 << 20)).ceil() as u64)
+            .unwrap_or(1024)
+    });
+    let mut run = DwcpRun::new(
+        &lab,
+        dwcp_peer::dwcp_binary()?,
+        dir.join("object"),
+        dir.join("copy"),
+    );
+    run.backend = d.dwcp_backend.clone();
+    run.streams = d.dwcp_streams;
+    if peers.contains(&PeerKind::Dwcp) {
+        dwcp_peer::write_source(&run.source, mib << 20, 1)?;
+    }
+    println!(
+        "side by side, {reps} interleaved reps: iperf3 TCP one stream {secs} s, dwcp {mib} MiB random object ({} backend, MTU {}, {})",
+        run.backend,
+        run.mtu,
+        run.bin.display()
+    );
+    let res = dwcp_peer::compare(&lab, &peers, reps, secs, &run, &mut |l| println!("{l}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    print!("{}", res?.report());
+    if let Some(c) = lab.counters() {
+        print!("{}", validate::format_counters(&c));
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
@@ -326,9 +387,17 @@ fn main() -> Result<()> {
         } => run_validate(&lab, datagrams, secs),
         Cmd::Bench {
             lab,
+            reps,
+            secs,
+            dwcp,
+            ..
+        } if !dwcp.peers.is_empty() => bench_peers(&lab, &dwcp, reps, secs),
+        Cmd::Bench {
+            lab,
             cc,
             reps,
             secs,
+            ..
         } => bench(&lab, &cc, reps, secs),
     }
 }
