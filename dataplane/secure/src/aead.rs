@@ -11,6 +11,7 @@ use aes_gcm::Aes128Gcm;
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::ChaCha20Poly1305;
 use dwcp_proto::{HEADER_LEN, TAG_LEN};
+use dwcp_transfer::wire::TagMismatch;
 
 /// AEAD suite of a SEALED connection, chosen by the responder from the initiator's offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -111,11 +112,7 @@ impl std::fmt::Debug for Cipher {
 
 impl Cipher {
     /// A cipher of `suite` with `key` (at least [`Suite::key_len`] bytes; the first ones are
-    /// used).
-    ///
-    /// # Panics
-    /// Never for keys from the key schedule; a short key is a programming error and gives
-    /// `None`.
+    /// used); `None` for a shorter key.
     #[must_use]
     pub fn new(suite: Suite, key: &[u8]) -> Option<Self> {
         let k = key.get(..suite.key_len())?;
@@ -145,14 +142,14 @@ impl Cipher {
         aad: &[u8],
         buf: &mut [u8],
         tag: &[u8; TAG_LEN],
-    ) -> Result<(), ()> {
+    ) -> Result<(), TagMismatch> {
         let n = nonce.into();
         let t = tag.into();
         match self {
             Cipher::ChaCha(c) => c.decrypt_in_place_detached(n, aad, buf, t),
             Cipher::Aes(c) => c.decrypt_in_place_detached(n, aad, buf, t),
         }
-        .map_err(|_| ())
+        .map_err(|_| TagMismatch)
     }
 }
 
@@ -194,7 +191,7 @@ impl dwcp_transfer::wire::FrameKeys for DirectionalKeys {
         aad: &[u8; HEADER_LEN],
         payload: &mut [u8],
         tag: &[u8; TAG_LEN],
-    ) -> Result<(), ()> {
+    ) -> Result<(), TagMismatch> {
         self.recv.open(nonce, aad, payload, tag)
     }
 

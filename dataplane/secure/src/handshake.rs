@@ -167,6 +167,7 @@ fn prologue(conn_id: u32, transcript: &[u8]) -> Vec<u8> {
 
 fn auth(what: impl Into<String>, source: Option<snow::Error>) -> AuthError {
     AuthError {
+        fatal: true,
         what: what.into(),
         reason: DropReason::AuthFailed,
         source: source.map(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
@@ -228,6 +229,8 @@ fn choose_suite(pref: SuitePref, flags: u8) -> Option<Suite> {
 /// An initiator waiting for the HELLO_ACK.
 struct Pending {
     hs: snow::HandshakeState,
+    /// After message 2 verified: its bytes, the HELLO_ACK transcript hash it carries, keys.
+    verified: Option<(Vec<u8>, [u8; 32], DirectionalKeys)>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -242,32 +245,52 @@ impl PendingHandshake for Pending {
         ack_transcript: &[u8],
         key_exchange: &[u8],
     ) -> Result<Box<dyn FrameKeys>, AuthError> {
-        let mut payload = [0u8; MAX_MSG];
-        let n = self
-            .hs
-            .read_message(key_exchange, &mut payload)
-            .map_err(|e| auth("HELLO_ACK key exchange does not verify (wrong responder key, wrong PSK or tampered)", Some(e)))?;
-        let p = payload.get(..n).unwrap_or_default();
-        if p.len() != MSG2_PAYLOAD_LEN || p.first() != Some(&FORMAT) {
-            return Err(auth(
-                "HELLO_ACK handshake payload has an unknown format",
-                None,
-            ));
+        if self.verified.is_none() {
+            let mut payload = [0u8; MAX_MSG];
+            let n = self
+                .hs
+                .read_message(key_exchange, &mut payload)
+                .map_err(|e| {
+                    auth(
+                        "HELLO_ACK key exchange does not verify (wrong responder key or PSK)",
+                        Some(e),
+                    )
+                })?;
+            let p = payload.get(..n).unwrap_or_default();
+            if p.len() != MSG2_PAYLOAD_LEN || p.first() != Some(&FORMAT) {
+                return Err(auth(
+                    "HELLO_ACK handshake payload has an unknown format",
+                    None,
+                ));
+            }
+            let suite = p
+                .get(1)
+                .and_then(|id| Suite::from_id(*id))
+                .ok_or_else(|| auth("responder chose an unknown AEAD suite", None))?;
+            if !self.hs.is_handshake_finished() {
+                return Err(auth("handshake not finished after HELLO_ACK", None));
+            }
+            let mut hash = [0u8; 32];
+            hash.copy_from_slice(p.get(2..).unwrap_or(&[0; 32]));
+            let keys = frame_keys(&mut self.hs, suite, true)?;
+            self.verified = Some((key_exchange.to_vec(), hash, keys));
         }
-        let suite = p
-            .get(1)
-            .and_then(|id| Suite::from_id(*id))
-            .ok_or_else(|| auth("responder chose an unknown AEAD suite", None))?;
-        if p.get(2..) != Some(&blake2s(ack_transcript)[..]) {
-            return Err(auth(
-                "HELLO_ACK offer does not match its authenticated transcript",
-                None,
-            ));
+        // The Noise message verified once; the HELLO_ACK around it must match the transcript
+        // the responder authenticated. A rewritten one is refused without ending the
+        // handshake: the responder re-sends the genuine HELLO_ACK on the next HELLO.
+        match &self.verified {
+            Some((kex, hash, keys)) if kex == key_exchange && *hash == blake2s(ack_transcript) => {
+                Ok(Box::new(keys.clone()))
+            }
+            _ => Err(AuthError {
+                fatal: false,
+                what:
+                    "HELLO_ACK does not match its authenticated transcript (rewritten on the path)"
+                        .into(),
+                reason: DropReason::AuthFailed,
+                source: None,
+            }),
         }
-        if !self.hs.is_handshake_finished() {
-            return Err(auth("handshake not finished after HELLO_ACK", None));
-        }
-        Ok(Box::new(frame_keys(&mut self.hs, suite, true)?))
     }
 }
 
@@ -303,7 +326,7 @@ impl Security for Secure {
             .write_message(&payload, &mut msg)
             .map_err(|e| auth("cannot write handshake message 1", Some(e)))?;
         msg.truncate(n);
-        Ok((msg, Box::new(Pending { hs })))
+        Ok((msg, Box::new(Pending { hs, verified: None })))
     }
 
     fn accept(
@@ -345,8 +368,13 @@ impl Security for Secure {
         let mut c = [0u8; 8];
         c.copy_from_slice(p.get(2..10).unwrap_or(&[0; 8]));
         let counter = u64::from_be_bytes(c);
-        if self.last_seen.get(&peer).is_some_and(|last| counter <= *last) {
+        if self
+            .last_seen
+            .get(&peer)
+            .is_some_and(|last| counter <= *last)
+        {
             return Err(AuthError {
+                fatal: true,
                 what: "HELLO key exchange replayed (handshake counter not above the last accepted)"
                     .into(),
                 reason: DropReason::Replay,
@@ -354,8 +382,8 @@ impl Security for Secure {
             });
         }
         let flags = p.get(1).copied().unwrap_or(0);
-        let suite =
-            choose_suite(self.cfg.suite, flags).ok_or_else(|| auth("no common AEAD suite", None))?;
+        let suite = choose_suite(self.cfg.suite, flags)
+            .ok_or_else(|| auth("no common AEAD suite", None))?;
         self.last_seen.insert(peer, counter);
         Ok(Box::new(Accepted { hs, suite }))
     }

@@ -544,14 +544,21 @@ impl Sender {
         if session.capabilities.contains(Capabilities::SEALED) {
             let max = session.max_streams.clamp(1, self.cfg.max_streams.max(1));
             let kex = &a.caps.key_exchange;
-            if self
+            match self
                 .sec
                 .initiator_finish(self.conn_id, transcript, kex, max)
-                .is_err()
             {
-                // counted; a forged HELLO_ACK does not end the handshake
-                self.st.frames_dropped += 1;
-                return;
+                Ok(()) => {}
+                Err(Some(e)) => {
+                    // the responder's key exchange does not verify: wrong key or PSK
+                    self.fail(TransferError::Authentication(e));
+                    return;
+                }
+                Err(None) => {
+                    // counted; a rewritten HELLO_ACK does not end the handshake
+                    self.st.frames_dropped += 1;
+                    return;
+                }
             }
         } else if self.sec.require_sealed() {
             self.fail(TransferError::Negotiation {

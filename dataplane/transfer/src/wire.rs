@@ -459,7 +459,7 @@ pub fn decode_with(buf: &[u8], sealed: Option<&mut SealedConn>) -> Result<Envelo
     let mut plain = uf.payload.to_vec();
     conn.keys
         .open(&h.aead_nonce(), uf.header_bytes, &mut plain, tag)
-        .map_err(|()| WireError::Session {
+        .map_err(|TagMismatch| WireError::Session {
             reason: DropReason::AuthFailed,
         })?;
     conn.windows[slot]
@@ -565,10 +565,19 @@ pub struct AuthError {
     pub what: String,
     /// Counter index: `auth_failed`, or `replay` for a replayed handshake message.
     pub reason: DropReason,
+    /// False when a genuine handshake message may still follow (e.g. a HELLO_ACK whose
+    /// key exchange verified but whose other fields were rewritten on the path): the
+    /// initiator then keeps waiting instead of failing.
+    pub fatal: bool,
     /// Underlying error, if any.
     #[source]
     pub source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
+
+/// An AEAD tag did not verify (forged, corrupted or truncated frame, or another key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("AEAD tag does not verify")]
+pub struct TagMismatch;
 
 /// The AEAD keys of one SEALED connection, one per direction, as seen by one endpoint.
 pub trait FrameKeys: Send + std::fmt::Debug {
@@ -588,7 +597,7 @@ pub trait FrameKeys: Send + std::fmt::Debug {
         aad: &[u8; HEADER_LEN],
         payload: &mut [u8],
         tag: &[u8; TAG_LEN],
-    ) -> Result<(), ()>;
+    ) -> Result<(), TagMismatch>;
     /// Name of the AEAD suite (for stats and logs).
     fn suite(&self) -> &'static str;
 }
@@ -869,6 +878,7 @@ impl SecState {
             return Ok(kex.clone());
         }
         let transcript = transcript_of(hello).map_err(|e| AuthError {
+            fatal: true,
             what: "cannot encode the HELLO transcript".into(),
             reason: DropReason::LocalError,
             source: Some(Box::new(e)),
@@ -887,10 +897,11 @@ impl SecState {
         ack_transcript: &[u8],
         key_exchange: &[u8],
         max_streams: u16,
-    ) -> Result<(), ()> {
+    ) -> Result<(), Option<AuthError>> {
         let res = match &mut self.pending {
             Some((c, _, p)) if *c == conn_id => p.finish(ack_transcript, key_exchange),
             _ => Err(AuthError {
+                fatal: false,
                 what: "HELLO_ACK for a connection with no handshake in progress".into(),
                 reason: DropReason::UnknownConnection,
                 source: None,
@@ -905,8 +916,12 @@ impl SecState {
             }
             Err(e) => {
                 self.drops.add(e.reason);
-                self.last_auth_error = Some(e);
-                Err(())
+                if e.fatal {
+                    Err(Some(e))
+                } else {
+                    self.last_auth_error = Some(e);
+                    Err(None)
+                }
             }
         }
     }
@@ -922,6 +937,7 @@ impl SecState {
         let res = match self.security.as_mut() {
             Some(sec) => sec.accept(conn_id, hello_transcript, key_exchange),
             None => Err(AuthError {
+                fatal: true,
                 what: "no keys configured".into(),
                 reason: DropReason::NotNegotiated,
                 source: None,
@@ -943,6 +959,7 @@ impl SecState {
         max_streams: u16,
     ) -> Result<Vec<u8>, AuthError> {
         let t = transcript_of(ack).map_err(|e| AuthError {
+            fatal: true,
             what: "cannot encode the HELLO_ACK transcript".into(),
             reason: DropReason::LocalError,
             source: Some(Box::new(e)),
