@@ -25,10 +25,13 @@
 //! `snow`), carry certificates, or rotate keys within a connection.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use blake2::digest::{KeyInit, Mac};
 use dwcp_proto::DropReason;
-use dwcp_transfer::wire::{AuthError, FrameKeys, PendingHandshake, PendingResponse, Security};
+use dwcp_transfer::wire::{
+    AuthError, FrameKeys, PendingHandshake, PendingResponse, Security, SecurityFactory,
+};
 
 use crate::aead::{Cipher, DirectionalKeys, Suite, SuitePref, local_prefers_aes};
 use crate::keys::{KEY_LEN, Psk, PublicKey, StaticKeypair};
@@ -118,9 +121,16 @@ impl SecureConfig {
 /// Peer authentication and key agreement for one endpoint (implements
 /// `dwcp_transfer::wire::Security`). Give it to `Sender::set_security` /
 /// `Receiver::set_security`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Secure {
-    cfg: SecureConfig,
+    cfg: Arc<SecureConfig>,
+    shared: Arc<Mutex<Shared>>,
+}
+
+/// State shared by the endpoints of one configuration: the initiator's handshake counter and
+/// the responder's replay memory (last accepted counter per peer key).
+#[derive(Debug)]
+struct Shared {
     counter: u64,
     last_seen: HashMap<[u8; KEY_LEN], u64>,
 }
@@ -130,10 +140,25 @@ impl Secure {
     pub fn new(cfg: SecureConfig) -> Result<Self, ConfigError> {
         cfg.check()?;
         Ok(Self {
-            counter: cfg.epoch,
-            cfg,
-            last_seen: HashMap::new(),
+            shared: Arc::new(Mutex::new(Shared {
+                counter: cfg.epoch,
+                last_seen: HashMap::new(),
+            })),
+            cfg: Arc::new(cfg),
         })
+    }
+
+    /// A factory for `SenderConfig::security` / `ReceiverConfig::security`: every endpoint
+    /// gets a handle on the same configuration, counter and replay memory.
+    pub fn factory(cfg: SecureConfig) -> Result<SecurityFactory, ConfigError> {
+        let s = Self::new(cfg)?;
+        Ok(SecurityFactory::new(move || Box::new(s.clone())))
+    }
+
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn builder<'a>(
@@ -309,7 +334,11 @@ impl Security for Secure {
             .builder(&pro, true)
             .and_then(snow::Builder::build_initiator)
             .map_err(|e| auth("cannot start the handshake", Some(e)))?;
-        self.counter = self.counter.wrapping_add(1);
+        let counter = {
+            let mut sh = self.shared();
+            sh.counter = sh.counter.wrapping_add(1);
+            sh.counter
+        };
         let mut flags = FLAG_CHACHA | FLAG_AES;
         match self.cfg.suite {
             SuitePref::Auto if local_prefers_aes() => flags |= FLAG_PREFERS_AES,
@@ -320,7 +349,7 @@ impl Security for Secure {
         let mut payload = [0u8; MSG1_PAYLOAD_LEN];
         payload[0] = FORMAT;
         payload[1] = flags;
-        payload[2..].copy_from_slice(&self.counter.to_be_bytes());
+        payload[2..].copy_from_slice(&counter.to_be_bytes());
         let mut msg = vec![0u8; MAX_MSG];
         let n = hs
             .write_message(&payload, &mut msg)
@@ -368,11 +397,8 @@ impl Security for Secure {
         let mut c = [0u8; 8];
         c.copy_from_slice(p.get(2..10).unwrap_or(&[0; 8]));
         let counter = u64::from_be_bytes(c);
-        if self
-            .last_seen
-            .get(&peer)
-            .is_some_and(|last| counter <= *last)
-        {
+        let mut sh = self.shared();
+        if sh.last_seen.get(&peer).is_some_and(|last| counter <= *last) {
             return Err(AuthError {
                 fatal: true,
                 what: "HELLO key exchange replayed (handshake counter not above the last accepted)"
@@ -384,7 +410,7 @@ impl Security for Secure {
         let flags = p.get(1).copied().unwrap_or(0);
         let suite = choose_suite(self.cfg.suite, flags)
             .ok_or_else(|| auth("no common AEAD suite", None))?;
-        self.last_seen.insert(peer, counter);
+        sh.last_seen.insert(peer, counter);
         Ok(Box::new(Accepted { hs, suite }))
     }
 }

@@ -81,10 +81,12 @@ fn run(
     limit: Duration,
 ) -> Run {
     let epoch = Instant::now();
+    // the sender's keys come through its configuration, the receiver's through set_security
     let scfg = SenderConfig {
         chunk_size: 1200,
         max_streams: 4,
         initial_streams: 2,
+        security: s_sec.map(|c| Secure::factory(c).expect("sender config")),
         ..Default::default()
     };
     let mut sender =
@@ -99,9 +101,6 @@ fn run(
         Box::new(sink.clone()),
         Box::new(MemJournal::new()),
     );
-    if let Some(c) = s_sec {
-        sender.set_security(Box::new(Secure::new(c).expect("sender config")));
-    }
     if let Some(c) = r_sec {
         receiver.set_security(Box::new(Secure::new(c).expect("receiver config")));
     }

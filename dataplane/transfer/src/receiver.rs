@@ -50,6 +50,8 @@ pub struct ReceiverConfig {
     pub durable_batch_bytes: u64,
     /// ... or once the oldest pending write is this old.
     pub durable_interval: Duration,
+    /// Keys and policy for SEALED sessions (`dwcp-secure`); `None` = unsealed only.
+    pub security: Option<wire::SecurityFactory>,
 }
 
 impl Default for ReceiverConfig {
@@ -63,6 +65,7 @@ impl Default for ReceiverConfig {
             max_ack_delay: Duration::from_millis(1),
             durable_batch_bytes: 4 << 20,
             durable_interval: Duration::from_millis(50),
+            security: None,
         }
     }
 }
@@ -146,6 +149,10 @@ impl Receiver {
         journal: Box<dyn Journal>,
         decoder: Box<dyn ChunkDecoder>,
     ) -> Self {
+        let mut sec = wire::SecState::default();
+        if let Some(f) = &cfg.security {
+            sec.set(f.make());
+        }
         Self {
             cfg,
             sink,
@@ -176,7 +183,7 @@ impl Receiver {
             close_repeats: VecDeque::new(),
             dec: Vec::new(),
             st: ReceiverStats::default(),
-            sec: wire::SecState::default(),
+            sec,
             rejects: VecDeque::new(),
         }
     }

@@ -80,6 +80,8 @@ pub struct SenderConfig {
     pub reconnect_after_rtos: u32,
     /// Mode detection thresholds.
     pub mode: ModeThresholds,
+    /// Keys and policy for SEALED sessions (`dwcp-secure`); `None` = unsealed only.
+    pub security: Option<wire::SecurityFactory>,
 }
 
 impl Default for SenderConfig {
@@ -102,6 +104,7 @@ impl Default for SenderConfig {
             min_cwnd_frames: 4,
             reconnect_after_rtos: 4,
             mode: ModeThresholds::default(),
+            security: None,
         }
     }
 }
@@ -297,6 +300,10 @@ impl Sender {
         let max_streams = cfg.max_streams.max(1);
         let initial = cfg.initial_streams;
         let mode = ModeDetector::new(cfg.mode);
+        let mut sec = wire::SecState::default();
+        if let Some(f) = &cfg.security {
+            sec.set(f.make());
+        }
         Ok(Self {
             conn_id: cfg.conn_id,
             cc_cfg,
@@ -354,7 +361,7 @@ impl Sender {
             raw: Vec::new(),
             enc: Vec::new(),
             st: Counters::default(),
-            sec: wire::SecState::default(),
+            sec,
         })
     }
 

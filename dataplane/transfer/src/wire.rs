@@ -646,6 +646,29 @@ pub trait PendingResponse: Send + std::fmt::Debug {
     ) -> Result<(Vec<u8>, Box<dyn FrameKeys>), AuthError>;
 }
 
+/// Makes the [`Security`] of each endpoint built from a configuration (like quinn's crypto
+/// configs): instances made by one factory may share state, e.g. the handshake replay memory.
+#[derive(Clone)]
+pub struct SecurityFactory(std::sync::Arc<dyn Fn() -> Box<dyn Security> + Send + Sync>);
+
+impl SecurityFactory {
+    /// A factory calling `make` once per endpoint.
+    pub fn new(make: impl Fn() -> Box<dyn Security> + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(make))
+    }
+
+    /// A new endpoint's security.
+    pub fn make(&self) -> Box<dyn Security> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for SecurityFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecurityFactory(..)")
+    }
+}
+
 /// A keyed SEALED connection: its keys and the replay windows of the frames it receives (one
 /// per data stream, one for the control stream).
 #[derive(Debug)]
