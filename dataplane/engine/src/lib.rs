@@ -1,6 +1,7 @@
 //! The DWCP dataplane: everything between a NIC queue and a file.
 //!
-//! Owns: datagram ports ([`io`]: AF_XDP with the XDP program, or UDP sockets, chosen
+//! Owns: the transfer codec policy and its measured datacenter signal ([`codec`]), datagram
+//! ports ([`io`]: AF_XDP with the XDP program, or UDP sockets, chosen
 //! automatically), pinned per-core workers ([`worker`]), transfer sessions that drive the
 //! I/O-free AMST engine on a worker ([`session`]), file-backed sources, sinks and resume
 //! journals ([`files`]), one-shot sends and receives ([`runner`]), byte streams carried as
@@ -12,6 +13,7 @@
 //! forbids `unsafe`.
 #![forbid(unsafe_code)]
 
+pub mod codec;
 pub mod daemon;
 pub mod demo;
 pub mod files;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use dwcp_transfer::{Receiver, ReceiverConfig, ReceiverStats, Sender, SenderConfig, SenderStats};
 
+use crate::codec::{CodecChoice, CodecStats, LinkBoundMonitor};
 use crate::files::{FileJournal, FileSink, FileSource};
 use crate::io::{IoConfig, Selection};
 use crate::session::{EndpointHandler, Snapshot};
@@ -82,6 +83,10 @@ pub struct SendReport {
     pub object_len: u64,
     /// Final sender stats.
     pub stats: SenderStats,
+    /// Chunk codec counters (data vs payload bytes, chunks per codec).
+    pub codec: CodecStats,
+    /// The datacenter compression decision and the measurement behind it.
+    pub codec_reason: String,
     /// Backend in use and why.
     pub selection: Option<Selection>,
     /// Worker counters.
@@ -101,6 +106,8 @@ pub struct RecvReport {
     pub object_len: u64,
     /// Final receiver stats.
     pub stats: ReceiverStats,
+    /// Chunk decoder counters.
+    pub codec: CodecStats,
     /// Backend in use and why.
     pub selection: Option<Selection>,
     /// Worker counters.
@@ -162,8 +169,22 @@ pub fn send_file(
 /// [`send_file`] that also stops (with [`RunError::Cancelled`]) once `cancel` becomes true.
 pub fn send_file_cancellable(
     path: &Path,
+    cfg: SenderConfig,
+    opts: &RunOptions,
+    cancel: Option<&AtomicBool>,
+    on_progress: &mut dyn FnMut(&SenderStats),
+) -> Result<SendReport, RunError> {
+    send_file_with_codec(path, cfg, opts, CodecChoice::Auto, cancel, on_progress)
+}
+
+/// [`send_file_cancellable`] with a chunk codec choice (`Auto`: by link mode; a version-1
+/// session sends raw whatever the choice). While the transfer runs, a
+/// [`LinkBoundMonitor`] decides whether a datacenter-mode transfer may compress.
+pub fn send_file_with_codec(
+    path: &Path,
     mut cfg: SenderConfig,
     opts: &RunOptions,
+    codec: CodecChoice,
     cancel: Option<&AtomicBool>,
     on_progress: &mut dyn FnMut(&SenderStats),
 ) -> Result<SendReport, RunError> {
@@ -175,8 +196,16 @@ pub fn send_file_cancellable(
     let object_len = dwcp_transfer::Source::len(&source);
     // The worker moves frames a batch at a time: keep two batches in flight at least.
     cfg.min_cwnd_frames = cfg.min_cwnd_frames.max(2 * opts.io.batch as u64);
+    let (encoder, control) = crate::codec::sender_codec(codec)
+        .map_err(|e| RunError::Failed(format!("chunk codec: {}", crate::io::error_chain(&e))))?;
+    let mut monitor = LinkBoundMonitor::new(control.clone());
+    let on_progress = &mut |s: &SenderStats| {
+        monitor.observe(Instant::now(), s.into());
+        on_progress(s)
+    };
     let start = Instant::now();
-    let sender = Sender::new(cfg, Box::new(source), start).map_err(RunError::Setup)?;
+    let sender =
+        Sender::with_encoder(cfg, Box::new(source), encoder, start).map_err(RunError::Setup)?;
     let (handler, progress) = EndpointHandler::new(sender);
     let slot = std::cell::RefCell::new(Some(handler));
     let workers = Workers::spawn(&worker_cfg(opts), |_| {
@@ -194,6 +223,8 @@ pub fn send_file_cancellable(
         elapsed,
         object_len,
         stats: snap.stats,
+        codec: control.stats(),
+        codec_reason: monitor.reason(),
         selection: worker.selection.clone(),
         worker,
         xdp,
@@ -216,7 +247,14 @@ pub fn recv_file(
     };
     let sink = FileSink::open(dest).map_err(file_err)?;
     let keep = sink.try_clone().map_err(file_err)?;
-    let receiver = Receiver::new(cfg, Box::new(sink), Box::new(FileJournal::open(dest)));
+    let (decoder, control) = crate::codec::receiver_codec()
+        .map_err(|e| RunError::Failed(format!("chunk codec: {}", crate::io::error_chain(&e))))?;
+    let receiver = Receiver::with_decoder(
+        cfg,
+        Box::new(sink),
+        Box::new(FileJournal::open(dest)),
+        decoder,
+    );
     let (handler, progress) = EndpointHandler::new(receiver);
     let slot = std::cell::RefCell::new(Some(handler));
     let start = Instant::now();
@@ -247,6 +285,7 @@ pub fn recv_file(
         path,
         object_len,
         stats: snap.stats,
+        codec: control.stats(),
         selection: worker.selection.clone(),
         worker,
         xdp,

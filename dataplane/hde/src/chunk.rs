@@ -261,7 +261,10 @@ pub fn block_size_for(offset: u64, len: usize, max: usize) -> Option<usize> {
     }
     let g = gcd(offset, len as u64);
     let top = g.min(max as u64) as usize;
-    if let Some(d) = (MIN_BLOCK_SIZE..=top).rev().find(|d| g % *d as u64 == 0) {
+    if let Some(d) = (MIN_BLOCK_SIZE..=top)
+        .rev()
+        .find(|d| g.is_multiple_of(*d as u64))
+    {
         return Some(d);
     }
     if offset == 0 {
@@ -271,7 +274,7 @@ pub fn block_size_for(offset: u64, len: usize, max: usize) -> Option<usize> {
     // Blocks that start on the chunk; the last one is short.
     (MIN_BLOCK_SIZE..=max)
         .rev()
-        .find(|d| offset % *d as u64 == 0)
+        .find(|d| offset.is_multiple_of(*d as u64))
 }
 
 /// The HDE chunk codec (see the module docs). One instance encodes or decodes one transfer.
@@ -365,7 +368,7 @@ impl ChunkCodec {
         let g = gcd(offset, len as u64);
         if let Some((cg, bs)) = self.bs_cache
             && cg == g
-            && bs.is_none_or(|b| offset % b as u64 == 0)
+            && bs.is_none_or(|b| offset.is_multiple_of(b as u64))
         {
             return bs;
         }

@@ -564,15 +564,7 @@ impl Decoder {
         out.clear();
         out.resize(h.len, 0);
         let mut stats = Stats::default();
-        self.decode_blocks(
-            c,
-            h.first_block,
-            h.bs,
-            h.baseline_id,
-            standalone,
-            out,
-            &mut stats,
-        )?;
+        self.decode_blocks(c, h, standalone, out, &mut stats)?;
         if c.pos != c.buf.len() {
             return Err(DecodeError::TrailingBytes {
                 at: c.pos,
@@ -585,13 +577,12 @@ impl Decoder {
     fn decode_blocks(
         &mut self,
         c: &mut Cursor,
-        first_block: u64,
-        bs: usize,
-        baseline_id: u32,
+        h: &Header,
         standalone: bool,
         out: &mut [u8],
         stats: &mut Stats,
     ) -> Result<(), DecodeError> {
+        let (first_block, bs, baseline_id) = (h.first_block, h.bs, h.baseline_id);
         let len = out.len();
         let count = len.div_ceil(bs);
         for j in 0..count {

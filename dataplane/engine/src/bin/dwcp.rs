@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use dwcp_engine::daemon::{self, DaemonConfig};
 use dwcp_engine::demo::{self, DemoOptions};
 use dwcp_engine::io::{BackendChoice, IoConfig, Selection};
-use dwcp_engine::runner::{RecvReport, RunOptions, SendReport, recv_file, send_file};
+use dwcp_engine::runner::{RecvReport, RunOptions, SendReport, recv_file};
 use dwcp_transfer::{ReceiverConfig, SenderConfig};
 use serde_json::{Value, json};
 
@@ -38,6 +38,45 @@ enum Backend {
     Afxdp,
     /// UDP sockets only.
     Udp,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CodecArg {
+    /// By link mode: datacenter raw/zero (compression only when measured link-bound),
+    /// internet HDE + zstd, hybrid per block.
+    Auto,
+    /// Raw and zero chunks only.
+    Raw,
+    /// HDE container with zstd on every block.
+    Hde,
+}
+
+impl From<CodecArg> for dwcp_engine::codec::CodecChoice {
+    fn from(c: CodecArg) -> Self {
+        match c {
+            CodecArg::Auto => Self::Auto,
+            CodecArg::Raw => Self::Raw,
+            CodecArg::Hde => Self::Hde,
+        }
+    }
+}
+
+fn codec_json(c: &dwcp_engine::codec::CodecStats) -> Value {
+    json!({
+        "policy": c.policy,
+        "datacenter_compress": c.datacenter_compress,
+        "data_bytes": c.data_bytes,
+        "payload_bytes": c.payload_bytes,
+        "payload_ratio": c.ratio(),
+        "chunks_raw": c.chunks[0],
+        "chunks_zero": c.chunks[1],
+        "chunks_zstd": c.chunks[4],
+        "chunks_hde": c.chunks[5],
+        "container_fallbacks": c.container_fallbacks,
+        "hde_blocks": {"zero": c.blocks[0], "dup": c.blocks[1], "xor_delta": c.blocks[2],
+                       "zstd": c.blocks[3], "raw": c.blocks[4]},
+        "decode_errors": c.decode_errors,
+    })
 }
 
 impl From<Backend> for BackendChoice {
@@ -128,9 +167,12 @@ enum Cmd {
         /// Object id (the receiver's journal keys on it).
         #[arg(long, default_value_t = 1)]
         object_id: u64,
-        /// Highest protocol version to offer (1 or 3).
-        #[arg(long, default_value_t = 3)]
+        /// Highest protocol version to offer (1 or 3; 1 = plain v1 endpoint).
+        #[arg(long, alias = "max-version", default_value_t = 3)]
         version: u8,
+        /// Chunk codec (version 3 only; version 1 always sends raw).
+        #[arg(long, value_enum, default_value_t = CodecArg::Auto)]
+        codec: CodecArg,
         /// Most streams.
         #[arg(long, default_value_t = 8)]
         streams: u16,
@@ -141,6 +183,9 @@ enum Cmd {
         port: PortArgs,
         /// Destination path; appears only once the object is complete and verified.
         dest: PathBuf,
+        /// Highest protocol version to accept (1 or 3; 1 = plain v1 endpoint).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
+        max_version: u8,
     },
     /// Attach to the control process's shared-memory region and serve its commands.
     Daemon {
@@ -219,7 +264,11 @@ fn send_json(r: &SendReport) -> Value {
         "goodput_gbit_s": gbit(r.object_len, r.elapsed),
         "version": s.version,
         "mode": format!("{:?}", s.mode),
-        "mode_reason": format!("{:?}", s.mode_reason),
+        "mode_reason": s.mode_reason.to_string(),
+        "data_bytes_acked": s.bytes_acked,
+        "wire_per_data": s.bytes_sent as f64 / s.bytes_acked.max(1) as f64,
+        "codec": codec_json(&r.codec),
+        "codec_reason": r.codec_reason,
         "streams": s.streams,
         "bytes_on_wire": s.bytes_sent,
         "bytes_retransmitted": s.bytes_retransmitted,
@@ -230,14 +279,6 @@ fn send_json(r: &SendReport) -> Value {
         "srtt_us": s.srtt.map(|d| d.as_micros() as u64),
         "min_rtt_us": s.min_rtt.map(|d| d.as_micros() as u64),
         "btlbw_gbit_s": s.btlbw * 8.0 / 1e9,
-        "pacing_gbit_s": s.pacing_rate * 8.0 / 1e9,
-        "cwnd_bytes": s.cwnd,
-        "cc_state": format!("{:?}", s.cc_state),
-        "congestion_events": s.congestion_events,
-        "loss_rate": s.loss_rate,
-        "data_frames_retransmitted": s.data_frames_retransmitted,
-        "spurious_losses": s.spurious_losses,
-        "tail_probes": s.tail_probes,
         "selection": selection_json(&r.selection),
         "io": format!("{:?}", r.worker.io),
         "xdp_counters": r.xdp.as_ref().map(|c| format!("{c:?}")),
@@ -258,6 +299,7 @@ fn recv_json(r: &RecvReport) -> Value {
         "duplicate_chunks": s.duplicate_chunks,
         "chunks_resumed": s.chunks_resumed,
         "flushes": s.flushes,
+        "codec": codec_json(&r.codec),
         "selection": selection_json(&r.selection),
         "io": format!("{:?}", r.worker.io),
         "xdp_counters": r.xdp.as_ref().map(|c| format!("{c:?}")),
@@ -267,7 +309,7 @@ fn recv_json(r: &RecvReport) -> Value {
 fn print_send(r: &SendReport) {
     let s = &r.stats;
     println!(
-        "sent {} bytes in {:.2} s: {:.2} Gbit/s goodput, v{}, mode {:?} ({:?}), {} streams",
+        "sent {} bytes in {:.2} s: {:.2} Gbit/s goodput, v{}, mode {:?} ({}), {} streams",
         r.object_len,
         r.elapsed.as_secs_f64(),
         gbit(r.object_len, r.elapsed),
@@ -285,6 +327,18 @@ fn print_send(r: &SendReport) {
         s.rto_count,
         s.srtt
     );
+    let c = &r.codec;
+    println!(
+        "  codec {}: {} data bytes -> {} payload bytes ({:.3}x); chunks raw {} zero {} hde {}; {}",
+        c.policy,
+        c.data_bytes,
+        c.payload_bytes,
+        c.ratio(),
+        c.chunks[0],
+        c.chunks[1],
+        c.chunks[5],
+        r.codec_reason
+    );
     if let Some(sel) = &r.selection {
         println!("  backend {} ({})", sel.kind, sel.detail);
         if let Some(why) = &sel.fallback_reason {
@@ -296,9 +350,10 @@ fn print_send(r: &SendReport) {
 fn print_recv(r: &RecvReport) {
     let s = &r.stats;
     println!(
-        "received {} bytes into {} (verified); {} frames, {} corrupt, {} malformed, {} duplicate chunks, {} chunks resumed",
+        "received {} bytes into {} (verified), v{}; {} frames, {} corrupt, {} malformed, {} duplicate chunks, {} chunks resumed",
         r.object_len,
         r.path.display(),
+        s.version,
         s.frames_received,
         s.frames_corrupt,
         s.frames_malformed,
@@ -378,6 +433,7 @@ fn main() -> Result<()> {
             file,
             object_id,
             version,
+            codec,
             streams,
         } => {
             let opts = run_opts(&port)?;
@@ -393,10 +449,24 @@ fn main() -> Result<()> {
             }
             let len = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
             let pb = progress_bar(cli.json, len);
-            let r = send_file(&file, cfg, &opts, &mut |s| {
-                pb.set_position(s.bytes_acked);
-                pb.set_message(format!("{:?} {} streams", s.mode, s.streams));
-            });
+            let r = dwcp_engine::runner::send_file_with_codec(
+                &file,
+                cfg,
+                &opts,
+                codec.into(),
+                None,
+                &mut |s| {
+                    pb.set_position(s.bytes_acked);
+                    pb.set_message(format!(
+                        "v{} {} ({}) wire/data {:.3} {} streams",
+                        s.version,
+                        s.mode,
+                        s.mode_reason.rule,
+                        s.bytes_sent as f64 / s.bytes_acked.max(1) as f64,
+                        s.streams
+                    ));
+                },
+            );
             pb.finish_and_clear();
             let r = r.context("send failed")?;
             if cli.json {
@@ -405,12 +475,19 @@ fn main() -> Result<()> {
                 print_send(&r);
             }
         }
-        Cmd::Recv { port, dest } => {
+        Cmd::Recv {
+            port,
+            dest,
+            max_version,
+        } => {
             let opts = run_opts(&port)?;
             let pb = progress_bar(cli.json, 0);
             let r = recv_file(
                 &dest,
-                ReceiverConfig::default(),
+                ReceiverConfig {
+                    max_version,
+                    ..ReceiverConfig::default()
+                },
                 &opts,
                 Duration::from_millis(500),
                 &mut |s| pb.set_position(s.bytes_written),
