@@ -93,7 +93,7 @@ check "dataplane unit grants exactly NET_ADMIN NET_RAW BPF IPC_LOCK; control non
   grep -qx 'CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_BPF CAP_IPC_LOCK' deploy/systemd/dwcp-dataplane.service &&
   grep -qx 'AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW CAP_BPF CAP_IPC_LOCK' deploy/systemd/dwcp-dataplane.service &&
   grep -qx 'CapabilityBoundingSet=' deploy/systemd/dwcp-control.service &&
-  ! grep -q SYS_ADMIN deploy/systemd/*.service deploy/k8s/daemonset.yaml"
+  ! grep -qE '^[^#]*SYS_ADMIN' deploy/systemd/*.service deploy/k8s/daemonset.yaml"
 
 # ---- 2. Kubernetes manifests -----------------------------------------------------------------
 core=(deploy/k8s/namespace.yaml deploy/k8s/configmap.yaml deploy/k8s/daemonset.yaml deploy/k8s/service.yaml)
@@ -101,11 +101,13 @@ check "kubernetes-validate --strict (Namespace, ConfigMap, DaemonSet, Service)" 
   '$tools/venv/bin/kubernetes-validate' --strict ${core[*]} | tee /dev/stderr | grep -c passed | grep -qx ${#core[@]}"
 sed 's/hostNetwork: true/hostNetwork: "yes"/' deploy/k8s/daemonset.yaml >"$tmp/bad-ds.yaml"
 refuse "kubernetes-validate refuses a broken DaemonSet" "$tools/venv/bin/kubernetes-validate" --strict "$tmp/bad-ds.yaml"
+# ES modules resolve packages next to the script: run a copy placed beside node_modules.
+cp deploy/k8s/validate-servicemonitor.mjs "$tools/npm/"
 check "ServiceMonitor against the prometheus-operator CRD schema" \
-  env NODE_PATH="$tools/npm/node_modules" node deploy/k8s/validate-servicemonitor.mjs deploy/k8s/servicemonitor.yaml
+  node "$tools/npm/validate-servicemonitor.mjs" deploy/k8s/servicemonitor.yaml
 sed 's/interval: 15s/interval: 15/' deploy/k8s/servicemonitor.yaml >"$tmp/bad-sm.yaml"
 refuse "the CRD schema refuses a broken ServiceMonitor" \
-  env NODE_PATH="$tools/npm/node_modules" node deploy/k8s/validate-servicemonitor.mjs "$tmp/bad-sm.yaml"
+  node "$tools/npm/validate-servicemonitor.mjs" "$tmp/bad-sm.yaml"
 check "ConfigMap: profile.toml is the shipped default profile, control.toml starts dwcp-control" bash -c "
   '$py' -c 'import yaml,sys; d=yaml.safe_load(open(\"deploy/k8s/configmap.yaml\")); open(sys.argv[1],\"w\").write(d[\"data\"][\"profile.toml\"]); open(sys.argv[2],\"w\").write(d[\"data\"][\"control.toml\"].replace(\"0.0.0.0:7480\",\"127.0.0.1:0\").replace(\"/var/lib/dwcp-control\",sys.argv[3]).replace(\"/dev/shm/dwcp\",sys.argv[4]))' \
     '$tmp/cm-profile.toml' '$tmp/cm-control.toml' '$tmp/cmstate' '$tmp/cmregion' &&
@@ -172,31 +174,41 @@ check "dissector: every frame's fields are consistent with the spec and the tran
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 obj, size = int(sys.argv[2]), int(sys.argv[3])
-assert len(rows) > 100, f"only {len(rows)} DWCP frames dissected"
-types, data_bytes, last, conns = {}, 0, 0, set()
+# One row per captured datagram; a GSO super-datagram (sending host) holds several frames, so
+# each per-frame field is a comma-separated list.
+types, last, conns, frames, data_bytes = {}, 0, set(), 0, 0
 for r in rows:
-    (magic, ver, typ, flags, flast, stream, conn, plen, seq, o, off, codec, base, crc_ok, hello, udplen) = r
-    assert int(magic, 16) == 0xDC57, r
-    assert int(ver) in (1, 3), r
-    t = int(typ, 16)
-    types[t] = types.get(t, 0) + 1
-    assert int(flags, 16) & ~0x7 == 0, r
-    assert crc_ok in ("True", "1"), f"CRC32C not valid: {r}"
-    assert int(udplen) == 8 + 48 + int(plen) + 4, f"length: {r}"
-    conns.add(conn)
-    if t == 0x10:
-        assert int(stream) < 0xFFFF and int(o) == obj and 0 <= int(codec) <= 5, r
-        assert int(off) < size, r
-        last += flast in ("True", "1")
-    else:
-        assert int(stream) == 0xFFFF and int(o) == 0 and int(off) == 0, r
-    if t in (1, 2):
-        assert hello and int(hello, 16) & 0x2, f"HELLO without v1 bit: {r}"
+    cols = [c.split(",") if c else [] for c in r]
+    (magic, ver, typ, flags, flast, stream, conn, plen, seq, o, off, codec, base, crc_ok,
+     hello, udplen) = cols
+    n = len(magic)
+    assert n >= 1 and all(len(c) == n for c in cols[:14]), f"ragged row: {r}"
+    assert sum(48 + int(p) + 4 for p in plen) == int(udplen[0]) - 8, f"lengths: {r}"
+    for i in range(n):
+        frames += 1
+        assert int(magic[i], 16) == 0xDC57, r
+        assert int(ver[i]) in (1, 3), r
+        t = int(typ[i], 16)
+        types[t] = types.get(t, 0) + 1
+        assert int(flags[i], 16) & ~0x7 == 0, r
+        assert crc_ok[i] in ("True", "1"), f"CRC32C not valid: {r}"
+        conns.add(conn[i])
+        if t == 0x10:
+            assert int(stream[i]) < 0xFFFF and int(o[i]) == obj and 0 <= int(codec[i]) <= 5, r
+            assert int(off[i]) + int(plen[i]) <= size and int(base[i]) == 0, r
+            last += flast[i] in ("True", "1")
+            data_bytes += int(plen[i])
+        else:
+            assert int(stream[i]) == 0xFFFF and int(o[i]) == 0 and int(off[i]) == 0, r
+        if t in (1, 2):
+            assert hello and int(hello[0], 16) & 0x2, f"HELLO without v1 bit: {r}"
+assert frames > 100, f"only {frames} DWCP frames dissected"
 for t in (0x01, 0x02, 0x10, 0x11):
     assert types.get(t), f"no frame of type {t:#x} in {types}"
 assert last >= 1, "no DATA frame with LAST"
 assert len(conns) == 1, conns
-print(f"{len(rows)} frames, types {dict((hex(k), v) for k, v in sorted(types.items()))}, {last} LAST")
+assert data_bytes >= size, f"DATA payload {data_bytes} < object {size}"
+print(f"{len(rows)} datagrams, {frames} frames, types {dict((hex(k), v) for k, v in sorted(types.items()))}, {last} LAST")
 PYEOF
 check "dissector: no malformed/expert errors on the capture" bash -c "
   ! tshark -r '$cap' -X lua_script:'$repo/deploy/wireshark/dwcp.lua' -Y '_ws.expert.severity >= error || _ws.malformed' | grep -q ."
@@ -209,7 +221,7 @@ b[i + 60] ^= 0xFF
 open(sys.argv[2], "wb").write(b)
 PYEOF
 check "dissector flags a corrupted frame's CRC32C" bash -c "
-  tshark -r '$tmp/corrupt.pcapng' -X lua_script:'$repo/deploy/wireshark/dwcp.lua' -Y 'dwcp.crc32c.ok == 0' -T fields -e dwcp.type | grep -qx 0x10"
+  tshark -r '$tmp/corrupt.pcapng' -X lua_script:'$repo/deploy/wireshark/dwcp.lua' -Y 'dwcp.crc32c.ok == 0' -T fields -e dwcp.type | grep -q 0x10"
 
 echo "deploy/check.sh: $passed passed, $failed failed"
 ((failed == 0))

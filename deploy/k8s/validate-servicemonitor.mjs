@@ -1,6 +1,7 @@
 // Validates ServiceMonitor documents against the prometheus-operator CRD schema shipped in
 // the npm package @kubernetes-models/prometheus-operator (ajv). Used by deploy/check.sh.
-// Usage: NODE_PATH=... node validate-servicemonitor.mjs FILE...
+// Usage: node validate-servicemonitor.mjs FILE... (placed beside node_modules: ES modules
+// resolve packages relative to the script, not NODE_PATH)
 import fs from 'node:fs';
 import yaml from 'js-yaml';
 import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1';

@@ -101,85 +101,113 @@ local function ranges(tree, tvb, off, n)
   end
 end
 
-function dwcp.dissector(tvb, pinfo, tree)
-  if tvb:len() < 48 then return 0 end
-  pinfo.cols.protocol = "DWCP"
-  local t = tree:add(dwcp, tvb(), "DWCP")
-  local magic = tvb(0, 2):uint()
-  local mi = t:add(f.magic, tvb(0, 2))
+-- Dissects one frame starting at `o`; returns its length, or nil when what is left is not a
+-- whole frame (flagged as a length mismatch).
+local function dissect_frame(tvb, o, tree)
+  local rest = tvb:len() - o
+  local t = tree:add(dwcp, tvb(o), "DWCP")
+  if rest < 48 then
+    t:add_proto_expert_info(ef_len)
+    return nil
+  end
+  local magic = tvb(o, 2):uint()
+  local mi = t:add(f.magic, tvb(o, 2))
   if magic ~= 0xDC57 then mi:add_proto_expert_info(ef_magic) end
-  t:add(f.version, tvb(2, 1))
-  local ftype = tvb(3, 1):uint()
-  t:add(f.type, tvb(3, 1))
-  local flags = tvb(4, 2):uint()
-  local ft = t:add(f.flags, tvb(4, 2))
-  ft:add(f.flag_sealed, tvb(4, 2))
-  ft:add(f.flag_last, tvb(4, 2))
-  ft:add(f.flag_retx, tvb(4, 2))
-  ft:add(f.flag_reserved, tvb(4, 2))
+  t:add(f.version, tvb(o + 2, 1))
+  local ftype = tvb(o + 3, 1):uint()
+  t:add(f.type, tvb(o + 3, 1))
+  local flags = tvb(o + 4, 2):uint()
+  local ft = t:add(f.flags, tvb(o + 4, 2))
+  ft:add(f.flag_sealed, tvb(o + 4, 2))
+  ft:add(f.flag_last, tvb(o + 4, 2))
+  ft:add(f.flag_retx, tvb(o + 4, 2))
+  ft:add(f.flag_reserved, tvb(o + 4, 2))
   if band(flags, 0xFFF8) ~= 0 then ft:add_proto_expert_info(ef_res) end
-  t:add(f.stream, tvb(6, 2))
-  t:add(f.conn, tvb(8, 4))
-  local plen = tvb(12, 4):uint()
-  t:add(f.plen, tvb(12, 4))
-  t:add(f.seq, tvb(16, 8))
-  t:add(f.object, tvb(24, 8))
-  t:add(f.offset, tvb(32, 8))
-  t:add(f.codec, tvb(40, 1))
-  local r1 = t:add(f.reserved1, tvb(41, 1))
-  local r2 = t:add(f.reserved2, tvb(42, 2))
-  if tvb(41, 1):uint() ~= 0 then r1:add_proto_expert_info(ef_res) end
-  if tvb(42, 2):uint() ~= 0 then r2:add_proto_expert_info(ef_res) end
-  t:add(f.baseline, tvb(44, 4))
+  t:add(f.stream, tvb(o + 6, 2))
+  t:add(f.conn, tvb(o + 8, 4))
+  local plen = tvb(o + 12, 4):uint()
+  t:add(f.plen, tvb(o + 12, 4))
+  t:add(f.seq, tvb(o + 16, 8))
+  t:add(f.object, tvb(o + 24, 8))
+  t:add(f.offset, tvb(o + 32, 8))
+  t:add(f.codec, tvb(o + 40, 1))
+  local r1 = t:add(f.reserved1, tvb(o + 41, 1))
+  local r2 = t:add(f.reserved2, tvb(o + 42, 2))
+  if tvb(o + 41, 1):uint() ~= 0 then r1:add_proto_expert_info(ef_res) end
+  if tvb(o + 42, 2):uint() ~= 0 then r2:add_proto_expert_info(ef_res) end
+  t:add(f.baseline, tvb(o + 44, 4))
 
   local sealed = band(flags, 1) ~= 0
   local trailer = sealed and 16 or 4
-  local name = frame_types[ftype] or string.format("0x%02x", ftype)
-  pinfo.cols.info = string.format("%s v%d stream=%d seq=%s%s", name, tvb(2, 1):uint(),
-    tvb(6, 2):uint(), tostring(tvb(16, 8):uint64()),
-    ftype == 0x10 and string.format(" obj=%s off=%s len=%d", tostring(tvb(24, 8):uint64()),
-      tostring(tvb(32, 8):uint64()), plen) or "")
-  if tvb:len() ~= 48 + plen + trailer then
+  local len = 48 + plen + trailer
+  if magic ~= 0xDC57 or len > rest then
     t:add_proto_expert_info(ef_len)
-    return tvb:len()
+    return nil
   end
-
-  local p = tvb(48, plen)
+  t:set_len(len)
+  local p = o + 48
   if plen > 0 then
-    local pt = t:add(f.payload, p)
+    local pt = t:add(f.payload, tvb(p, plen))
     if ftype == 0x01 or ftype == 0x02 then
       if plen >= 48 and not sealed then
-        pt:add(f.h_versions, tvb(48, 2)); pt:add(f.h_caps, tvb(50, 2))
-        pt:add(f.h_streams, tvb(52, 2)); pt:add(f.h_kxlen, tvb(54, 2))
-        pt:add(f.h_maxp, tvb(56, 4)); pt:add(f.h_chunk, tvb(60, 4))
-        pt:add(f.h_nonce, tvb(64, 32))
+        pt:add(f.h_versions, tvb(p, 2)); pt:add(f.h_caps, tvb(p + 2, 2))
+        pt:add(f.h_streams, tvb(p + 4, 2)); pt:add(f.h_kxlen, tvb(p + 6, 2))
+        pt:add(f.h_maxp, tvb(p + 8, 4)); pt:add(f.h_chunk, tvb(p + 12, 4))
+        pt:add(f.h_nonce, tvb(p + 16, 32))
       end
     elseif (ftype == 0x11 and plen >= 32 or ftype == 0x12 and plen >= 8) and not sealed then
-      pt:add(f.a_stream, tvb(48, 2))
-      pt:add(f.a_count, tvb(50, 2))
-      local n = tvb(50, 2):uint()
+      pt:add(f.a_stream, tvb(p, 2))
+      pt:add(f.a_count, tvb(p + 2, 2))
+      local n = tvb(p + 2, 2):uint()
       if ftype == 0x11 then
-        pt:add(f.a_delay, tvb(52, 4)); pt:add(f.a_cum, tvb(56, 8))
-        pt:add(f.a_ts, tvb(64, 8)); pt:add(f.a_rate, tvb(72, 8))
-        ranges(pt, tvb, 80, n)
+        pt:add(f.a_delay, tvb(p + 4, 4)); pt:add(f.a_cum, tvb(p + 8, 8))
+        pt:add(f.a_ts, tvb(p + 16, 8)); pt:add(f.a_rate, tvb(p + 24, 8))
+        ranges(pt, tvb(p, plen):tvb(), 32, n)
       else
-        ranges(pt, tvb, 56, n)
+        ranges(pt, tvb(p, plen):tvb(), 8, n)
       end
     elseif (ftype == 0x20 and plen >= 16 or ftype == 0x21 and plen >= 24) and not sealed then
-      pt:add(f.p_ts, tvb(48, 8)); pt:add(f.p_seq, tvb(56, 8))
-      if ftype == 0x21 then pt:add(f.p_len, tvb(64, 4)); pt:add(f.p_delay, tvb(68, 4)) end
+      pt:add(f.p_ts, tvb(p, 8)); pt:add(f.p_seq, tvb(p + 8, 8))
+      if ftype == 0x21 then pt:add(f.p_len, tvb(p + 16, 4)); pt:add(f.p_delay, tvb(p + 20, 4)) end
     end
   end
 
-  local tr = tvb(48 + plen, trailer)
+  local tr = tvb(p + plen, trailer)
   if sealed then
     t:add(f.tag, tr)
   else
     local ci = t:add(f.crc, tr)
-    local ok = crc32c(tvb(0, 48 + plen):bytes()) == tr:uint()
+    local ok = crc32c(tvb(o, 48 + plen):bytes()) == tr:uint()
     ci:add(f.crc_ok, tr, ok)
     if not ok then ci:add_proto_expert_info(ef_crc) end
   end
+  return len
+end
+
+-- One UDP datagram is one frame on the wire. A capture taken on the sending host with UDP GSO
+-- (e.g. on loopback) shows the unsegmented super-datagram: consecutive frames, one per GSO
+-- segment. Each is dissected as its own DWCP tree.
+function dwcp.dissector(tvb, pinfo, tree)
+  if tvb:len() < 48 then return 0 end
+  pinfo.cols.protocol = "DWCP"
+  local ftype = tvb(3, 1):uint()
+  local name = frame_types[ftype] or string.format("0x%02x", ftype)
+  local plen = tvb(12, 4):uint()
+  local info = string.format("%s v%d stream=%d seq=%s", name, tvb(2, 1):uint(),
+    tvb(6, 2):uint(), tostring(tvb(16, 8):uint64()))
+  if ftype == 0x10 then
+    info = info .. string.format(" obj=%s off=%s len=%d", tostring(tvb(24, 8):uint64()),
+      tostring(tvb(32, 8):uint64()), plen)
+  end
+  local o, frames = 0, 0
+  while o < tvb:len() do
+    local n = dissect_frame(tvb, o, tree)
+    frames = frames + 1
+    if not n then break end
+    o = o + n
+  end
+  if frames > 1 then info = info .. string.format(" (+%d more frames: GSO)", frames - 1) end
+  pinfo.cols.info = info
   return tvb:len()
 end
 
