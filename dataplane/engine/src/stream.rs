@@ -34,7 +34,9 @@ use std::sync::mpsc::{self, Receiver as Rx, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dwcp_transfer::{MemJournal, MemSink, MemSource, Receiver, ReceiverConfig, Sender, SenderConfig};
+use dwcp_transfer::{
+    MemJournal, MemSink, MemSource, Receiver, ReceiverConfig, Sender, SenderConfig,
+};
 
 use crate::io::{Selection, TxBatch};
 use crate::runner::RunOptions;
@@ -199,7 +201,10 @@ impl Shared {
             .is_some()
     }
     fn take_failure(&self) -> Option<StreamError> {
-        self.failure.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 }
 
@@ -460,7 +465,10 @@ impl Handler for SendHandler {
 
 /// Where the stream comes from.
 pub enum StreamInput {
-    /// An accepted TCP connection (QEMU `migrate tcp:`); shut down on failure.
+    /// Accept one connection here (QEMU `migrate tcp:`) once the worker runs; the
+    /// connection is shut down if the carry fails.
+    Listen(TcpListener),
+    /// An accepted TCP connection; shut down on failure.
     Tcp(TcpStream),
     /// Any reader (stdin for QEMU `migrate exec:`).
     Reader(Box<dyn Read + Send>),
@@ -469,16 +477,50 @@ pub enum StreamInput {
 impl std::fmt::Debug for StreamInput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Self::Listen(l) => f.debug_tuple("Listen").field(l).finish(),
             Self::Tcp(s) => f.debug_tuple("Tcp").field(s).finish(),
             Self::Reader(_) => f.write_str("Reader"),
         }
     }
 }
 
-fn spawn_reader(mut r: Box<dyn Read + Send>, tx: SyncSender<Piece>) {
+/// Where the reader thread puts the accepted connection, so a failed carry can shut it.
+type ConnSlot = Arc<Mutex<Option<TcpStream>>>;
+
+fn open_input(input: StreamInput, slot: &ConnSlot) -> Result<Box<dyn Read + Send>, String> {
+    let keep = |s: &TcpStream| {
+        if let Ok(c) = s.try_clone() {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
+        }
+    };
+    match input {
+        StreamInput::Listen(l) => {
+            let (s, from) = l
+                .accept()
+                .map_err(|e| format!("accepting the source: {e}"))?;
+            tracing::info!(%from, "stream source connected");
+            keep(&s);
+            Ok(Box::new(s))
+        }
+        StreamInput::Tcp(s) => {
+            keep(&s);
+            Ok(Box::new(s))
+        }
+        StreamInput::Reader(r) => Ok(r),
+    }
+}
+
+fn spawn_reader(input: StreamInput, slot: ConnSlot, tx: SyncSender<Piece>) {
     let spawned = std::thread::Builder::new()
         .name("dwcp-stream-in".into())
         .spawn(move || {
+            let mut r = match open_input(input, &slot) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(Piece::Error(e));
+                    return;
+                }
+            };
             loop {
                 let mut buf = vec![0u8; READ_PIECE];
                 match r.read(&mut buf) {
@@ -528,8 +570,7 @@ fn wait_shared(
         }
         if let Some(idle) = idle {
             let last = *shared.last_rx.lock().unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|t| t.elapsed() > idle) && !shared.done.load(Ordering::Acquire)
-            {
+            if last.is_some_and(|t| t.elapsed() > idle) && !shared.done.load(Ordering::Acquire) {
                 return Err(StreamError::Idle(idle));
             }
         }
@@ -548,20 +589,7 @@ pub fn send_stream(
     let shared = Arc::new(Shared::default());
     let depth = (cfg.segment_bytes / READ_PIECE).max(4);
     let (ptx, prx) = mpsc::sync_channel(depth);
-    let tcp = match input {
-        StreamInput::Tcp(s) => {
-            let keep = s.try_clone().map_err(|source| StreamError::Local {
-                what: "cloning the input connection".into(),
-                source,
-            })?;
-            spawn_reader(Box::new(s), ptx);
-            Some(keep)
-        }
-        StreamInput::Reader(r) => {
-            spawn_reader(r, ptx);
-            None
-        }
-    };
+    let conn: ConnSlot = Arc::new(Mutex::new(None));
     let handler = SendHandler::new(cfg.clone(), opts.io.batch, prx, shared.clone());
     let slot = std::cell::RefCell::new(Some(handler));
     let start = Instant::now();
@@ -575,11 +603,14 @@ pub fn send_stream(
             .take()
             .expect("one worker, one stream handler")
     })?;
+    // The worker runs before the input is opened, so a source connecting finds the carrier
+    // ready.
+    spawn_reader(input, conn.clone(), ptx);
     let res = wait_shared(&shared, start, opts.timeout, None, cancel, &mut || true);
     let elapsed = start.elapsed();
     let stopped = workers.stop();
     if res.is_err()
-        && let Some(t) = &tcp
+        && let Some(t) = conn.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
     {
         // The source must see the carry fail (its migration fails; the VM keeps running).
         let _ = t.shutdown(Shutdown::Both);
@@ -671,7 +702,6 @@ impl RecvHandler {
             }
         }
     }
-
 }
 
 /// Whether a HELLO on `conn` may start a new segment receiver.
@@ -715,7 +745,11 @@ impl Handler for RecvHandler {
             }
         });
         if any {
-            *self.shared.last_rx.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+            *self
+                .shared
+                .last_rx
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(now);
             self.shared
                 .first_rx
                 .lock()
@@ -1003,16 +1037,16 @@ pub fn cli_send(
                 source,
             })?;
             eprintln!("dwcp stream-send: listening on {addr}");
-            let (s, from) = l.accept().map_err(|source| StreamError::Local {
-                what: format!("accepting on {addr}"),
-                source,
-            })?;
-            tracing::info!(%from, "stream source connected");
-            StreamInput::Tcp(s)
+            StreamInput::Listen(l)
         }
         None => StreamInput::Reader(Box::new(std::io::stdin())),
     };
-    send_stream(input, &args.tuning.config(mtu), opts, None)
+    // The carrier shares the host with the VMs: yield the core when idle.
+    let opts = RunOptions {
+        idle_yield: true,
+        ..opts.clone()
+    };
+    send_stream(input, &args.tuning.config(mtu), &opts, None)
 }
 
 /// Runs `dwcp stream-recv`.
@@ -1024,13 +1058,15 @@ pub fn cli_recv(
     let open: OutputOpener = match args.connect {
         Some(addr) => {
             let t = Duration::from_secs(args.connect_timeout);
-            Box::new(move || {
-                connect_retry(addr, t).map(|s| Box::new(s) as Box<dyn Write + Send>)
-            })
+            Box::new(move || connect_retry(addr, t).map(|s| Box::new(s) as Box<dyn Write + Send>))
         }
         None => Box::new(|| Ok(Box::new(std::io::stdout()) as Box<dyn Write + Send>)),
     };
-    recv_stream(open, &args.tuning.config(mtu), opts, None)
+    let opts = RunOptions {
+        idle_yield: true,
+        ..opts.clone()
+    };
+    recv_stream(open, &args.tuning.config(mtu), &opts, None)
 }
 
 #[cfg(test)]
