@@ -41,6 +41,10 @@ pub const QUEUE_RTT_FACTOR: f64 = 1.25;
 pub const BETA: f64 = 0.7;
 /// Growth of `inflight_hi` per clean round.
 pub const INFLIGHT_HI_GROWTH: f64 = 1.125;
+/// Smallest initial window in bytes, whatever the frame size: ten 8000-byte chunks. With
+/// MTU-sized frames (1408-byte chunks at MTU 1500) ten frames would be 14 KB, and Startup
+/// would need about 2.5 more round trips to fill a long path.
+pub const MIN_INITIAL_CWND_BYTES: u64 = 80_000;
 
 /// Controller state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,11 +184,22 @@ impl Bbr {
             probe_rtt_done: None,
             probe_rtt_round_done: false,
             prior_cwnd: 0,
-            cwnd: cfg.mss * cfg.initial_cwnd_frames,
+            cwnd: Self::initial_window(&cfg),
             inflight_hi: u64::MAX,
             loss_ewma: 0.0,
             congestion_events: 0,
             last_sample: 0.0,
+        }
+    }
+
+    /// Initial window: `initial_cwnd_frames` frames, at least [`MIN_INITIAL_CWND_BYTES`] (unless
+    /// fewer frames were configured than that takes at the default chunk size).
+    fn initial_window(cfg: &CcConfig) -> u64 {
+        let frames = cfg.mss * cfg.initial_cwnd_frames;
+        if cfg.initial_cwnd_frames >= 10 {
+            frames.max(MIN_INITIAL_CWND_BYTES)
+        } else {
+            frames
         }
     }
 
@@ -217,6 +232,13 @@ impl Bbr {
     /// Bytes declared lost.
     pub fn on_loss(&mut self, bytes: u64) {
         self.round_lost += bytes;
+    }
+
+    /// Bytes declared lost were delivered after all (a late ACK: reordering, or an RTO that
+    /// fired while either host was descheduled). They leave the round's loss count, so a
+    /// spurious RTO does not make the round look congested.
+    pub fn on_spurious_loss(&mut self, bytes: u64) {
+        self.round_lost = self.round_lost.saturating_sub(bytes);
     }
 
     /// Packets acknowledged by one ACK: `(snapshot, bytes)` each; `rtt` is a valid RTT sample if
@@ -444,7 +466,7 @@ impl Bbr {
     pub fn bdp(&self) -> u64 {
         match self.min_rtt {
             Some(rtt) if self.btlbw.get() > 0.0 => (self.btlbw.get() * rtt.as_secs_f64()) as u64,
-            _ => self.cfg.mss * self.cfg.initial_cwnd_frames,
+            _ => Self::initial_window(&self.cfg),
         }
     }
 
@@ -458,7 +480,7 @@ impl Bbr {
             .initial_rtt
             .or(self.min_rtt)
             .unwrap_or(Duration::from_millis(1));
-        HIGH_GAIN * (self.cfg.mss * self.cfg.initial_cwnd_frames) as f64 / rtt.as_secs_f64()
+        HIGH_GAIN * Self::initial_window(&self.cfg) as f64 / rtt.as_secs_f64()
     }
 
     /// Congestion window in bytes (including the `inflight_hi` bound).

@@ -77,7 +77,13 @@ impl RttEstimator {
     pub fn rto(&self, max_ack_delay: Duration) -> Duration {
         match self.srtt {
             None => self.initial_rto,
-            Some(srtt) => ((srtt + self.rttvar * 4).max(srtt * 3 / 2) + max_ack_delay)
+            // srtt + min_rtt: a queue as deep as the path (one BDP, the usual bottleneck
+            // buffer) doubles the RTT of the newest packets before srtt follows; an RTO below
+            // that declares packets lost that are only queued.
+            Some(srtt) => ((srtt + self.rttvar * 4)
+                .max(srtt * 3 / 2)
+                .max(srtt + self.min.unwrap_or(Duration::ZERO))
+                + max_ack_delay)
                 .clamp(self.min_rto, self.max_rto),
         }
     }

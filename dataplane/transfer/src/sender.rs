@@ -705,8 +705,10 @@ impl Sender {
                 self.bytes_in_flight -= p.bytes;
                 acked.push((p.snap, p.bytes));
             } else {
-                // declared lost, yet delivered: the reordering window was too small
+                // declared lost, yet delivered: the reordering window was too small (or the
+                // RTO fired during a stall of either host); the loss no longer counts
                 self.st.spurious_losses += 1;
+                self.cc.on_spurious_loss(p.bytes);
                 self.reo_mult = (self.reo_mult + 1).min(4);
                 self.reo_decay_round = self.cc.rounds() + 16;
             }
@@ -1094,7 +1096,7 @@ impl Sender {
         // PACING_BURST_FRAMES back-to-back frames; after a stall on cwnd, flow control or data
         // there is no credit, and an exact driver (the simulator) never bursts.
         let floor = if self.pacing_credit {
-            now.checked_sub(gap * PACING_BURST_FRAMES).unwrap_or(now)
+            now.checked_sub(self.pacing_catch_up(gap)).unwrap_or(now)
         } else {
             now
         };
@@ -1103,6 +1105,15 @@ impl Sender {
         // credit only while the next frame is limited by pacing alone
         self.pacing_credit = self.cwnd_room() && self.peek_job().is_some();
         Ok(Some(bytes))
+    }
+
+    /// How far behind schedule a late-polled, pacing-limited sender may catch up:
+    /// [`PACING_BURST_FRAMES`] frames, or an eighth of min_rtt when that is more. A driver
+    /// descheduled for a few ms on a busy host would otherwise lose the time for good, its
+    /// delivery-rate samples would fall with it and the bandwidth estimate would spiral
+    /// down; a burst of min_rtt/8 adds at most that much queueing delay at the bottleneck.
+    fn pacing_catch_up(&self, gap: Duration) -> Duration {
+        (gap * PACING_BURST_FRAMES).max(self.cc.min_rtt().unwrap_or(Duration::ZERO) / 8)
     }
 
     /// When `handle_timeout` (then `poll_transmit`) should next be called.

@@ -3,8 +3,10 @@
 //! random loss, reordering, duplication and bit-flip corruption) and a discrete-event loop that
 //! runs any number of sender/receiver pairs over a shared forward and reverse link.
 //!
-//! Owns virtual time (an `Instant` epoch plus offsets) and the link model. Does not model CPU
-//! cost, or anything below the datagram (MTU fragmentation, ECN).
+//! Owns virtual time (an `Instant` epoch plus offsets), the link model and host stalls
+//! ([`HostStall`]: an endpoint's host that periodically does not run it, as a descheduled
+//! process on a busy machine; datagrams for it wait, as in a socket buffer). Does not model
+//! CPU cost, or anything below the datagram (MTU fragmentation, ECN).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -177,6 +179,30 @@ impl Link {
     }
 }
 
+/// A host that does not run its endpoint for `length` out of every `period` (from `phase`
+/// after the epoch): no polls, no timers; datagrams that arrive meanwhile are handled when the
+/// stall ends, in arrival order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostStall {
+    /// Cycle length.
+    pub period: Duration,
+    /// Stalled part of each cycle.
+    pub length: Duration,
+    /// Offset of the first stall from the epoch.
+    pub phase: Duration,
+}
+
+impl HostStall {
+    /// End of the stall covering `now`, if `now` is inside one.
+    pub fn stalled_until(&self, epoch: Instant, now: Instant) -> Option<Instant> {
+        let t = now.checked_duration_since(epoch + self.phase)?;
+        let p = self.period.as_nanos().max(1);
+        let into = t.as_nanos() % p;
+        (into < self.length.as_nanos())
+            .then(|| now + Duration::from_nanos((self.length.as_nanos() - into) as u64))
+    }
+}
+
 /// A sender/receiver pair in the simulation.
 #[derive(Debug)]
 pub struct Flow {
@@ -212,6 +238,10 @@ pub struct Sim {
     pub rev: Link,
     /// The flows.
     pub flows: Vec<Flow>,
+    /// Stalls of the senders' host (all flows), if any.
+    pub sender_stall: Option<HostStall>,
+    /// Stalls of the receivers' host (all flows), if any.
+    pub receiver_stall: Option<HostStall>,
     events: BinaryHeap<Reverse<Ev>>,
     seq: u64,
 }
@@ -225,6 +255,8 @@ impl Sim {
             fwd,
             rev,
             flows: Vec::new(),
+            sender_stall: None,
+            receiver_stall: None,
             events: BinaryHeap::new(),
             seq: 0,
         }
@@ -274,17 +306,34 @@ impl Sim {
         }
     }
 
+    /// End of the current stall of the sender (`to_receiver == false`) or receiver host.
+    fn stalled(&self, receiver: bool) -> Option<Instant> {
+        let st = if receiver {
+            self.receiver_stall
+        } else {
+            self.sender_stall
+        };
+        st.and_then(|s| s.stalled_until(self.epoch, self.now))
+    }
+
     fn pump(&mut self) {
         let now = self.now;
+        let (s_stalled, r_stalled) = (self.stalled(false).is_some(), self.stalled(true).is_some());
         for i in 0..self.flows.len() {
             if now < self.flows[i].start {
                 continue;
             }
-            while let Some(b) = self.flows[i].sender.poll_transmit(now) {
+            while let Some(b) = (!s_stalled)
+                .then(|| self.flows[i].sender.poll_transmit(now))
+                .flatten()
+            {
                 let a = self.fwd.transmit(now, b);
                 self.push(i, true, a);
             }
-            while let Some(b) = self.flows[i].receiver.poll_transmit(now) {
+            while let Some(b) = (!r_stalled)
+                .then(|| self.flows[i].receiver.poll_transmit(now))
+                .flatten()
+            {
                 let a = self.rev.transmit(now, b);
                 self.push(i, false, a);
             }
@@ -297,17 +346,19 @@ impl Sim {
     fn next_time(&mut self) -> Option<Instant> {
         let mut t = self.events.peek().map(|e| e.0.at);
         let now = self.now;
+        let (s_until, r_until) = (self.stalled(false), self.stalled(true));
         let mut min = |x: Instant| t = Some(t.map_or(x, |y: Instant| y.min(x)));
         for f in &mut self.flows {
             if now < f.start {
                 min(f.start);
                 continue;
             }
+            // a stalled host wakes up at the end of its stall at the earliest
             if let Some(x) = f.sender.poll_timeout() {
-                min(x);
+                min(s_until.map_or(x, |u| x.max(u)));
             }
             if let Some(x) = f.receiver.poll_timeout() {
-                min(x);
+                min(r_until.map_or(x, |u| x.max(u)));
             }
         }
         t
@@ -337,10 +388,18 @@ impl Sim {
                 self.now = t;
             }
             let now = self.now;
+            let (s_until, r_until) = (self.stalled(false), self.stalled(true));
+            let mut deferred = Vec::new();
             while self.events.peek().is_some_and(|e| e.0.at <= now) {
                 let Some(Reverse(ev)) = self.events.pop() else {
                     break;
                 };
+                let until = if ev.to_receiver { r_until } else { s_until };
+                if let Some(u) = until {
+                    // the host is not running: the datagram waits (keeps its order)
+                    deferred.push(Ev { at: u, ..ev });
+                    continue;
+                }
                 let f = &mut self.flows[ev.flow];
                 if ev.to_receiver {
                     f.receiver.handle_frame(now, &ev.data);
@@ -348,14 +407,17 @@ impl Sim {
                     f.sender.handle_frame(now, &ev.data);
                 }
             }
+            for ev in deferred {
+                self.events.push(Reverse(ev));
+            }
             for f in &mut self.flows {
                 if now < f.start {
                     continue;
                 }
-                if f.sender.poll_timeout().is_some_and(|x| x <= now) {
+                if s_until.is_none() && f.sender.poll_timeout().is_some_and(|x| x <= now) {
                     f.sender.handle_timeout(now);
                 }
-                if f.receiver.poll_timeout().is_some_and(|x| x <= now) {
+                if r_until.is_none() && f.receiver.poll_timeout().is_some_and(|x| x <= now) {
                     f.receiver.handle_timeout(now);
                 }
             }
