@@ -1,0 +1,203 @@
+//! The stream carrier over loopback with the UDP backend (unprivileged): byte-identical
+//! delivery in order, partial segments flushed while the input is idle, and an input failure
+//! on the sending side failing the receiving side without the end of the stream.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dwcp_engine::io::{BackendChoice, IoConfig};
+use dwcp_engine::runner::RunOptions;
+use dwcp_engine::stream::{
+    OutputOpener, StreamConfig, StreamError, StreamInput, recv_stream, send_stream,
+};
+
+fn opts(local: u16, peer: u16, core: usize) -> RunOptions {
+    let lo = Ipv4Addr::LOCALHOST;
+    let mut io = IoConfig::new(
+        "lo",
+        SocketAddrV4::new(lo, local),
+        SocketAddrV4::new(lo, peer),
+    );
+    io.choice = BackendChoice::Udp;
+    RunOptions {
+        io,
+        core,
+        timeout: Duration::from_secs(30),
+        idle_yield: true,
+    }
+}
+
+/// A shared in-memory output that records when bytes arrived.
+#[derive(Clone, Default)]
+struct Out(Arc<Mutex<(Vec<u8>, Vec<(Instant, usize)>)>>);
+
+impl Write for Out {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let mut g = self.0.lock().unwrap();
+        g.0.extend_from_slice(b);
+        let n = g.0.len();
+        g.1.push((Instant::now(), n));
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn opener(out: &Out) -> OutputOpener {
+    let o = out.clone();
+    Box::new(move || Ok(Box::new(o) as Box<dyn Write + Send>))
+}
+
+fn data(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|i| {
+            if (i / 65536) % 3 == 0 {
+                return 0;
+            }
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A reader fed by a channel: each message is returned by one read; `Err` fails the read.
+struct ChanReader {
+    rx: mpsc::Receiver<Result<Vec<u8>, String>>,
+    cur: Vec<u8>,
+}
+
+impl Read for ChanReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cur.is_empty() {
+            match self.rx.recv() {
+                Ok(Ok(v)) => self.cur = v,
+                Ok(Err(e)) => return Err(std::io::Error::other(e)),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        self.cur.drain(..n);
+        Ok(n)
+    }
+}
+
+#[test]
+fn stream_arrives_byte_identical_in_order() {
+    let cfg = StreamConfig {
+        segment_bytes: 1 << 20,
+        ..StreamConfig::default()
+    };
+    let input = data(12 << 20, 7);
+    let out = Out::default();
+    let (rcfg, ropts, open) = (cfg.clone(), opts(7711, 7710, 1), opener(&out));
+    let rx = std::thread::spawn(move || recv_stream(open, &rcfg, &ropts, None));
+    let src = std::io::Cursor::new(input.clone());
+    let sent = send_stream(
+        StreamInput::Reader(Box::new(src)),
+        &cfg,
+        &opts(7710, 7711, 0),
+        None,
+    )
+    .expect("send");
+    let got = rx.join().unwrap().expect("recv");
+    assert_eq!(sent.bytes, input.len() as u64);
+    assert_eq!(got.bytes, input.len() as u64);
+    assert!(sent.segments >= 12, "segments {}", sent.segments);
+    assert_eq!(got.segments, sent.segments);
+    assert!(sent.max_in_flight >= 2, "pipelined: {sent:?}");
+    let g = out.0.lock().unwrap();
+    assert!(g.0 == input, "output differs from the input");
+}
+
+#[test]
+fn idle_input_is_flushed_without_waiting_for_a_full_segment() {
+    let cfg = StreamConfig {
+        segment_bytes: 8 << 20,
+        idle_flush: Duration::from_millis(5),
+        ..StreamConfig::default()
+    };
+    let out = Out::default();
+    let (rcfg, ropts, open) = (cfg.clone(), opts(7721, 7720, 1), opener(&out));
+    let rx = std::thread::spawn(move || recv_stream(open, &rcfg, &ropts, None));
+    let (tx, crx) = mpsc::channel();
+    let reader = ChanReader {
+        rx: crx,
+        cur: Vec::new(),
+    };
+    let s = std::thread::spawn(move || {
+        send_stream(
+            StreamInput::Reader(Box::new(reader)),
+            &cfg,
+            &opts(7720, 7721, 0),
+            None,
+        )
+    });
+    // 3 small writes with pauses: each must reach the output long before the stream ends.
+    let mut written = 0;
+    for i in 0..3u8 {
+        tx.send(Ok(vec![i; 1000])).unwrap();
+        written += 1000;
+        let start = Instant::now();
+        loop {
+            if out.0.lock().unwrap().0.len() >= written {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(3),
+                "write {i} not delivered while the stream stays open"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    drop(tx);
+    let sent = s.join().unwrap().expect("send");
+    let got = rx.join().unwrap().expect("recv");
+    assert_eq!(sent.bytes, 3000);
+    assert_eq!(got.bytes, 3000);
+    assert!(sent.segments >= 4, "3 idle flushes + the end: {sent:?}");
+}
+
+#[test]
+fn input_failure_fails_the_receiver_without_the_end() {
+    let cfg = StreamConfig {
+        segment_bytes: 1 << 20,
+        ..StreamConfig::default()
+    };
+    let out = Out::default();
+    let (rcfg, ropts, open) = (cfg.clone(), opts(7731, 7730, 1), opener(&out));
+    let rx = std::thread::spawn(move || recv_stream(open, &rcfg, &ropts, None));
+    let (tx, crx) = mpsc::channel();
+    tx.send(Ok(data(3 << 20, 3))).unwrap();
+    tx.send(Err("source connection reset".to_string())).unwrap();
+    let reader = ChanReader {
+        rx: crx,
+        cur: Vec::new(),
+    };
+    let sent = send_stream(
+        StreamInput::Reader(Box::new(reader)),
+        &cfg,
+        &opts(7730, 7731, 0),
+        None,
+    );
+    assert!(
+        matches!(sent, Err(StreamError::Aborted(ref m)) if m.contains("reset")),
+        "{sent:?}"
+    );
+    let got = rx.join().unwrap();
+    assert!(
+        matches!(got, Err(StreamError::Aborted(ref m)) if m.contains("reset")),
+        "{got:?}"
+    );
+    // What was delivered is an in-order prefix of the input, never more.
+    let g = out.0.lock().unwrap();
+    assert!(g.0.len() <= 3 << 20);
+    assert!(g.0[..] == data(3 << 20, 3)[..g.0.len()]);
+}
