@@ -189,8 +189,12 @@ impl TableView {
         if g != have {
             match self.reader.read() {
                 Ok(s) => {
+                    // `observed_mono_ns` (CLOCK_MONOTONIC, comparable across processes) is
+                    // when this process first saw the generation; the control-to-dataplane
+                    // latency benchmark (docs/perf-control.md) reads it from this line.
                     tracing::info!(
                         generation = s.generation,
+                        observed_mono_ns = dwcp_shm::monotonic_ns(),
                         rollout = ?s.content.rollout,
                         flags = s.content.flags.len(),
                         "table updated"
@@ -293,7 +297,9 @@ pub fn run(cfg: &DaemonConfig, stop: Arc<AtomicBool>) -> Result<DaemonSummary, D
         table.refresh();
         jobs.retain(|_, j| !j.thread.is_finished());
         let Some(r) = commands.next() else {
-            std::thread::sleep(cfg.poll);
+            // Sleeps until the control process pushes a command (futex doorbell on the ring
+            // head) or `poll` passes; a table change always comes with a command.
+            commands.wait(cfg.poll);
             continue;
         };
         if last_applied.is_some_and(|l| r.seq <= l) {

@@ -5,7 +5,8 @@
 //! publishes `tail + 1` with Release, which the producer loads with Acquire before reusing a
 //! slot. `head` and `tail` are free-running `u64` positions kept in the region (each on its
 //! own cache line), so a restarted producer continues at the stored head and a restarted
-//! consumer at the stored tail. Does not decide who may be producer or consumer: the
+//! consumer at the stored tail. After publishing `head` the producer issues a futex wake on
+//! the head word (a doorbell), so a consumer in [`Consumer::wait`] need not poll. Does not decide who may be producer or consumer: the
 //! [`crate::Region`] attach functions hand out exactly one of each per ring.
 
 use std::marker::PhantomData;
@@ -117,6 +118,8 @@ impl<M: Message> Producer<M> {
         // Release: the slot words above become visible before the new head.
         words[self.ring.head_w].store(seq + 1, Release);
         self.head = seq + 1;
+        // Doorbell: a consumer sleeping in `Consumer::wait` wakes now instead of at its timeout.
+        crate::sys::futex_wake(&words[self.ring.head_w]);
         Ok(seq)
     }
 
@@ -205,6 +208,23 @@ impl<M: Message> Consumer<M> {
             seq: self.read - 1,
             msg,
         })
+    }
+
+    /// Sleeps until a message may be available at the read cursor, or `timeout` passes.
+    /// Returns at once when one already is. The producer's push wakes the sleeper (a futex on
+    /// the head word, shared between processes), so a command is seen within microseconds
+    /// rather than a poll period; the timeout bounds the sleep if the producer is an older
+    /// build that does not wake. May return early (spuriously); call [`Consumer::next`].
+    pub fn wait(&mut self, timeout: std::time::Duration) {
+        let head = &self.ring.map.words()[self.ring.head_w];
+        let now = head.load(Acquire);
+        if now != self.read {
+            self.cached_head = now;
+            return;
+        }
+        // The kernel compares the low 32 bits of head with those of the read cursor; a push
+        // between the load above and the sleep changes them, so the wait returns at once.
+        crate::sys::futex_wait(head, self.read as u32, timeout);
     }
 
     /// Consumes every message read so far.

@@ -567,3 +567,54 @@ fn uncommitted_reads_are_redelivered_to_the_next_consumer() {
     }
     assert!(control.commands.push(&Command::Ping { nonce: 74 }).is_err());
 }
+
+/// The doorbell: a consumer sleeping in `wait` with a long timeout is woken by the push (from
+/// another thread, through its own mapping of the file, as another process would), and `wait`
+/// returns at once when a message is already there.
+#[test]
+fn consumer_wait_is_woken_by_push() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = region_path(&dir);
+    let region = Region::create_or_open(&path, small()).unwrap();
+    let mut dp = region.attach_dataplane().unwrap();
+    let pusher = {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let mut control = Region::open(&path).unwrap().attach_control().unwrap();
+            let mut woken = Vec::new();
+            for nonce in 0..20u64 {
+                std::thread::sleep(Duration::from_millis(20));
+                woken.push(Instant::now());
+                control.commands.push(&Command::Ping { nonce }).unwrap();
+            }
+            woken
+        })
+    };
+    let mut got = 0u64;
+    while got < 20 {
+        let t = Instant::now();
+        dp.commands.wait(Duration::from_secs(10));
+        let woke = Instant::now();
+        while let Some(r) = dp.commands.pop() {
+            assert_eq!(r.msg.unwrap(), Command::Ping { nonce: got });
+            got += 1;
+        }
+        assert!(
+            woke.duration_since(t) < Duration::from_secs(5),
+            "wait slept to its timeout: the push did not wake it"
+        );
+    }
+    let pushed = pusher.join().unwrap();
+    assert_eq!(pushed.len(), 20);
+    // Already readable: no sleep at all (the pusher's side was released when it ended).
+    let mut c2 = region.attach_control().unwrap();
+    c2.commands.push(&Command::Ping { nonce: 99 }).unwrap();
+    let t = Instant::now();
+    dp.commands.wait(Duration::from_secs(10));
+    assert!(t.elapsed() < Duration::from_secs(1));
+    assert!(dp.commands.pop().is_some());
+    // Nothing there: sleeps about the timeout.
+    let t = Instant::now();
+    dp.commands.wait(Duration::from_millis(30));
+    assert!(t.elapsed() >= Duration::from_millis(25), "{:?}", t.elapsed());
+}
