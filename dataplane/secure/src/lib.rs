@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod aead;
+pub mod cli;
 pub mod handshake;
 pub mod keys;
 
