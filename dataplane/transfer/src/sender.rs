@@ -1070,6 +1070,18 @@ impl Sender {
             return Ok(None);
         };
         let wire_len = bytes.len() as u64;
+        // Polled later than the pacer can make up for (a descheduled driver on a busy host):
+        // the rate this sender reaches now says nothing about the path, so, like running out
+        // of data, its delivery-rate samples may raise the bandwidth estimate but not lower
+        // it. Without this, a CPU-starved sender paces at what it measured, measures less
+        // than it paced, and spirals down to a few Mbit/s.
+        if self.pacing_credit {
+            let rate = self.cc.pacing_rate().max(1.0);
+            let gap = Duration::from_secs_f64(wire_len as f64 / rate);
+            if now.saturating_duration_since(self.next_send) > self.pacing_catch_up(gap) {
+                self.cc.on_app_limited(self.bytes_in_flight + wire_len);
+            }
+        }
         let snap = self.cc.on_send(now, self.bytes_in_flight);
         let tx = self.tx_counter;
         self.tx_counter += 1;
