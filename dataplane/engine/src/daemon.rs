@@ -6,10 +6,12 @@
 //! exactly-once rule of docs/shm-abi.md (act, then commit; skip sequence numbers already
 //! applied), the latest table snapshot (re-read when the table generation changes), and one
 //! sending transfer per job on its own worker slot ([`crate::runner::send_file_cancellable`]),
-//! reporting `JobProgress` / `JobFinished` events.
+//! or, for disk and memory jobs, the source side of a pre-copy migration (`dwcp-migrate`
+//! rounds moved by [`crate::runner::RunnerMover`]), reporting `JobProgress` / `JobFinished`
+//! events.
 //!
-//! Does not: receive objects (receivers run as `dwcp recv`), run iterative pre-copy rounds
-//! (every job is one pass, round 1), resume jobs across a daemon restart (the control process
+//! Does not: receive objects or migrations (receivers run as `dwcp recv` / `dwcp migrate
+//! recv`), resume jobs across a daemon restart (the control process
 //! marks them failed when it sees the epoch change), or decide policy (the table says which
 //! flows use v3). Signal handling belongs to the binary: it sets the `stop` flag.
 
@@ -504,7 +506,14 @@ fn start_job(
         std::thread::Builder::new()
             .name(format!("dwcp-job-{}", spec.job_id))
             .spawn(move || {
-                run_job(spec, &path, sender, &opts, &cancel, &slots[index], &events);
+                if matches!(
+                    spec.kind,
+                    dwcp_shm::JobKind::Disk | dwcp_shm::JobKind::Memory
+                ) {
+                    run_migration_job(spec, &path, sender, &opts, &cancel, &slots[index], &events);
+                } else {
+                    run_job(spec, &path, sender, &opts, &cancel, &slots[index], &events);
+                }
                 slots[index].busy.store(false, Ordering::Release);
             })
     };
@@ -672,6 +681,124 @@ fn run_job(
                 JobOutcome::Failed
             };
             (outcome, last_acked, code)
+        }
+    };
+    emit(
+        events,
+        Event::JobFinished {
+            job_id: spec.job_id,
+            outcome,
+            bytes_done,
+            error_code: code,
+        },
+    );
+}
+
+/// A disk or memory job: pre-copy rounds of `DIR/<object_id>` to a `dwcp migrate recv`
+/// destination (control connection over TCP to the job's peer address and port, patches
+/// over DWCP on this slot's port); see docs/migration.md. `max_rounds` 1 sends one round;
+/// 0 means the default (30). Progress: `bytes_done` = image bytes delivered (current round
+/// pro rata), `round`, `dirty_bytes` = the current round's dirty data; wire bytes go to the
+/// slot's tx bytes counter.
+fn run_migration_job(
+    spec: JobSpec,
+    path: &Path,
+    sender: SenderConfig,
+    opts: &RunOptions,
+    cancel: &AtomicBool,
+    slot: &Slot,
+    events: &Events,
+) {
+    struct Hooks<'a> {
+        job_id: u64,
+        slot: &'a Slot,
+        events: &'a Events,
+        wire: u64,
+        last: Option<Instant>,
+    }
+    impl dwcp_migrate::SourceHooks for Hooks<'_> {
+        fn progress(&mut self, p: &dwcp_migrate::Progress) {
+            if p.wire_bytes > self.wire {
+                self.slot.stats.add(Stat::TxBytes, p.wire_bytes - self.wire);
+                self.wire = p.wire_bytes;
+            }
+            let tick = self
+                .last
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(200));
+            if tick && p.phase == dwcp_migrate::Phase::Sending {
+                return;
+            }
+            self.last = Some(Instant::now());
+            emit(
+                self.events,
+                Event::JobProgress {
+                    job_id: self.job_id,
+                    bytes_done: p.data_bytes_done,
+                    bytes_total: p.image_bytes,
+                    rate_bps: p.rate_bps,
+                    round: p.round,
+                    mode: TransferMode::Unknown,
+                    dirty_bytes: p.round_data_bytes,
+                },
+            );
+        }
+    }
+    let mut cfg = dwcp_migrate::SourceConfig::new(path, spec.job_id);
+    cfg.live = spec.max_rounds != 1;
+    if spec.max_rounds > 0 {
+        cfg.max_rounds = u32::from(spec.max_rounds);
+    }
+    cfg.scratch = cfg.scratch.join(".dwcp-migrate");
+    let mut mover = crate::runner::RunnerMover {
+        opts: opts.clone(),
+        sender,
+        linger: Duration::from_millis(100),
+    };
+    let mut hooks = Hooks {
+        job_id: spec.job_id,
+        slot,
+        events,
+        wire: 0,
+        last: None,
+    };
+    let peer = std::net::SocketAddr::V4(opts.io.peer);
+    let res = std::net::TcpStream::connect_timeout(&peer, Duration::from_secs(10))
+        .map_err(|e| {
+            (
+                error_code::FAILED,
+                format!("control connection to {peer}: {e}"),
+            )
+        })
+        .and_then(|ctl| {
+            dwcp_migrate::run_source(&cfg, ctl, &mut mover, &mut hooks, cancel).map_err(|e| {
+                let code = match &e {
+                    dwcp_migrate::MigrateError::Cancelled => 0,
+                    dwcp_migrate::MigrateError::Image(_) => error_code::FILE,
+                    _ => error_code::FAILED,
+                };
+                (code, error_chain(&e))
+            })
+        });
+    let (outcome, bytes_done, code) = match res {
+        Ok(r) => {
+            tracing::info!(
+                job_id = spec.job_id,
+                rounds = r.rounds.len(),
+                data = r.data_bytes,
+                wire = r.wire_bytes,
+                secs = r.elapsed.as_secs_f64(),
+                "migration job completed"
+            );
+            (JobOutcome::Completed, r.image_len, 0)
+        }
+        Err((0, why)) => {
+            tracing::warn!(job_id = spec.job_id, why, "migration job cancelled");
+            (JobOutcome::Cancelled, hooks.wire, 0)
+        }
+        Err((code, why)) => {
+            slot.stats.add(Stat::Errors, 1);
+            tracing::warn!(job_id = spec.job_id, code, why, "migration job failed");
+            (JobOutcome::Failed, hooks.wire, code)
         }
     };
     emit(

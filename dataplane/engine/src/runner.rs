@@ -240,6 +240,18 @@ pub fn recv_file(
     linger: Duration,
     on_progress: &mut dyn FnMut(&ReceiverStats),
 ) -> Result<RecvReport, RunError> {
+    recv_file_cancellable(dest, cfg, opts, linger, None, on_progress)
+}
+
+/// [`recv_file`] that also stops (with [`RunError::Cancelled`]) once `cancel` becomes true.
+pub fn recv_file_cancellable(
+    dest: &Path,
+    cfg: ReceiverConfig,
+    opts: &RunOptions,
+    linger: Duration,
+    cancel: Option<&AtomicBool>,
+    on_progress: &mut dyn FnMut(&ReceiverStats),
+) -> Result<RecvReport, RunError> {
     let file_err = |source| RunError::File {
         what: "destination",
         path: dest.to_path_buf(),
@@ -263,7 +275,7 @@ pub fn recv_file(
             .take()
             .unwrap_or_else(EndpointHandler::idle)
     })?;
-    let res = wait(&progress, start, opts.timeout, None, on_progress);
+    let res = wait(&progress, start, opts.timeout, cancel, on_progress);
     let elapsed = start.elapsed();
     if res.is_ok() {
         std::thread::sleep(linger);
@@ -290,4 +302,85 @@ pub fn recv_file(
         worker,
         xdp,
     })
+}
+
+/// Moves the objects of a migration job (round patches, the destination's manifest) with
+/// the transfer engine, one [`send_file_cancellable`] / [`recv_file_cancellable`] per object
+/// on the same port. `dwcp migrate` and the daemon's disk/memory jobs use it.
+#[derive(Debug, Clone)]
+pub struct RunnerMover {
+    /// Port and worker settings (the peer is the other appliance's DWCP port).
+    pub opts: RunOptions,
+    /// Sender settings; `object_id` is set per object.
+    pub sender: SenderConfig,
+    /// How long a receiver keeps answering after completion (a lost final CLOSE).
+    pub linger: Duration,
+}
+
+impl dwcp_migrate::Mover for RunnerMover {
+    fn send(
+        &mut self,
+        path: &Path,
+        object_id: u64,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(&dwcp_migrate::MoveProgress),
+    ) -> Result<dwcp_migrate::MoveReport, dwcp_migrate::MoveError> {
+        let cfg = SenderConfig {
+            object_id,
+            ..self.sender.clone()
+        };
+        let r = send_file_cancellable(path, cfg, &self.opts, Some(cancel), &mut |s| {
+            progress(&dwcp_migrate::MoveProgress {
+                object_bytes: s.bytes_acked,
+                wire_bytes: s.bytes_sent,
+            })
+        })
+        .map_err(|e| match e {
+            RunError::Cancelled => dwcp_migrate::MoveError::Cancelled,
+            e => dwcp_migrate::MoveError::failed("DWCP send", e),
+        })?;
+        Ok(dwcp_migrate::MoveReport {
+            object_len: r.object_len,
+            wire_bytes: r.stats.bytes_sent,
+            elapsed: r.elapsed,
+            detail: format!(
+                "v{} {} {} streams, {} retransmitted",
+                r.stats.version, r.stats.mode, r.stats.streams, r.stats.data_frames_retransmitted
+            ),
+        })
+    }
+
+    fn recv(
+        &mut self,
+        path: &Path,
+        _object_id: u64,
+        cancel: &AtomicBool,
+        ready: &mut dyn FnMut(),
+    ) -> Result<dwcp_migrate::MoveReport, dwcp_migrate::MoveError> {
+        let mut signalled = false;
+        let r = recv_file_cancellable(
+            path,
+            ReceiverConfig::default(),
+            &self.opts,
+            self.linger,
+            Some(cancel),
+            &mut |_| {
+                // The worker polls (its port is open) once it publishes progress.
+                if !signalled {
+                    signalled = true;
+                    ready();
+                }
+            },
+        )
+        .map_err(|e| match e {
+            RunError::Cancelled => dwcp_migrate::MoveError::Cancelled,
+            e => dwcp_migrate::MoveError::failed("DWCP receive", e),
+        })?;
+        Ok(dwcp_migrate::MoveReport {
+            object_len: r.object_len,
+            wire_bytes: r.worker.io.tx_bytes,
+            elapsed: r.elapsed,
+            detail: format!("v{}", r.stats.version),
+        })
+    }
 }

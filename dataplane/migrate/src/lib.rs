@@ -19,6 +19,7 @@
 //! magic (`DWCPPAT1`); any change to either gets a new version number.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod image;
 mod mover;
 pub mod patch;

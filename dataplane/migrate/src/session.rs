@@ -369,13 +369,14 @@ fn source_inner(
         let object_id = obj_base | 0xffff;
         let mut writer = conn.writer().map_err(WireError::from)?;
         let mut sent = Ok(());
-        let r = watch(conn, cancel, |c| {
+        let (r, early) = watch(conn, cancel, |c| {
             mover.recv(&path, object_id, c, &mut || {
                 sent = send_on(&mut writer, &Msg::ManifestRequest { object_id });
             })
-        })?
-        .map_err(|e| MigrateError::mv("the manifest", e))?;
+        })?;
         sent?;
+        no_early(early)?;
+        let r = r.map_err(|e| MigrateError::mv("the manifest", e))?;
         let bytes = std::fs::read(&path).map_err(|source| MigrateError::Io {
             what: "reading",
             path: path.clone(),
@@ -474,8 +475,8 @@ fn source_inner(
         let wire_before = prog.wire_bytes;
         let data_before = prog.data_bytes_done;
         let mut last_tick = Instant::now();
-        let moved = mover
-            .send(&patch_path, object_id, cancel, &mut |mp: &MoveProgress| {
+        let (moved, early) = watch(conn, cancel, |c| {
+            mover.send(&patch_path, object_id, c, &mut |mp: &MoveProgress| {
                 if last_tick.elapsed() < Duration::from_millis(100) {
                     return;
                 }
@@ -498,18 +499,27 @@ fn source_inner(
                 prog.elapsed = start.elapsed();
                 hooks.progress(&prog);
             })
-            .map_err(|e| MigrateError::mv(&format!("the patch of round {round}"), e))?;
+        })?;
+        let moved =
+            moved.map_err(|e| MigrateError::mv(&format!("the patch of round {round}"), e))?;
         let _ = std::fs::remove_file(&patch_path);
         prog.wire_bytes = wire_before + moved.wire_bytes;
         prog.data_bytes_done = data_before + built.data_bytes;
         prog.phase = Phase::Applying;
         prog.eta = None;
         hooks.progress(&prog);
-        wait_for(
-            conn,
-            cancel,
-            |m| matches!(m, Msg::Applied { round: r } if *r == round),
-        )?;
+        match early {
+            // The destination applied the patch before the sender heard the final CLOSE.
+            Some(Msg::Applied { round: r }) if r == round => {}
+            Some(m) => return Err(MigrateError::Unexpected(format!("{m:?}"))),
+            None => {
+                wait_for(
+                    conn,
+                    cancel,
+                    |m| matches!(m, Msg::Applied { round: r } if *r == round),
+                )?;
+            }
+        }
         let rep = RoundReport {
             round,
             last,
@@ -716,7 +726,9 @@ fn dest_inner(
                     mover.send(&path, object_id, c, &mut |_| {})
                 });
                 let _ = std::fs::remove_file(&path);
-                r?.map_err(|e| MigrateError::mv("the manifest", e))?;
+                let (r, early) = r?;
+                no_early(early)?;
+                r.map_err(|e| MigrateError::mv("the manifest", e))?;
             }
             Msg::Round {
                 round, object_id, ..
@@ -729,8 +741,10 @@ fn dest_inner(
                         sent = send_on(&mut writer, &Msg::Ready { round });
                     })
                 });
+                let (r, early) = r?;
                 sent?;
-                r?.map_err(|e| MigrateError::mv(&format!("the patch of round {round}"), e))?;
+                no_early(early)?;
+                r.map_err(|e| MigrateError::mv(&format!("the patch of round {round}"), e))?;
                 let bytes = std::fs::read(&path).map_err(|source| MigrateError::Io {
                     what: "reading",
                     path: path.clone(),
@@ -765,45 +779,48 @@ fn dest_inner(
     }
 }
 
-/// Runs `f` (a move) while a helper thread watches the control connection: an `Abort`, a
-/// closed connection or the caller's cancel flag cancel the move.
+/// Runs `f` (a move) while a helper thread watches the control connection: an `Abort` or
+/// `Failed`, a closed connection or the caller's cancel flag cancel the move. Any other
+/// message that arrives meanwhile ends the watch and is returned for the caller to handle.
 fn watch<T>(
     conn: &mut Conn,
     cancel: &AtomicBool,
     f: impl FnOnce(&AtomicBool) -> T,
-) -> Result<T, MigrateError> {
+) -> Result<(T, Option<Msg>), MigrateError> {
     let stop = AtomicBool::new(false);
     let inner_cancel = AtomicBool::new(false);
     std::thread::scope(|s| {
-        let watcher = s.spawn(|| -> Result<(), MigrateError> {
+        let watcher = s.spawn(|| -> Result<Option<Msg>, MigrateError> {
+            let fail = |e: MigrateError| {
+                inner_cancel.store(true, Ordering::Relaxed);
+                Err(e)
+            };
             while !stop.load(Ordering::Relaxed) {
                 if cancel.load(Ordering::Relaxed) {
-                    inner_cancel.store(true, Ordering::Relaxed);
-                    return Err(MigrateError::Cancelled);
+                    return fail(MigrateError::Cancelled);
                 }
                 match conn.poll() {
                     Ok(None) => {}
-                    Ok(Some(Msg::Abort { reason } | Msg::Failed { reason })) => {
-                        inner_cancel.store(true, Ordering::Relaxed);
-                        return Err(MigrateError::Aborted(reason));
-                    }
-                    Ok(Some(m)) => {
-                        inner_cancel.store(true, Ordering::Relaxed);
-                        return Err(MigrateError::Unexpected(format!("{m:?}")));
-                    }
-                    Err(e) => {
-                        inner_cancel.store(true, Ordering::Relaxed);
-                        return Err(e.into());
-                    }
+                    Ok(Some(Msg::Abort { reason })) => return fail(MigrateError::Aborted(reason)),
+                    Ok(Some(Msg::Failed { reason })) => return fail(MigrateError::Remote(reason)),
+                    Ok(Some(m)) => return Ok(Some(m)),
+                    Err(e) => return fail(e.into()),
                 }
             }
-            Ok(())
+            Ok(None)
         });
         let out = f(&inner_cancel);
         stop.store(true, Ordering::Relaxed);
         let w = watcher
             .join()
             .unwrap_or_else(|_| Err(MigrateError::Unexpected("watcher panicked".into())));
-        w.map(|()| out)
+        w.map(|early| (out, early))
     })
+}
+
+fn no_early(early: Option<Msg>) -> Result<(), MigrateError> {
+    match early {
+        None => Ok(()),
+        Some(m) => Err(MigrateError::Unexpected(format!("{m:?}"))),
+    }
 }

@@ -187,6 +187,11 @@ enum Cmd {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
         max_version: u8,
     },
+    /// Migrate a VM disk or memory image between appliances (docs/migration.md).
+    Migrate {
+        #[command(subcommand)]
+        cmd: MigrateCmd,
+    },
     /// Attach to the control process's shared-memory region and serve its commands.
     Daemon {
         /// Region path (created with the default geometry if missing).
@@ -223,6 +228,25 @@ enum Cmd {
         port: PortArgs,
         #[command(flatten)]
         stream: dwcp_engine::stream::RecvArgs,
+    },
+}
+
+/// `dwcp migrate` sides.
+#[derive(Subcommand, Debug)]
+enum MigrateCmd {
+    /// Source: send the image in pre-copy rounds, switch over, have it verified.
+    Send {
+        #[command(flatten)]
+        port: PortArgs,
+        #[command(flatten)]
+        args: dwcp_migrate::cli::SendArgs,
+    },
+    /// Destination: apply rounds to a working copy; replace the image once verified.
+    Recv {
+        #[command(flatten)]
+        port: PortArgs,
+        #[command(flatten)]
+        args: dwcp_migrate::cli::RecvArgs,
     },
 }
 
@@ -507,6 +531,26 @@ fn main() -> Result<()> {
             } else {
                 print_recv(&r);
             }
+        }
+        Cmd::Migrate { cmd } => {
+            let (port, which) = match cmd {
+                MigrateCmd::Send { port, args } => (port, dwcp_migrate::cli::Run::Send(args)),
+                MigrateCmd::Recv { port, args } => (port, dwcp_migrate::cli::Run::Recv(args)),
+            };
+            let mut sender = SenderConfig {
+                mtu: Some(port.worker.mtu),
+                ..SenderConfig::default()
+            };
+            if let Some(prof) = port.worker.profile()? {
+                dwcp_engine::profile::apply_sender(&prof, &mut sender);
+            }
+            let mut mover = dwcp_engine::runner::RunnerMover {
+                opts: run_opts(&port)?,
+                sender,
+                linger: Duration::from_millis(100),
+            };
+            dwcp_migrate::cli::run(which, &mut mover, port.local, port.peer, cli.json)
+                .context("dwcp migrate")?;
         }
         Cmd::Daemon {
             shm,

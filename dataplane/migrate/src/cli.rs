@@ -1,0 +1,314 @@
+//! Command-line front end of `dwcp migrate send|recv` (the `dwcp` binary supplies the port
+//! arguments and the DWCP [`Mover`]).
+//!
+//! Owns the migration arguments, the control connection set-up (the source connects over
+//! TCP to the destination's DWCP address and port; the destination listens on its own), the
+//! SIGINT/SIGTERM cancel, the pause command, and the printed report (text or JSON). Does
+//! not: open DWCP ports (the mover does).
+
+use std::net::{SocketAddrV4, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::session::{DestConfig, MigrateError, Progress, RoundReport, SourceConfig, SourceHooks};
+use crate::{Mover, run_dest, run_source};
+
+/// `dwcp migrate send` arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SendArgs {
+    /// Image to migrate (raw, or qcow2: converted with qemu-img each round).
+    pub image: PathBuf,
+    /// Job id (object ids on the wire derive from it).
+    #[arg(long, default_value_t = 1)]
+    pub job_id: u64,
+    /// The image is in use (a running VM): pre-copy rounds until they converge, then run
+    /// --pause-cmd and send the final round. Without it, one round.
+    #[arg(long)]
+    pub live: bool,
+    /// Most rounds (live).
+    #[arg(long, default_value_t = 30)]
+    pub max_rounds: u32,
+    /// A round with at most this many MiB of dirty data makes the next the final one (0:
+    /// image / 256, at least 1 MiB).
+    #[arg(long, default_value_t = 0)]
+    pub converge_mib: u64,
+    /// Shell command that pauses the writer (e.g. the VM) before the final round.
+    #[arg(long)]
+    pub pause_cmd: Option<String>,
+    /// Directory caching the last migrated version of this image, for XOR deltas when the
+    /// destination still holds it.
+    #[arg(long)]
+    pub base_cache: Option<PathBuf>,
+    /// Scratch directory (patches, qcow2 conversion); default: next to the image.
+    #[arg(long)]
+    pub scratch: Option<PathBuf>,
+    /// Block size of the diff.
+    #[arg(long, default_value_t = crate::DEFAULT_BLOCK_SIZE)]
+    pub block_size: usize,
+    /// zstd level for blocks that look compressible (0: no zstd).
+    #[arg(long, default_value_t = 3)]
+    pub zstd_level: i32,
+    /// Control connection address (default: the peer's DWCP address and port, over TCP).
+    #[arg(long)]
+    pub control: Option<SocketAddrV4>,
+}
+
+/// `dwcp migrate recv` arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RecvArgs {
+    /// Image to replace once the job verifies (need not exist).
+    pub image: PathBuf,
+    /// Scratch directory; default: next to the image.
+    #[arg(long)]
+    pub scratch: Option<PathBuf>,
+    /// Control listen address (default: the local DWCP address and port, over TCP).
+    #[arg(long)]
+    pub control: Option<SocketAddrV4>,
+    /// Serve jobs until killed instead of exiting after one.
+    #[arg(long)]
+    pub keep_serving: bool,
+}
+
+/// Which side to run.
+#[derive(Debug, Clone)]
+pub enum Run {
+    /// Source.
+    Send(SendArgs),
+    /// Destination.
+    Recv(RecvArgs),
+}
+
+/// CLI errors.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The job failed.
+    #[error("migration failed")]
+    Migrate(#[from] MigrateError),
+    /// Control connection set-up.
+    #[error("control connection {addr}")]
+    Control {
+        /// Address.
+        addr: SocketAddrV4,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Signal handler set-up.
+    #[error("installing the signal handler")]
+    Signal(#[source] std::io::Error),
+}
+
+struct CliHooks {
+    pause_cmd: Option<String>,
+    json: bool,
+    last: Instant,
+}
+
+impl SourceHooks for CliHooks {
+    fn pause(&mut self) -> Result<(), String> {
+        let Some(cmd) = &self.pause_cmd else {
+            return Ok(());
+        };
+        let st = Command::new("sh")
+            .args(["-c", cmd])
+            .status()
+            .map_err(|e| format!("{cmd}: {e}"))?;
+        if st.success() {
+            Ok(())
+        } else {
+            Err(format!("{cmd}: {st}"))
+        }
+    }
+    fn progress(&mut self, p: &Progress) {
+        if self.json || self.last.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last = Instant::now();
+        eprintln!(
+            "round {} {:?}: data {} / image {} B, wire {} B, {:.1} Mbit/s, eta {}",
+            p.round,
+            p.phase,
+            p.data_bytes_done,
+            p.image_bytes,
+            p.wire_bytes,
+            p.rate_bps as f64 * 8.0 / 1e6,
+            p.eta
+                .map_or("-".into(), |e| format!("{:.1} s", e.as_secs_f64()))
+        );
+    }
+    fn round_done(&mut self, r: &RoundReport) {
+        if !self.json {
+            eprintln!(
+                "round {}{}: {} blocks, {} data bytes, patch {} B, wire {} B, scan {:.2} s, move+apply {:.2} s",
+                r.round,
+                if r.last { " (final)" } else { "" },
+                r.blocks,
+                r.data_bytes,
+                r.patch_bytes,
+                r.wire_bytes,
+                r.scan.as_secs_f64(),
+                r.moved.as_secs_f64()
+            );
+        }
+    }
+}
+
+fn cancel_on_signals() -> Result<Arc<AtomicBool>, CliError> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, cancel.clone()).map_err(CliError::Signal)?;
+    }
+    Ok(cancel)
+}
+
+fn scratch_for(image: &std::path::Path, s: Option<PathBuf>) -> PathBuf {
+    s.unwrap_or_else(|| {
+        image
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+            .join(".dwcp-migrate")
+    })
+}
+
+/// Runs one side with `mover`; `local`/`peer` are the DWCP port addresses. Prints the
+/// report (one JSON document with `json`).
+pub fn run(
+    which: Run,
+    mover: &mut dyn Mover,
+    local: SocketAddrV4,
+    peer: SocketAddrV4,
+    json: bool,
+) -> Result<(), CliError> {
+    let cancel = cancel_on_signals()?;
+    match which {
+        Run::Send(a) => {
+            let addr = a.control.unwrap_or(peer);
+            let ctl = connect(addr)?;
+            let mut cfg = SourceConfig::new(&a.image, a.job_id);
+            cfg.live = a.live;
+            cfg.max_rounds = a.max_rounds;
+            cfg.converge_bytes = a.converge_mib << 20;
+            cfg.block_size = a.block_size;
+            cfg.base_cache = a.base_cache;
+            cfg.scratch = scratch_for(&a.image, a.scratch);
+            cfg.policy = if a.zstd_level == 0 {
+                dwcp_hde::Policy::Datacenter
+            } else {
+                dwcp_hde::Policy::Hybrid {
+                    level: a.zstd_level,
+                    max_entropy_bits: 7.0,
+                }
+            };
+            let mut hooks = CliHooks {
+                pause_cmd: a.pause_cmd,
+                json,
+                last: Instant::now(),
+            };
+            let r = run_source(&cfg, ctl, mover, &mut hooks, &cancel)?;
+            let rounds: Vec<_> = r
+                .rounds
+                .iter()
+                .map(|x| {
+                    json!({"round": x.round, "last": x.last, "blocks": x.blocks,
+                    "data_bytes": x.data_bytes, "patch_bytes": x.patch_bytes,
+                    "wire_bytes": x.wire_bytes, "scan_s": x.scan.as_secs_f64(),
+                    "move_apply_s": x.moved.as_secs_f64(),
+                    "kinds": dwcp_hde::BlockKind::ALL.iter().map(|k| {
+                        let s = x.hde.kind(*k);
+                        (k.name().to_string(), json!({"blocks": s.blocks, "in": s.in_bytes, "out": s.out_bytes}))
+                    }).collect::<serde_json::Map<_, _>>()})
+                })
+                .collect();
+            let doc = json!({
+                "side": "source",
+                "image_len": r.image_len,
+                "hash": format!("{:032x}", r.hash),
+                "base": format!("{:?}", r.base),
+                "manifest_bytes": r.manifest_bytes,
+                "data_bytes": r.data_bytes,
+                "wire_bytes": r.wire_bytes,
+                "elapsed_s": r.elapsed.as_secs_f64(),
+                "downtime_s": r.downtime.as_secs_f64(),
+                "rounds": rounds,
+            });
+            if json {
+                println!("{doc}");
+            } else {
+                println!(
+                    "migrated {} bytes in {:.2} s ({} rounds, base {:?}): data {} B, wire {} B, hash {:032x} verified by the destination",
+                    r.image_len,
+                    r.elapsed.as_secs_f64(),
+                    r.rounds.len(),
+                    r.base,
+                    r.data_bytes,
+                    r.wire_bytes,
+                    r.hash
+                );
+            }
+        }
+        Run::Recv(a) => {
+            let addr = a.control.unwrap_or(local);
+            let l = TcpListener::bind(addr).map_err(|source| CliError::Control { addr, source })?;
+            let cfg = DestConfig {
+                image: a.image.clone(),
+                scratch: scratch_for(&a.image, a.scratch),
+            };
+            loop {
+                let (ctl, from) = l
+                    .accept()
+                    .map_err(|source| CliError::Control { addr, source })?;
+                tracing::info!(%from, "migration job connected");
+                let res = run_dest(&cfg, ctl, mover, &cancel);
+                match res {
+                    Ok(r) => {
+                        if json {
+                            println!(
+                                "{}",
+                                json!({"side": "destination", "job_id": r.job_id, "rounds": r.rounds,
+                                "data_bytes": r.data_bytes, "patch_bytes": r.patch_bytes,
+                                "image_len": r.image_len, "hash": format!("{:032x}", r.hash),
+                                "elapsed_s": r.elapsed.as_secs_f64()})
+                            );
+                        } else {
+                            println!(
+                                "job {}: {} rounds, {} patch bytes, image {} bytes verified (xxh3-128 {:032x}) in {:.2} s",
+                                r.job_id,
+                                r.rounds,
+                                r.patch_bytes,
+                                r.image_len,
+                                r.hash,
+                                r.elapsed.as_secs_f64()
+                            );
+                        }
+                    }
+                    Err(e) if a.keep_serving => {
+                        tracing::warn!(error = %e, "job failed; image unchanged");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                if !a.keep_serving {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Connects, retrying for 10 s while the destination starts.
+fn connect(addr: SocketAddrV4) -> Result<TcpStream, CliError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpStream::connect(addr) {
+            Ok(s) => return Ok(s),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(source) => return Err(CliError::Control { addr, source }),
+        }
+    }
+}
