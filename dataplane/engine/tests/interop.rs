@@ -73,6 +73,7 @@ fn run_case(
     src: &Path,
     dst: PathBuf,
     port: u16,
+    backend: BackendChoice,
 ) -> (SendReport, RecvReport) {
     let (ip_a, ip_b) = (pair.ip_a(), pair.ip_b());
     let mk = |ifname: &str, local: Ipv4Addr, peer: Ipv4Addr, core: usize| {
@@ -81,7 +82,7 @@ fn run_case(
             SocketAddrV4::new(local, port),
             SocketAddrV4::new(peer, port),
         );
-        io.choice = BackendChoice::Auto;
+        io.choice = backend;
         io.max_datagram = 1500 - 28;
         RunOptions {
             io,
@@ -164,7 +165,7 @@ fn v1_and_v3_endpoints_interoperate_and_deliver_identical_objects() {
     let mut wire = Vec::new();
     for (i, case) in cases.iter().enumerate() {
         let dst = dir.path().join(format!("out-{i}"));
-        let (s, r) = run_case(&pair, case, &src, dst, 7480 + i as u16);
+        let (s, r) = run_case(&pair, case, &src, dst, 7480 + i as u16, BackendChoice::Auto);
         let got = hash_file(&r.path).expect("hash output");
         eprintln!(
             "{}: v{}/v{}, {} wire bytes for {} ({:.3}), codec {} {:?}, mode {} ({}), {:.2} s",
@@ -197,4 +198,124 @@ fn v1_and_v3_endpoints_interoperate_and_deliver_identical_objects() {
     assert!(v3_auto * 10 < v1_to_v3 * 9, "v3 {v3_auto} vs v1 {v1_to_v3}");
     // HDE + zstd also compresses the text regions.
     assert!(v3_hde * 10 < v3_to_v1 * 6, "hde {v3_hde} vs v1 {v3_to_v1}");
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Goodput and wire bytes of codec raw / hde / auto for compressible (text) and
+/// incompressible (random) objects over veth. Figures in docs/perf-codec-transfer.md.
+/// `DWCP_CODEC_BENCH_MIB` (64), `DWCP_CODEC_BENCH_REPS` (3), `DWCP_CODEC_BENCH_TBF` (e.g.
+/// `400mbit`: a tbf rate limit on veth-a, UDP backend, since AF_XDP transmit bypasses qdiscs).
+#[test]
+#[ignore = "measurement: cargo test --release -p dwcp-engine --test interop -- --ignored --nocapture"]
+fn measure_codec_goodput_on_veth() {
+    if !dwcp_netns::privileged_test_guard("measure_codec_goodput_on_veth") {
+        return;
+    }
+    let mib: usize = env_or("DWCP_CODEC_BENCH_MIB", 64);
+    let reps: usize = env_or("DWCP_CODEC_BENCH_REPS", 3);
+    let tbf = std::env::var("DWCP_CODEC_BENCH_TBF").ok();
+    let len = mib << 20;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = dir.path().join("text");
+    let random = dir.path().join("random");
+    {
+        let words = [
+            "page ", "dirty ", "round ", "block ", "vm-7 ", "0x7ffd ", "\n",
+        ];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut t = Vec::with_capacity(len + 16);
+        while t.len() < len {
+            t.extend_from_slice(words[next() as usize % words.len()].as_bytes());
+        }
+        t.truncate(len);
+        std::fs::write(&text, &t).expect("write");
+        let mut r = Vec::with_capacity(len + 8);
+        while r.len() < len {
+            r.extend_from_slice(&next().to_le_bytes());
+        }
+        r.truncate(len);
+        std::fs::write(&random, &r).expect("write");
+    }
+    let pair = dwcp_netns::Pair::new("codecperf", dwcp_netns::VethOptions::default()).expect("lab");
+    let backend = if let Some(rate) = &tbf {
+        let st = pair
+            .a
+            .command("tc")
+            .args([
+                "qdisc",
+                "add",
+                "dev",
+                dwcp_netns::IF_A,
+                "root",
+                "tbf",
+                "rate",
+                rate,
+            ])
+            .args(["burst", "256kb", "latency", "20ms"])
+            .status()
+            .expect("tc");
+        assert!(st.success(), "tc tbf");
+        BackendChoice::Udp
+    } else {
+        BackendChoice::Auto
+    };
+    eprintln!(
+        "object {mib} MiB, {reps} runs each, backend {backend:?}, rate limit {}",
+        tbf.as_deref().unwrap_or("none")
+    );
+    eprintln!(
+        "| data | codec | goodput Gbit/s min / median / max | wire bytes / object bytes (median) | mode at end | codec policy at end |"
+    );
+    eprintln!("|---|---|---|---|---|---|");
+    let mut port = 7500;
+    for (dname, path) in [("text", &text), ("random", &random)] {
+        for codec in [CodecChoice::Raw, CodecChoice::Hde, CodecChoice::Auto] {
+            let mut g = Vec::new();
+            let mut w = Vec::new();
+            let mut last = None;
+            for _ in 0..reps {
+                port += 1;
+                let case = Case {
+                    name: "measure",
+                    send_version: 3,
+                    recv_version: 3,
+                    codec,
+                    expect: 3,
+                };
+                let dst = dir.path().join(format!("out-{port}"));
+                let (s, r) = run_case(&pair, &case, path, dst.clone(), port, backend);
+                assert_eq!(r.object_len, len as u64);
+                g.push(len as f64 * 8.0 / s.elapsed.as_secs_f64() / 1e9);
+                w.push(s.stats.bytes_sent as f64 / len as f64);
+                last = Some(s);
+                let _ = std::fs::remove_file(&dst);
+            }
+            g.sort_by(f64::total_cmp);
+            w.sort_by(f64::total_cmp);
+            let s = last.expect("a run");
+            eprintln!(
+                "| {dname} | {codec} | {:.2} / {:.2} / {:.2} | {:.3} | {} ({}) | {}; {} |",
+                g[0],
+                g[g.len() / 2],
+                g[g.len() - 1],
+                w[w.len() / 2],
+                s.stats.mode,
+                s.stats.mode_reason.rule,
+                s.codec.policy,
+                s.codec_reason
+            );
+        }
+    }
 }
