@@ -684,6 +684,46 @@ mod tests {
     }
 
     #[test]
+    fn a_container_naming_another_chunk_is_refused() {
+        // Two identical 4000-byte blocks in different chunks: a committing encoder makes the
+        // second a Dup of block 0, which a standalone decoder must refuse.
+        let block: Vec<u8> = (0..4000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut e = Encoder::new(EncoderConfig {
+            block_size: 4000,
+            policy: Policy::Datacenter,
+        })
+        .expect("enc");
+        let mut first = Vec::new();
+        e.encode_chunk(0, &block, &mut first).expect("encode");
+        let mut second = Vec::new();
+        e.encode_chunk(2, &block, &mut second).expect("encode");
+        let mut d = Decoder::new(DecoderConfig::default()).expect("dec");
+        let mut out = Vec::new();
+        d.decode_standalone(&first, &mut out).expect("first");
+        assert!(matches!(
+            d.decode_standalone(&second, &mut out),
+            Err(DecodeError::DupUnseen {
+                block: 2,
+                reference: 0
+            })
+        ));
+        assert!(out.is_empty());
+        // the standalone encoder never emits such a reference
+        let mut second = Vec::new();
+        e.encode_chunk_standalone(2, &block, &mut second)
+            .expect("encode");
+        d.decode_standalone(&second, &mut out).expect("standalone");
+        assert_eq!(out, block);
+        // and within one chunk a Dup still works
+        let two = [block.clone(), block.clone()].concat();
+        let mut c = Vec::new();
+        e.encode_chunk_standalone(4, &two, &mut c).expect("encode");
+        assert!(c.len() < 4100, "second block is a dup: {}", c.len());
+        d.decode_standalone(&c, &mut out).expect("intra-chunk dup");
+        assert_eq!(out, two);
+    }
+
+    #[test]
     fn corrupt_or_misplaced_payloads_are_refused() {
         let obj = mixed(8000 * 4);
         let text = &obj[8000..16000];
