@@ -133,11 +133,13 @@ fn control_pair() -> (TcpStream, TcpStream) {
     (s, d)
 }
 
+type OnSending = Box<dyn FnMut(&Progress) + Send>;
+
 #[derive(Default)]
 struct Hooks {
     paused: Option<Arc<AtomicBool>>,
     progress: Vec<Progress>,
-    on_sending: Option<Box<dyn FnMut(&Progress) + Send>>,
+    on_sending: Option<OnSending>,
 }
 
 impl SourceHooks for Hooks {
@@ -205,7 +207,7 @@ fn live_rounds_over_dwcp_converge_and_verify() {
             let mut rng = Rng(77);
             while !paused.load(Ordering::SeqCst) {
                 let x = rng.next();
-                let b = if x % 8 == 0 {
+                let b = if x.is_multiple_of(8) {
                     x % blocks as u64
                 } else {
                     x % 32
@@ -412,10 +414,17 @@ fn incremental_remigration_over_dwcp_sends_only_changed_blocks() {
                 assert!(wire <= zref, "wire {wire} > zstd {zref}");
             } else {
                 assert_eq!(s.base, Base::Manifest);
+                // Per-block zstd of the changed blocks is within 1.3x of zstd over all of
+                // them; the manifest (8 bytes per image block) comes on top.
+                let patch = s.rounds[0].patch_bytes;
+                assert!(
+                    patch as f64 <= 1.3 * zref as f64,
+                    "patch {patch} > 1.3 x {zref}"
+                );
                 if pct >= 5 {
                     assert!(
-                        wire as f64 <= 1.3 * zref as f64,
-                        "wire {wire} > 1.3 x {zref}"
+                        wire as f64 <= 1.45 * zref as f64,
+                        "wire {wire} > 1.45 x {zref}"
                     );
                 }
             }

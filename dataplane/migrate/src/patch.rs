@@ -211,7 +211,7 @@ pub fn build(
         blocks: dirty.len() as u64,
         data_bytes: new_compact.len() as u64,
         patch_bytes: written,
-        hde: enc.stats().clone(),
+        hde: *enc.stats(),
     })
 }
 
@@ -443,7 +443,7 @@ pub fn apply(patch: &[u8], target: &File) -> Result<ApplyStats, PatchError> {
         blocks: blocks.len() as u64,
         data_bytes: compact_len,
         image_len: h.image_len,
-        hde: dec.stats().clone(),
+        hde: *dec.stats(),
     })
 }
 

@@ -33,7 +33,7 @@ pub fn manifest_bytes(m: &[u64]) -> Vec<u8> {
 
 /// Parses [`manifest_bytes`]; `None` if the length is not a multiple of 8.
 pub fn parse_manifest(b: &[u8]) -> Option<Vec<u64>> {
-    (b.len() % 8 == 0).then(|| {
+    b.len().is_multiple_of(8).then(|| {
         b.chunks_exact(8)
             .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
             .collect()

@@ -185,7 +185,7 @@ fn rounds_converge_while_a_writer_keeps_changing_the_image() {
                 x ^= x >> 7;
                 x ^= x << 17;
                 // A hot set of 64 blocks plus an occasional cold one, a few bytes at a time.
-                let b = if x % 8 == 0 {
+                let b = if x.is_multiple_of(8) {
                     x % blocks as u64
                 } else {
                     x % 64
