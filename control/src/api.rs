@@ -78,7 +78,13 @@ pub fn percent_to_bp(field: &str, p: f64) -> Result<u32, ApiError> {
             "{field}: {p} is not a percentage in 0..=100"
         )));
     }
-    Ok((p * 100.0).round() as u32)
+    let bp = p * 100.0;
+    if (bp - bp.round()).abs() > 1e-6 {
+        return Err(ApiError::invalid(format!(
+            "{field}: {p} has more than two decimals (resolution 0.01 %)"
+        )));
+    }
+    Ok(bp.round() as u32)
 }
 
 /// Checks a flag name: 1..=32 bytes of `[A-Za-z0-9._-]`.

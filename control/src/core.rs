@@ -68,7 +68,6 @@ struct Inner {
     prev_stats: Option<(Instant, Vec<WorkerStats>)>,
     last_figures: Option<Figures>,
     dp_epoch: u64,
-    cmd_tail_seen: (u64, Instant),
     counters: BridgeCounters,
 }
 
@@ -80,6 +79,9 @@ pub struct Core {
     store: Store,
     region: Region,
     inner: Mutex<Inner>,
+    /// Last command-ring tail seen by a readiness check and when: its own small lock, so
+    /// `/readyz` never waits on the store, the event bridge or the controller.
+    cmd_tail_seen: Mutex<(u64, Instant)>,
 }
 
 impl std::fmt::Debug for Core {
@@ -187,15 +189,16 @@ impl Core {
             prev_stats: None,
             last_figures: None,
             dp_epoch,
-            cmd_tail_seen: (region.command_positions().1, Instant::now()),
             counters: BridgeCounters::default(),
         };
+        let cmd_tail_seen = Mutex::new((region.command_positions().1, Instant::now()));
         let core = Arc::new(Self {
             cfg,
             token,
             store,
             region,
             inner: Mutex::new(inner),
+            cmd_tail_seen,
         });
         if seeded != Some(true) {
             let seeds = core.cfg.flags.clone();
@@ -260,6 +263,14 @@ impl Core {
             .table
             .publish(&content)
             .map_err(|e| ApiError::internal(format!("flag table: {e}")))?;
+        // When the table became readable (CLOCK_MONOTONIC, comparable with the dataplane's
+        // `observed_mono_ns`): splits control-to-dataplane latency into the API part (request,
+        // redb commit) and the shared-memory part (docs/perf-control.md).
+        tracing::debug!(
+            generation = got,
+            published_mono_ns = dwcp_shm::monotonic_ns(),
+            "table published"
+        );
         if got != expected {
             tracing::warn!(
                 got,
@@ -832,13 +843,13 @@ impl Core {
     /// heartbeat staleness period.
     fn command_ring_stuck(&self) -> Option<String> {
         let (head, tail) = self.region.command_positions();
-        let mut g = self.lock();
+        let mut seen = self.cmd_tail_seen.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        if tail != g.cmd_tail_seen.0 || head == tail {
-            g.cmd_tail_seen = (tail, now);
+        if tail != seen.0 || head == tail {
+            *seen = (tail, now);
             return None;
         }
-        let still = now.duration_since(g.cmd_tail_seen.1);
+        let still = now.duration_since(seen.1);
         (still > Duration::from_millis(self.cfg.heartbeat_stale_ms)).then(|| {
             format!(
                 "{} commands waiting, tail unchanged for {} ms",

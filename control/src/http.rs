@@ -191,22 +191,36 @@ pub fn router(core: Arc<Core>) -> Router {
         .with_state(state)
 }
 
-/// Records request count and latency by matched route.
+/// The label value of a method (no allocation per request).
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
+/// The route template as a `'static` label value (one of [`ROUTES`]).
+fn route_label(m: Option<&MatchedPath>) -> &'static str {
+    m.and_then(|m| ROUTES.iter().find(|(_, p)| *p == m.as_str()))
+        .map_or("unmatched", |(_, p)| p)
+}
+
+/// Records request count and latency by matched route. Labels are `'static` strings, so the
+/// read path does not allocate for metrics.
 async fn track(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let method = req.method().as_str().to_owned();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
+    let method = method_label(req.method());
+    let route = route_label(req.extensions().get::<MatchedPath>());
     let t = Instant::now();
     let resp = next.run(req).await;
     s.http
         .duration
-        .get_or_create(&RouteLabels {
-            method: method.clone(),
-            route: route.clone(),
-        })
+        .get_or_create(&RouteLabels { method, route })
         .observe(t.elapsed().as_secs_f64());
     s.http
         .requests
@@ -302,16 +316,35 @@ async fn readyz(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
+/// Serves OpenMetrics to clients that ask for it (Prometheus does, in `Accept`) and the
+/// Prometheus text format 0.0.4 to the others (curl, `promtool check metrics`).
+async fn metrics(
+    State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
     let mut out = String::with_capacity(16 * 1024);
     prometheus_client::encoding::text::encode(&mut out, &s.registry)
         .map_err(|e| ApiError::internal(format!("encoding metrics: {e}")))?;
+    let openmetrics = headers.get_all(header::ACCEPT).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.contains("application/openmetrics-text"))
+    });
+    if openmetrics {
+        return Ok((
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            out,
+        )
+            .into_response());
+    }
     Ok((
         [(
             header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            "text/plain; version=0.0.4; charset=utf-8",
         )],
-        out,
+        crate::metrics::openmetrics_to_text(&out),
     )
         .into_response())
 }

@@ -54,8 +54,17 @@ fn main() -> anyhow::Result<()> {
     if let Some(v) = args.node_id {
         cfg.node_id = v;
     }
+    // Tokio worker threads: 2 by default (the appliance's control process shares the host
+    // with pinned dataplane workers); DWCP_CONTROL_THREADS overrides it (load tests).
+    let threads = std::env::var("DWCP_CONTROL_THREADS")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(|v| v.parse::<usize>().context("DWCP_CONTROL_THREADS"))
+        .transpose()?
+        .unwrap_or(2)
+        .max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads)
         .enable_all()
         .build()
         .context("tokio runtime")?;

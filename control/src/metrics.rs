@@ -23,9 +23,9 @@ use crate::core::Core;
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     /// Method.
-    pub method: String,
-    /// Route template (e.g. `/v1/flags/{name}`).
-    pub route: String,
+    pub method: &'static str,
+    /// Route template (e.g. `/v1/flags/{name}`), one of `http::ROUTES`.
+    pub route: &'static str,
     /// Status code.
     pub status: u16,
 }
@@ -34,9 +34,9 @@ pub struct HttpLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     /// Method.
-    pub method: String,
+    pub method: &'static str,
     /// Route template.
-    pub route: String,
+    pub route: &'static str,
 }
 
 /// HTTP request metrics, updated by middleware.
@@ -323,5 +323,57 @@ impl Collector for ShmCollector {
             counter(&mut enc, name, help, &[(vec![], v)])?;
         }
         Ok(())
+    }
+}
+
+/// Rewrites OpenMetrics text (as `prometheus_client` encodes it) into the Prometheus text
+/// format 0.0.4: counter families are named with their `_total` suffix in `# HELP` / `# TYPE`
+/// (as their samples are), `# UNIT` lines and the final `# EOF` are dropped. Samples are kept
+/// as they are (the encoder writes no exemplars or `_created` series for these metrics).
+pub fn openmetrics_to_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len() + 16 * counters.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        if let Some((prefix, rest)) = meta {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if counters.contains(name) {
+                out.push_str(prefix);
+                out.push_str(name);
+                out.push_str("_total ");
+                out.push_str(tail);
+                out.push('\n');
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::openmetrics_to_text;
+
+    #[test]
+    fn counters_get_total_names_and_eof_goes() {
+        let om = "# HELP a_frames Frames.\n# TYPE a_frames counter\na_frames_total{w=\"0\"} 3\n\
+                  # HELP g Gauge.\n# TYPE g gauge\ng 1\n# EOF\n";
+        let t = openmetrics_to_text(om);
+        assert_eq!(
+            t,
+            "# HELP a_frames_total Frames.\n# TYPE a_frames_total counter\n\
+             a_frames_total{w=\"0\"} 3\n# HELP g Gauge.\n# TYPE g gauge\ng 1\n"
+        );
     }
 }

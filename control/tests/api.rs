@@ -706,10 +706,30 @@ fn metrics_exposition_reads_the_region() {
         "dwcp_http_requests_total{method=\"PUT\",route=\"/v1/flags/{name}\",status=\"200\"} 1",
         "dwcp_http_request_duration_seconds_bucket",
         "dwcp_control_commands_sent_total 1",
-        "# EOF",
+        // Without an OpenMetrics Accept header: Prometheus text 0.0.4.
+        "# TYPE dwcp_worker_rx_frames_total counter",
     ] {
         assert!(text.contains(needle), "missing {needle}");
     }
+    assert!(!text.contains("# EOF"), "text format has no EOF marker");
+    // What Prometheus asks for: OpenMetrics, counters named without `_total` in metadata.
+    let om = reqwest::blocking::Client::new()
+        .get(s.url("/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .send()
+        .unwrap();
+    assert!(
+        om.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let om = om.text().unwrap();
+    assert!(om.contains("# TYPE dwcp_worker_rx_frames counter"));
+    assert!(om.trim_end().ends_with("# EOF"));
 }
 
 #[test]
