@@ -36,6 +36,11 @@ use crate::{TransferError, VERSION_1, VERSION_3};
 /// Frames a late-polling driver may send back-to-back to catch up with the pacing rate.
 pub const PACING_BURST_FRAMES: u32 = 4;
 
+/// Least silence (no datagram from the receiver) before consecutive RTOs start a new
+/// connection. On a short path 4 RTOs take ~150 ms, which a descheduled receiver on a busy
+/// host exceeds; a new connection then throws the congestion state away for nothing.
+pub const RECONNECT_MIN_SILENCE: Duration = Duration::from_secs(1);
+
 /// HELLOs sent before giving up (docs/protocol.md 9.2).
 pub const MAX_HELLOS: u32 = 5;
 
@@ -1173,7 +1178,10 @@ impl Sender {
                 if self.rto_deadline().is_some_and(|t| now >= t) {
                     self.on_rto(now);
                     let n = self.cfg.reconnect_after_rtos;
-                    if n > 0 && self.rto_backoff >= n {
+                    if n > 0
+                        && self.rto_backoff >= n
+                        && now.saturating_duration_since(self.last_recv) >= RECONNECT_MIN_SILENCE
+                    {
                         let id = self.next_conn_id();
                         self.reconnect(now, id);
                     }
