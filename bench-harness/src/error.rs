@@ -97,6 +97,14 @@ pub enum PeerError {
         /// How long.
         secs: u64,
     },
+    /// A packet loop could not run.
+    #[error("packet loop {path}: {detail}")]
+    Loop {
+        /// Loop path name.
+        path: &'static str,
+        /// What failed.
+        detail: String,
+    },
     /// A lab operation failed.
     #[error(transparent)]
     Lab(#[from] LabError),

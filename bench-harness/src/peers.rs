@@ -11,7 +11,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::PeerError;
 use crate::lab::Lab;
@@ -153,6 +153,11 @@ pub struct Iperf3Result {
     pub lost_percent: Option<f64>,
     /// The server's report intervals (with `server_output`), in order.
     pub server_intervals: Vec<Interval>,
+    /// CPU use of the client process (user + system) in percent of the test's wall time
+    /// (`end.cpu_utilization_percent.host_total`).
+    pub cpu_client_percent: Option<f64>,
+    /// The same for the server process (`remote_total`).
+    pub cpu_server_percent: Option<f64>,
 }
 
 /// One report interval of the server (receiver).
@@ -187,6 +192,14 @@ impl Iperf3Result {
     /// Goodput in Gbit/s.
     pub fn received_gbps(&self) -> f64 {
         self.received_bps / 1e9
+    }
+
+    /// CPU seconds of client and server together per GB (1e9 bytes) received; `None`
+    /// when iperf3 did not report CPU use or nothing was received.
+    pub fn cpu_s_per_gb(&self) -> Option<f64> {
+        let pct = self.cpu_client_percent? + self.cpu_server_percent?;
+        (self.received_bytes > 0)
+            .then(|| pct / 100.0 * self.received_secs / (self.received_bytes as f64 / 1e9))
     }
 }
 
@@ -247,6 +260,12 @@ pub fn parse_iperf3_json(cmd: &str, json: &str) -> Result<Iperf3Result, PeerErro
                     .collect()
             })
             .unwrap_or_default(),
+        cpu_client_percent: end
+            .pointer("/cpu_utilization_percent/host_total")
+            .and_then(|x| x.as_f64()),
+        cpu_server_percent: end
+            .pointer("/cpu_utilization_percent/remote_total")
+            .and_then(|x| x.as_f64()),
     })
 }
 
@@ -340,7 +359,8 @@ pub fn iperf3(lab: &Lab, run: &Iperf3Run) -> Result<Iperf3Result, PeerError> {
 }
 
 /// Min / median / max of repeated measurements.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Summary {
     /// The samples in run order.
     pub samples: Vec<f64>,
@@ -405,6 +425,14 @@ mod tests {
             "sum_received":{"bits_per_second":1.9e9,"bytes":95,"seconds":1.0}}}"#;
         let r = parse_iperf3_json("x", tcp).unwrap();
         assert_eq!(r.retransmits, Some(7));
+        assert_eq!(r.cpu_s_per_gb(), None);
+        let tcp_cpu = r#"{"start":{"test_start":{"protocol":"TCP"}},"end":{
+            "sum_sent":{"bits_per_second":8.0e9,"bytes":2000000000,"seconds":2.0},
+            "sum_received":{"bits_per_second":8.0e9,"bytes":2000000000,"seconds":2.0},
+            "cpu_utilization_percent":{"host_total":60.0,"remote_total":40.0}}}"#;
+        let c = parse_iperf3_json("x", tcp_cpu).unwrap();
+        // 100 % of 2 s = 2 CPU s for 2 GB.
+        assert_eq!(c.cpu_s_per_gb(), Some(1.0));
         assert_eq!(r.received_gbps(), 1.9);
         assert_eq!(r.lost_percent, None);
         let udp = r#"{"start":{"test_start":{"protocol":"UDP"}},"end":{
