@@ -148,7 +148,7 @@ refuse "the name check refuses a dashboard with an unknown metric" \
 # ---- 5. tshark dissector on a capture of a real transfer ---------------------------------------
 head -c $((3 << 20)) /dev/urandom >"$tmp/object"
 cap=$tmp/dwcp.pcapng
-tshark -q -i lo -f "udp port 7470" -w "$cap" >"$tmp/tshark.out" 2>&1 &
+tshark -q -i lo -f "udp port 7470 and udp port 7471" -w "$cap" >"$tmp/tshark.out" 2>&1 &
 tspid=$!
 pids+=($tspid)
 for _ in $(seq 100); do grep -q "Capturing on" "$tmp/tshark.out" 2>/dev/null && break; sleep 0.05; done
@@ -176,7 +176,7 @@ rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 obj, size = int(sys.argv[2]), int(sys.argv[3])
 # One row per captured datagram; a GSO super-datagram (sending host) holds several frames, so
 # each per-frame field is a comma-separated list.
-types, last, conns, frames, data_bytes = {}, 0, set(), 0, 0
+types, last, conns, frames, data_bytes = {}, 0, set(), 0, 0  # conns: of DATA frames
 for r in rows:
     cols = [c.split(",") if c else [] for c in r]
     (magic, ver, typ, flags, flast, stream, conn, plen, seq, o, off, codec, base, crc_ok,
@@ -192,8 +192,8 @@ for r in rows:
         types[t] = types.get(t, 0) + 1
         assert int(flags[i], 16) & ~0x7 == 0, r
         assert crc_ok[i] in ("True", "1"), f"CRC32C not valid: {r}"
-        conns.add(conn[i])
         if t == 0x10:
+            conns.add(conn[i])
             assert int(stream[i]) < 0xFFFF and int(o[i]) == obj and 0 <= int(codec[i]) <= 5, r
             assert int(off[i]) + int(plen[i]) <= size and int(base[i]) == 0, r
             last += flast[i] in ("True", "1")
@@ -206,7 +206,7 @@ assert frames > 100, f"only {frames} DWCP frames dissected"
 for t in (0x01, 0x02, 0x10, 0x11):
     assert types.get(t), f"no frame of type {t:#x} in {types}"
 assert last >= 1, "no DATA frame with LAST"
-assert len(conns) == 1, conns
+assert len(conns) == 1, f"DATA frames on several connections: {conns}"
 assert data_bytes >= size, f"DATA payload {data_bytes} < object {size}"
 print(f"{len(rows)} datagrams, {frames} frames, types {dict((hex(k), v) for k, v in sorted(types.items()))}, {last} LAST")
 PYEOF
