@@ -131,4 +131,4 @@ if ((have_systemd && start)); then
 elif ((live)); then
   say "systemd is not running here: start the services yourself (or reboot)"
 fi
-say "$( ((upgrade)) && echo upgraded || echo installed ) ${bins[*]} into $bin"
+say "$( ((dry)) && echo "would have " )$( ((upgrade)) && echo upgraded || echo installed ) ${bins[*]} into $bin"
