@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs (or upgrades) one DWCP appliance from a release build:
-#   binaries  -> $PREFIX/bin (dwcp, dwcp-control, and dwcp-hw / dwcp-lab when built)
+#   binaries  -> $PREFIX/bin (dwcp, dwcp-control, and dwcp-hw / dwcp-lab / dwcp-certify when built)
 #   units     -> $ROOT/etc/systemd/system/dwcp-{control,dataplane}.service
 #   config    -> $ROOT/etc/dwcp/{control.toml,dataplane.env,profile.toml} (only if absent:
 #                an existing file is kept and the shipped one is written beside it as *.dist)
@@ -66,7 +66,7 @@ restart_all() {
 }
 
 if ((rollback)); then
-  for b in dwcp dwcp-control dwcp-hw dwcp-lab; do
+  for b in dwcp dwcp-control dwcp-hw dwcp-lab dwcp-certify; do
     [[ -f $bin/$b.prev ]] && run mv -f "$bin/$b.prev" "$bin/$b" && say "rolled back $bin/$b"
   done
   restart_all
@@ -79,7 +79,7 @@ for b in dwcp dwcp-control; do
   [[ -x $target/release/$b ]] || { echo "install.sh: $target/release/$b missing; run: cargo build --release --workspace" >&2; exit 1; }
   bins+=("$b")
 done
-for b in dwcp-hw dwcp-lab; do [[ -x $target/release/$b ]] && bins+=("$b"); done
+for b in dwcp-hw dwcp-lab dwcp-certify; do [[ -x $target/release/$b ]] && bins+=("$b"); done
 
 upgrade=0; [[ -x $bin/dwcp-control ]] && upgrade=1
 if ((upgrade && have_systemd && !force)) && systemctl is-active -q dwcp-control.service; then
