@@ -107,14 +107,47 @@ pub struct IfaceInfo {
     pub tx_queues: u32,
     /// NUMA node of the device, when sysfs describes this same device and knows it.
     pub numa_node: Option<u32>,
+    /// Channels in use and their maximums (`ethtool -l`, ETHTOOL_MSG_CHANNELS_GET over the
+    /// ethtool netlink family), when the driver reports them.
+    pub channels: Option<Channels>,
     /// Where the facts came from (`ip+ethtool`, `ip`, `sysfs`).
     pub source: &'static str,
 }
 
+/// A device's channels (`ethtool -l`): what is configured now and the most it allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Channels {
+    /// Receive-only channels now.
+    pub rx: u32,
+    /// Transmit-only channels now.
+    pub tx: u32,
+    /// Combined (rx + tx) channels now.
+    pub combined: u32,
+    /// Most receive-only channels.
+    pub max_rx: u32,
+    /// Most transmit-only channels.
+    pub max_tx: u32,
+    /// Most combined channels.
+    pub max_combined: u32,
+}
+
+impl Channels {
+    /// Queue pairs an AF_XDP socket each can bind to now: combined channels plus paired
+    /// rx/tx channels.
+    pub fn queue_pairs(&self) -> u32 {
+        self.combined + self.rx.min(self.tx)
+    }
+}
+
 impl IfaceInfo {
-    /// Queues usable with one AF_XDP socket each (rx and tx paired).
+    /// Queues usable with one AF_XDP socket each (rx and tx paired): the channels in use
+    /// when ethtool reports them (a multi-queue NIC allocates more queues than it runs),
+    /// else the queues the device has.
     pub fn queues(&self) -> u32 {
-        self.rx_queues.min(self.tx_queues).max(1)
+        match self.channels.map(|c| c.queue_pairs()) {
+            Some(n) if n > 0 => n.min(self.rx_queues.min(self.tx_queues).max(1)),
+            _ => self.rx_queues.min(self.tx_queues).max(1),
+        }
     }
 }
 
@@ -360,6 +393,7 @@ pub fn interface_info(name: &str) -> Result<IfaceInfo, DetectError> {
                 info.driver = driver;
                 info.source = "ip+ethtool";
             }
+            info.channels = ethtool_channels(name);
             info.numa_node = sysfs_numa_node(name, info.ifindex);
             Ok(info)
         }
@@ -407,8 +441,52 @@ pub fn parse_ip_link_json(name: &str, json: &str) -> Result<IfaceInfo, DetectErr
         rx_queues: num("num_rx_queues").unwrap_or(1),
         tx_queues: num("num_tx_queues").unwrap_or(1),
         numa_node: None,
+        channels: None,
         source: "ip",
     })
+}
+
+/// Parses `ethtool -l` text: the "Pre-set maximums" and "Current hardware settings"
+/// blocks (`n/a` counts as 0). `None` when neither block is there.
+pub fn parse_ethtool_channels(text: &str) -> Option<Channels> {
+    let mut c = Channels::default();
+    let mut block = 0; // 1 = maximums, 2 = current
+    let mut seen = false;
+    for line in text.lines() {
+        let l = line.trim();
+        if l.starts_with("Pre-set maximums") {
+            block = 1;
+            continue;
+        }
+        if l.starts_with("Current hardware settings") {
+            block = 2;
+            continue;
+        }
+        let Some((k, v)) = l.split_once(':') else {
+            continue;
+        };
+        let v: u32 = v.trim().parse().unwrap_or(0);
+        let slot = match (block, k.trim()) {
+            (1, "RX") => &mut c.max_rx,
+            (1, "TX") => &mut c.max_tx,
+            (1, "Combined") => &mut c.max_combined,
+            (2, "RX") => &mut c.rx,
+            (2, "TX") => &mut c.tx,
+            (2, "Combined") => &mut c.combined,
+            _ => continue,
+        };
+        *slot = v;
+        seen = true;
+    }
+    seen.then_some(c)
+}
+
+fn ethtool_channels(name: &str) -> Option<Channels> {
+    let out = Command::new("ethtool").args(["-l", name]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    parse_ethtool_channels(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// Parses the `driver:` line of `ethtool -i`.
@@ -484,6 +562,7 @@ fn sysfs_interface(name: &str) -> Result<IfaceInfo, DetectError> {
         rx_queues: count("rx-"),
         tx_queues: count("tx-"),
         numa_node: sysfs_numa_node(name, ifindex),
+        channels: None,
         source: "sysfs",
     })
 }
@@ -585,6 +664,7 @@ pub fn profile_from(host: &Host, info: Option<&IfaceInfo>) -> Profile {
             source: Some("embedded default profile (placeholder floors)".into()),
             ..defaults.targets.clone()
         },
+        tuning: None,
         measurements: Vec::new(),
     }
 }

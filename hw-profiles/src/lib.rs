@@ -9,6 +9,8 @@
 //! - [`detect`]: builds a profile from sysfs, procfs, `ip` and `ethtool`.
 //! - [`tune`]: the sweep engine that varies parameters and records what a caller-provided
 //!   measurement returns.
+//! - [`harness`]: the real measurement for `dwcp-hw tune`: runs the bench harness's
+//!   `dwcp-certify measure` (packet loops and dwcp transfers in a netns lab) per point.
 //!
 //! This crate does not apply a profile (the dataplane reads it) and does not run benchmarks
 //! (the bench harness provides the measurement to [`tune::Tuner`]).
@@ -16,11 +18,15 @@
 
 pub mod detect;
 pub mod error;
+pub mod harness;
 pub mod schema;
 pub mod tune;
 pub mod validate;
 
 pub use detect::{Host, IfaceInfo, detect_profile};
 pub use error::{DetectError, Problem, ProfileError};
-pub use schema::{Cpu, Measurement, Nic, Profile, Rings, SimdLevel, Targets, Transfer, XdpMode};
-pub use tune::{Param, TuneError, TuneOutcome, Tuner};
+pub use schema::{
+    BackendKind, Cpu, Measurement, Nic, ParamValue, Profile, Rings, SimdLevel, Targets, Transfer,
+    Tuning, XdpMode,
+};
+pub use tune::{Figure, Param, Sample, TuneError, TuneOutcome, Tuner};

@@ -39,9 +39,32 @@ pub struct Profile {
     pub transfer: Transfer,
     /// Performance floors the bench harness checks.
     pub targets: Targets,
+    /// How and when the tuner chose the values (absent when the profile was written by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuning: Option<Tuning>,
     /// What tuning measured (written by the tuner; empty when the profile was written by hand).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub measurements: Vec<Measurement>,
+}
+
+/// Provenance of a tuned profile (`[tuning]`): the sweep that chose its values. The points
+/// themselves are in `[[measurements]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tuning {
+    /// When the sweep ran (RFC 3339, UTC).
+    pub date: String,
+    /// The `dwcp-hw tune` command line.
+    pub command: String,
+    /// Machine: CPU model, CPUs, kernel.
+    pub host: String,
+    /// Load averages (1, 5, 15 min) at the start and end of the sweep.
+    pub load: String,
+    /// Repetitions per point (each point's figure is their median).
+    pub repeats: u32,
+    /// Free text: caveats (e.g. measured while the machine was busy).
+    #[serde(default)]
+    pub note: String,
 }
 
 /// SIMD instruction level the kernels may use.
@@ -151,6 +174,51 @@ pub struct Transfer {
     pub streams_max: u16,
     /// Raw object bytes per DATA frame (shrunk further to fit the MTU).
     pub chunk_size: u32,
+    /// I/O backend: AF_XDP, UDP sockets (GSO/GRO), or AF_XDP with UDP as fallback.
+    #[serde(default, skip_serializing_if = "BackendKind::is_auto")]
+    pub backend: BackendKind,
+}
+
+/// The dataplane I/O backend a profile asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// AF_XDP when it can be opened, else UDP sockets.
+    #[default]
+    Auto,
+    /// AF_XDP only.
+    Afxdp,
+    /// UDP sockets with GSO/GRO only.
+    Udp,
+}
+
+impl BackendKind {
+    /// Every backend, in sweep order.
+    pub const ALL: [BackendKind; 3] = [Self::Auto, Self::Afxdp, Self::Udp];
+
+    /// Name as written in the TOML file and on `dwcp --backend`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Afxdp => "afxdp",
+            Self::Udp => "udp",
+        }
+    }
+
+    /// Parses [`BackendKind::name`].
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|b| b.name() == s)
+    }
+
+    fn is_auto(&self) -> bool {
+        *self == Self::Auto
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Performance floors checked by the bench harness.
@@ -174,8 +242,8 @@ pub struct Targets {
 pub struct Measurement {
     /// Dotted name of the parameter varied, e.g. `rings.batch_size`.
     pub parameter: String,
-    /// The value it had.
-    pub value: u64,
+    /// The value it had (a number, or a name such as a backend).
+    pub value: ParamValue,
     /// Figure of merit: the median of `samples`.
     pub figure: f64,
     /// Unit of `figure` and `samples`, e.g. `pps`.
@@ -189,6 +257,43 @@ pub struct Measurement {
     pub chosen: bool,
     /// The command (or description of it) that produced the figure.
     pub command: String,
+}
+
+/// A swept parameter's value: a number (sizes, counts) or a name (backend).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ParamValue {
+    /// A number.
+    Int(u64),
+    /// A name.
+    Name(String),
+}
+
+impl From<u64> for ParamValue {
+    fn from(v: u64) -> Self {
+        Self::Int(v)
+    }
+}
+
+impl From<&str> for ParamValue {
+    fn from(v: &str) -> Self {
+        Self::Name(v.to_string())
+    }
+}
+
+impl PartialEq<u64> for ParamValue {
+    fn eq(&self, other: &u64) -> bool {
+        matches!(self, Self::Int(v) if v == other)
+    }
+}
+
+impl std::fmt::Display for ParamValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Int(v) => write!(f, "{v}"),
+            Self::Name(n) => f.write_str(n),
+        }
+    }
 }
 
 fn any() -> String {

@@ -13,7 +13,7 @@
 //! and reported, never measured.
 
 use crate::error::Problem;
-use crate::schema::{Measurement, Profile};
+use crate::schema::{BackendKind, Measurement, ParamValue, Profile};
 
 /// A parameter the tuner can vary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,6 +24,10 @@ pub enum Param {
     RingSize,
     /// `transfer.streams_initial` (raises `transfer.streams_max` when needed).
     Streams,
+    /// `rings.umem_frames`.
+    UmemFrames,
+    /// `transfer.backend` (values are names: `auto`, `afxdp`, `udp`).
+    Backend,
 }
 
 impl Param {
@@ -33,15 +37,45 @@ impl Param {
             Self::BatchSize => "rings.batch_size",
             Self::RingSize => "rings.ring_size",
             Self::Streams => "transfer.streams_initial",
+            Self::UmemFrames => "rings.umem_frames",
+            Self::Backend => "transfer.backend",
         }
     }
 
-    /// The parameter's value in `p`.
+    /// The parameter's value in `p` (the backend as its index in [`BackendKind::ALL`]).
     pub fn get(self, p: &Profile) -> u64 {
         match self {
             Self::BatchSize => p.rings.batch_size.into(),
             Self::RingSize => p.rings.ring_size.into(),
             Self::Streams => p.transfer.streams_initial.into(),
+            Self::UmemFrames => p.rings.umem_frames.into(),
+            Self::Backend => BackendKind::ALL
+                .iter()
+                .position(|b| *b == p.transfer.backend)
+                .unwrap_or(0) as u64,
+        }
+    }
+
+    /// The parameter's value in `p` as recorded in `measurements.value`.
+    pub fn get_value(self, p: &Profile) -> ParamValue {
+        match self {
+            Self::Backend => ParamValue::Name(p.transfer.backend.name().into()),
+            _ => ParamValue::Int(self.get(p)),
+        }
+    }
+
+    /// `p` with the parameter set to `value`: a number for the numeric parameters, a name
+    /// for the backend. `None` when the kind of value does not fit the parameter or the
+    /// name is unknown.
+    pub fn set_value(self, p: &Profile, value: &ParamValue) -> Option<Profile> {
+        match (self, value) {
+            (Self::Backend, ParamValue::Name(n)) => {
+                let mut q = p.clone();
+                q.transfer.backend = BackendKind::from_name(n)?;
+                Some(q)
+            }
+            (Self::Backend, ParamValue::Int(_)) | (_, ParamValue::Name(_)) => None,
+            (_, ParamValue::Int(v)) => Some(self.set(p, *v)),
         }
     }
 
@@ -61,6 +95,15 @@ impl Param {
                 q.transfer.streams_initial = v16;
                 q.transfer.streams_max = q.transfer.streams_max.max(v16);
             }
+            Self::UmemFrames => q.rings.umem_frames = v32,
+            Self::Backend => {
+                if let Some(b) = usize::try_from(value)
+                    .ok()
+                    .and_then(|i| BackendKind::ALL.get(i))
+                {
+                    q.transfer.backend = *b;
+                }
+            }
         }
         q
     }
@@ -72,7 +115,7 @@ pub struct Skipped {
     /// Parameter.
     pub parameter: &'static str,
     /// Value.
-    pub value: u64,
+    pub value: ParamValue,
     /// Why.
     pub problems: Vec<Problem>,
 }
@@ -101,7 +144,7 @@ pub enum TuneError<E: std::error::Error + 'static> {
         /// Parameter.
         parameter: &'static str,
         /// Value.
-        value: u64,
+        value: ParamValue,
         /// Repetition index (0-based).
         repeat: usize,
         /// Cause.
@@ -114,7 +157,7 @@ pub enum TuneError<E: std::error::Error + 'static> {
         /// Parameter.
         parameter: &'static str,
         /// Value.
-        value: u64,
+        value: ParamValue,
         /// Figure returned.
         figure: f64,
     },
@@ -128,13 +171,47 @@ pub enum TuneError<E: std::error::Error + 'static> {
     },
 }
 
+/// Unit and command of one axis's figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figure {
+    /// Unit, e.g. `pps` or `Gbit/s`.
+    pub unit: String,
+    /// How the figure is produced (recorded unless the measurement names its own command).
+    pub command: String,
+}
+
+#[derive(Debug, Clone)]
+struct Axis {
+    param: Param,
+    values: Vec<ParamValue>,
+    figure: Option<Figure>,
+}
+
 /// A sweep description.
 #[derive(Debug, Clone)]
 pub struct Tuner {
-    axes: Vec<(Param, Vec<u64>)>,
+    axes: Vec<Axis>,
     repeats: usize,
     unit: String,
     command: String,
+}
+
+/// One sample returned by a measurement of [`Tuner::run_with`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Figure of merit (larger is better).
+    pub figure: f64,
+    /// The exact command that produced it (`None`: the axis's command).
+    pub command: Option<String>,
+}
+
+impl From<f64> for Sample {
+    fn from(figure: f64) -> Self {
+        Self {
+            figure,
+            command: None,
+        }
+    }
 }
 
 impl Tuner {
@@ -149,9 +226,29 @@ impl Tuner {
         }
     }
 
-    /// Adds an axis; axes are swept in the order added.
+    /// Adds a numeric axis; axes are swept in the order added.
     pub fn axis(mut self, param: Param, values: impl IntoIterator<Item = u64>) -> Self {
-        self.axes.push((param, values.into_iter().collect()));
+        self.axes.push(Axis {
+            param,
+            values: values.into_iter().map(ParamValue::Int).collect(),
+            figure: None,
+        });
+        self
+    }
+
+    /// Adds an axis of any values, with its own unit and command (e.g. a backend axis
+    /// measured as transfer goodput after ring axes measured in frames per second).
+    pub fn axis_with(
+        mut self,
+        param: Param,
+        values: impl IntoIterator<Item = ParamValue>,
+        figure: Figure,
+    ) -> Self {
+        self.axes.push(Axis {
+            param,
+            values: values.into_iter().collect(),
+            figure: Some(figure),
+        });
         self
     }
 
@@ -163,7 +260,7 @@ impl Tuner {
 
     /// Points the sweep will consider (sum of axis lengths).
     pub fn points(&self) -> usize {
-        self.axes.iter().map(|(_, v)| v.len()).sum()
+        self.axes.iter().map(|a| a.values.len()).sum()
     }
 
     /// Runs the sweep from `base`, calling `measure` `repeats` times per valid point. Larger
@@ -173,65 +270,96 @@ impl Tuner {
         E: std::error::Error + 'static,
         F: FnMut(&Profile) -> Result<f64, E>,
     {
+        self.run_with(base, |_, p| measure(p).map(Sample::from))
+    }
+
+    /// As [`Tuner::run`], but the measurement is told which parameter is being swept (so it
+    /// can pick the right benchmark) and may return the exact command it ran.
+    pub fn run_with<E, F>(
+        &self,
+        base: &Profile,
+        mut measure: F,
+    ) -> Result<TuneOutcome, TuneError<E>>
+    where
+        E: std::error::Error + 'static,
+        F: FnMut(Param, &Profile) -> Result<Sample, E>,
+    {
         if self.axes.is_empty() {
             return Err(TuneError::BadSweep("no axes".into()));
         }
         if self.repeats == 0 {
             return Err(TuneError::BadSweep("repeats must be at least 1".into()));
         }
-        if let Some((p, _)) = self.axes.iter().find(|(_, v)| v.is_empty()) {
-            return Err(TuneError::BadSweep(format!("axis {} is empty", p.field())));
+        if let Some(a) = self.axes.iter().find(|a| a.values.is_empty()) {
+            return Err(TuneError::BadSweep(format!(
+                "axis {} is empty",
+                a.param.field()
+            )));
         }
         let mut best = base.clone();
         best.measurements.clear();
         let mut records: Vec<Measurement> = Vec::new();
         let mut skipped = Vec::new();
         let mut best_figure = f64::NAN;
-        for (param, values) in &self.axes {
+        for axis in &self.axes {
+            let param = axis.param;
             let parameter = param.field();
-            let mut axis_best: Option<(usize, f64, u64)> = None;
+            let (unit, command) = match &axis.figure {
+                Some(f) => (f.unit.clone(), f.command.clone()),
+                None => (self.unit.clone(), self.command.clone()),
+            };
+            let mut axis_best: Option<(usize, f64, ParamValue)> = None;
             let mut axis_skipped = 0;
-            for &value in values {
-                let candidate = param.set(&best, value);
+            for value in &axis.values {
+                let Some(candidate) = param.set_value(&best, value) else {
+                    return Err(TuneError::BadSweep(format!(
+                        "value {value} does not fit {parameter}"
+                    )));
+                };
                 let problems = candidate.problems();
                 if !problems.is_empty() {
                     axis_skipped += 1;
                     skipped.push(Skipped {
                         parameter,
-                        value,
+                        value: value.clone(),
                         problems,
                     });
                     continue;
                 }
                 let mut samples = Vec::with_capacity(self.repeats);
+                let mut point_command = None;
                 for repeat in 0..self.repeats {
-                    let figure = measure(&candidate).map_err(|source| TuneError::Measure {
-                        parameter,
-                        value,
-                        repeat,
-                        source,
-                    })?;
-                    if !figure.is_finite() {
+                    let sample =
+                        measure(param, &candidate).map_err(|source| TuneError::Measure {
+                            parameter,
+                            value: value.clone(),
+                            repeat,
+                            source,
+                        })?;
+                    if !sample.figure.is_finite() {
                         return Err(TuneError::NotFinite {
                             parameter,
-                            value,
-                            figure,
+                            value: value.clone(),
+                            figure: sample.figure,
                         });
                     }
-                    samples.push(figure);
+                    if point_command.is_none() {
+                        point_command = sample.command;
+                    }
+                    samples.push(sample.figure);
                 }
                 let figure = median(&samples);
-                if axis_best.is_none_or(|(_, f, _)| figure > f) {
-                    axis_best = Some((records.len(), figure, value));
+                if axis_best.as_ref().is_none_or(|(_, f, _)| figure > *f) {
+                    axis_best = Some((records.len(), figure, value.clone()));
                 }
                 records.push(Measurement {
                     parameter: parameter.to_string(),
-                    value,
+                    value: value.clone(),
                     figure,
-                    unit: self.unit.clone(),
+                    unit: unit.clone(),
                     samples,
                     chosen: false,
-                    command: self.command.clone(),
+                    command: point_command.unwrap_or_else(|| command.clone()),
                 });
             }
             let Some((idx, figure, value)) = axis_best else {
@@ -241,7 +369,9 @@ impl Tuner {
                 });
             };
             records[idx].chosen = true;
-            best = param.set(&best, value);
+            best = param
+                .set_value(&best, &value)
+                .expect("the value was applied to this profile before");
             best_figure = figure;
         }
         best.measurements = records;

@@ -3,9 +3,10 @@
 
 use std::path::Path;
 
+use dwcp_hw_profiles::SimdLevel;
 use dwcp_hw_profiles::detect::{
-    HostPaths, format_cpulist, interface_info, parse_cpulist, parse_ethtool_driver,
-    parse_ip_link_json, profile_from,
+    HostPaths, format_cpulist, interface_info, parse_cpulist, parse_ethtool_channels,
+    parse_ethtool_driver, parse_ip_link_json, profile_from, simd_level,
 };
 use dwcp_hw_profiles::{Host, Problem, Profile, ProfileError, XdpMode, detect_profile};
 
@@ -223,4 +224,90 @@ fn detect_inside_lab_namespace() {
         "sysfs shows {} in the lab namespace: {sysfs_sees_it}",
         dwcp_netns::IF_A
     );
+}
+
+#[test]
+fn ethtool_channels_decide_the_queue_count() {
+    // mlx5-style: 63 queues allocated, 8 combined channels configured.
+    let mlx = "Channel parameters for ens1f0np0:\nPre-set maximums:\nRX:\t\tn/a\nTX:\t\tn/a\n\
+               Other:\t\t512\nCombined:\t63\nCurrent hardware settings:\nRX:\t\tn/a\n\
+               TX:\t\tn/a\nOther:\t\t512\nCombined:\t8\n";
+    let c = parse_ethtool_channels(mlx).unwrap();
+    assert_eq!((c.combined, c.max_combined, c.rx, c.tx), (8, 63, 0, 0));
+    let info = parse_ip_link_json(
+        "ens1f0np0",
+        r#"[{"ifindex":3,"ifname":"ens1f0np0","mtu":9000,"num_tx_queues":63,"num_rx_queues":63}]"#,
+    )
+    .unwrap();
+    assert_eq!(info.queues(), 63, "without channels: the allocated queues");
+    let info = dwcp_hw_profiles::IfaceInfo {
+        channels: Some(c),
+        ..info
+    };
+    assert_eq!(info.queues(), 8, "with channels: the ones in use");
+    // veth: separate rx/tx channels, no combined.
+    let veth = "Channel parameters for veth-a:\nPre-set maximums:\nRX:\t\t2\nTX:\t\t2\n\
+                Other:\t\tn/a\nCombined:\tn/a\nCurrent hardware settings:\nRX:\t\t1\n\
+                TX:\t\t2\nOther:\t\tn/a\nCombined:\tn/a\n";
+    let c = parse_ethtool_channels(veth).unwrap();
+    assert_eq!(c.queue_pairs(), 1);
+    assert_eq!(
+        parse_ethtool_channels("netlink error: Operation not supported"),
+        None
+    );
+}
+
+#[test]
+fn simd_level_agrees_with_cpuinfo_flags() {
+    let Ok(cpuinfo) = std::fs::read_to_string("/proc/cpuinfo") else {
+        eprintln!("no /proc/cpuinfo: skipped");
+        return;
+    };
+    let flags: Vec<&str> = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, f)| f.split_whitespace().collect())
+        .unwrap_or_default();
+    let want = if flags.contains(&"avx512f") {
+        SimdLevel::Avx512
+    } else if flags.contains(&"avx2") {
+        SimdLevel::Avx2
+    } else {
+        SimdLevel::Scalar
+    };
+    assert_eq!(simd_level(), want, "cpuinfo flags: {flags:?}");
+}
+
+/// Cross-check of the sysfs topology reader against hwloc (Debian `hwloc`, hwloc-calc):
+/// the same online CPUs and the same NUMA node for each. Skipped loudly without hwloc-calc.
+#[test]
+fn topology_agrees_with_hwloc() {
+    let calc = |args: &[&str]| -> Option<String> {
+        let out = std::process::Command::new("hwloc-calc")
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let Some(n) = calc(&["--number-of", "pu", "all"]) else {
+        eprintln!(
+            "topology_agrees_with_hwloc: hwloc-calc not installed (apt-get install hwloc): SKIPPED"
+        );
+        return;
+    };
+    let host = Host::detect().unwrap();
+    assert_eq!(
+        n.parse::<usize>().unwrap(),
+        host.online_cpus.len(),
+        "online CPUs"
+    );
+    for &cpu in &host.online_cpus {
+        let node = calc(&["-p", "--intersect", "NUMAnode", &format!("pu:{cpu}")]).unwrap();
+        // A machine without NUMA nodes in hwloc's view has one node 0.
+        let node: u32 = node.split(',').next().unwrap().parse().unwrap_or(0);
+        assert_eq!(node, host.node_of(cpu), "NUMA node of CPU {cpu}");
+    }
 }

@@ -276,7 +276,7 @@ fn round_trip_is_identity() {
     p.measurements = vec![
         Measurement {
             parameter: "rings.batch_size".into(),
-            value: 128,
+            value: 128.into(),
             figure: 612_345.5,
             unit: "pps".into(),
             samples: vec![600_000.25, 612_345.5, 1e-3],
@@ -285,7 +285,7 @@ fn round_trip_is_identity() {
         },
         Measurement {
             parameter: "transfer.streams_initial".into(),
-            value: 4,
+            value: "udp".into(),
             figure: 3.25,
             unit: String::new(),
             samples: vec![],

@@ -4,7 +4,9 @@
 use std::cell::RefCell;
 
 use dwcp_hw_profiles::tune::median;
-use dwcp_hw_profiles::{Param, Profile, TuneError, Tuner};
+use dwcp_hw_profiles::{
+    BackendKind, Figure, Param, ParamValue, Profile, Sample, TuneError, Tuner, Tuning,
+};
 
 #[derive(Debug, thiserror::Error)]
 #[error("bench failed")]
@@ -130,7 +132,7 @@ fn measurement_errors_and_bad_sweeps_are_typed() {
             err,
             TuneError::Measure {
                 parameter: "transfer.streams_initial",
-                value: 2,
+                value: ParamValue::Int(2),
                 repeat: 0,
                 ..
             }
@@ -161,4 +163,92 @@ fn median_of_even_and_odd() {
     assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
     assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
     assert!(median(&[]).is_nan());
+}
+
+#[test]
+fn mixed_axes_with_own_units_commands_and_a_named_backend() {
+    let mut base = Profile::embedded_default();
+    base.rings.ring_size = 1024;
+    base.rings.umem_frames = 2048;
+    let tuner = Tuner::new("pps", "loop")
+        .axis(Param::UmemFrames, [2048, 4096, 1024]) // 1024 < 2 x ring: invalid
+        .axis_with(
+            Param::Backend,
+            ["afxdp", "udp"].map(ParamValue::from),
+            Figure {
+                unit: "Gbit/s".into(),
+                command: "transfer".into(),
+            },
+        )
+        .repeats(2);
+    let mut seen = Vec::new();
+    let out = tuner
+        .run_with(&base, |param, p| {
+            seen.push((param, p.rings.umem_frames, p.transfer.backend));
+            Ok::<_, BenchFailed>(match param {
+                // More UMEM is better here; the udp backend beats afxdp.
+                Param::UmemFrames => Sample::from(f64::from(p.rings.umem_frames)),
+                Param::Backend => Sample {
+                    figure: if p.transfer.backend == BackendKind::Udp {
+                        3.0
+                    } else {
+                        2.0
+                    },
+                    command: Some(format!("dwcp --backend {}", p.transfer.backend)),
+                },
+                _ => unreachable!("{param:?}"),
+            })
+        })
+        .unwrap();
+    assert_eq!(out.profile.rings.umem_frames, 4096);
+    assert_eq!(out.profile.transfer.backend, BackendKind::Udp);
+    assert_eq!(out.skipped.len(), 1);
+    assert_eq!(out.skipped[0].value, ParamValue::Int(1024));
+    // The backend axis ran with the UMEM axis's winner.
+    assert!(
+        seen.iter()
+            .filter(|(p, ..)| *p == Param::Backend)
+            .all(|(_, u, _)| *u == 4096)
+    );
+    let m = &out.profile.measurements;
+    let udp = m
+        .iter()
+        .find(|r| r.value == ParamValue::from("udp"))
+        .unwrap();
+    assert!(udp.chosen);
+    assert_eq!(udp.unit, "Gbit/s");
+    assert_eq!(udp.command, "dwcp --backend udp");
+    let umem = m.iter().find(|r| r.value == 4096).unwrap();
+    assert_eq!((umem.unit.as_str(), umem.command.as_str()), ("pps", "loop"));
+    // A name on a numeric axis is a bad sweep, not a silent skip.
+    let err = Tuner::new("pps", "t")
+        .axis_with(
+            Param::BatchSize,
+            [ParamValue::from("big")],
+            Figure {
+                unit: "pps".into(),
+                command: "t".into(),
+            },
+        )
+        .run(&base, |_| Ok::<_, BenchFailed>(1.0))
+        .unwrap_err();
+    assert!(matches!(err, TuneError::BadSweep(_)), "{err:?}");
+
+    // The tuned profile, with its provenance, survives TOML.
+    let mut p = out.profile;
+    p.tuning = Some(Tuning {
+        date: "2026-11-25T16:00:00Z".into(),
+        command: "dwcp-hw tune".into(),
+        host: "test".into(),
+        load: "1.0".into(),
+        repeats: 2,
+        note: String::new(),
+    });
+    let text = p.to_toml().unwrap();
+    assert!(
+        text.contains("[tuning]") && text.contains("backend = \"udp\""),
+        "{text}"
+    );
+    assert!(text.contains("value = \"udp\""), "{text}");
+    assert_eq!(Profile::from_str(&text).unwrap(), p);
 }
