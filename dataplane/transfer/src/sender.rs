@@ -1083,7 +1083,10 @@ impl Sender {
         if self.pacing_credit {
             let rate = self.cc.pacing_rate().max(1.0);
             let gap = Duration::from_secs_f64(wire_len as f64 / rate);
-            if now.saturating_duration_since(self.next_send) > self.pacing_catch_up(gap) {
+            // a stall is ms-scale; a sender that is merely CPU-bound at Gbit/s (late by a few
+            // us per frame) is what the path gives and keeps lowering the estimate
+            let stall = self.pacing_catch_up(gap).max(Duration::from_millis(1));
+            if now.saturating_duration_since(self.next_send) > stall {
                 self.cc.on_app_limited(self.bytes_in_flight + wire_len);
             }
         }
