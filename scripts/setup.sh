@@ -3,7 +3,7 @@
 # program, peer tools used by tests and benchmarks. Idempotent; needs root for apt.
 set -euo pipefail
 
-PKGS=(clang llvm libbpf-dev iproute2 ethtool iperf3 xdp-tools zstd iputils-ping wrk qemu-system-x86 prometheus tshark hwloc)
+PKGS=(clang llvm libbpf-dev iproute2 ethtool iperf3 xdp-tools zstd iputils-ping wrk qemu-system-x86 prometheus tshark hwloc qemu-utils rsync netcat-openbsd)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
