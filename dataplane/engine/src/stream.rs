@@ -53,6 +53,10 @@ pub const FLAG_ABORT: u32 = 2;
 
 const HELLO: u8 = 0x01;
 const READ_PIECE: usize = 256 << 10;
+/// Reader pieces queued ahead of the segmenter.
+const INPUT_PIECES: usize = 2;
+/// Receive buffer of an accepted source connection (fixed: no autotuning to megabytes).
+pub const INPUT_RCVBUF: usize = 256 << 10;
 
 /// Errors of a stream carry.
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +127,7 @@ pub struct StreamConfig {
 impl Default for StreamConfig {
     fn default() -> Self {
         Self {
-            segment_bytes: 8 << 20,
+            segment_bytes: 1 << 20,
             idle_flush: Duration::from_millis(5),
             in_flight: 4,
             max_version: 3,
@@ -268,7 +272,7 @@ struct SendHandler {
     batch: usize,
     pieces: Rx<Piece>,
     buf: Vec<u8>,
-    last_piece: Instant,
+    starved_since: Option<Instant>,
     next_seq: u64,
     input_end: Option<Option<String>>,
     final_launched: bool,
@@ -287,7 +291,7 @@ impl SendHandler {
             batch,
             pieces,
             buf,
-            last_piece: Instant::now(),
+            starved_since: None,
             next_seq: 0,
             input_end: None,
             final_launched: false,
@@ -337,21 +341,23 @@ impl SendHandler {
     }
 
     fn take_input(&mut self, now: Instant) {
-        while self.input_end.is_none()
-            && self.active.len() < self.cfg.in_flight
-            && self.buf.len() - PREFIX_LEN < self.cfg.segment_bytes
-        {
+        // Fill the current segment while there is input, whether or not a slot is free (so
+        // the source is never stalled by a pipe that is merely busy).
+        while self.input_end.is_none() && self.buf.len() - PREFIX_LEN < self.cfg.segment_bytes {
             match self.pieces.try_recv() {
                 Ok(Piece::Data(d)) => {
                     self.buf.extend_from_slice(&d);
-                    self.last_piece = now;
+                    self.starved_since = None;
                     self.shared
                         .bytes
                         .fetch_add(d.len() as u64, Ordering::Relaxed);
                 }
                 Ok(Piece::Eof) => self.input_end = Some(None),
                 Ok(Piece::Error(e)) => self.input_end = Some(Some(e)),
-                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Empty) => {
+                    self.starved_since.get_or_insert(now);
+                    break;
+                }
                 Err(TryRecvError::Disconnected) => {
                     self.input_end = Some(Some("input reader stopped".into()))
                 }
@@ -363,11 +369,15 @@ impl SendHandler {
         let body = self.buf.len() - PREFIX_LEN;
         match &self.input_end {
             Some(err) if !self.final_launched => {
+                // Send what is buffered first, then the final segment.
+                if body > 0 {
+                    self.launch(now, 0);
+                    return;
+                }
                 let flags = if err.is_some() { FLAG_ABORT } else { FLAG_END };
                 if let Some(e) = err {
                     let e = e.clone();
-                    self.buf.clear();
-                    self.buf.extend_from_slice(&[0u8; PREFIX_LEN]);
+                    self.buf.truncate(PREFIX_LEN);
                     self.buf.extend_from_slice(e.as_bytes());
                 }
                 self.final_launched = true;
@@ -375,9 +385,15 @@ impl SendHandler {
             }
             Some(_) => {}
             None => {
-                if body >= self.cfg.segment_bytes
-                    || (body > 0 && now - self.last_piece >= self.cfg.idle_flush)
-                {
+                // A partial segment goes once the source has had nothing to say for
+                // `idle_flush` (time we spent not reading does not count) and at most one
+                // segment is still in transfer: while the pipe is busy, small segments would
+                // only add per-segment round trips (handshake, close) on a long path.
+                let starved = self.active.len() < 2
+                    && self
+                        .starved_since
+                        .is_some_and(|t| now - t >= self.cfg.idle_flush);
+                if body >= self.cfg.segment_bytes || (body > 0 && starved) {
                     self.launch(now, 0);
                 }
             }
@@ -587,7 +603,9 @@ pub fn send_stream(
     cancel: Option<&AtomicBool>,
 ) -> Result<StreamSendReport, StreamError> {
     let shared = Arc::new(Shared::default());
-    let depth = (cfg.segment_bytes / READ_PIECE).max(4);
+    // Little buffering before the segmenter: what the carrier holds is data the source
+    // believes sent, and it all must cross before the destination can resume.
+    let depth = INPUT_PIECES;
     let (ptx, prx) = mpsc::sync_channel(depth);
     let conn: ConnSlot = Arc::new(Mutex::new(None));
     let handler = SendHandler::new(cfg.clone(), opts.io.batch, prx, shared.clone());
@@ -953,7 +971,7 @@ pub struct RecvArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct TuningArgs {
     /// Segment size in KiB.
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, default_value_t = 1024)]
     pub segment_kib: usize,
     /// Send a partial segment after this many milliseconds without input.
     #[arg(long, default_value_t = 5)]
@@ -1036,6 +1054,9 @@ pub fn cli_send(
                 what: format!("listening on {addr}"),
                 source,
             })?;
+            // Inherited by the accepted connection.
+            let _ =
+                nix::sys::socket::setsockopt(&l, nix::sys::socket::sockopt::RcvBuf, &INPUT_RCVBUF);
             eprintln!("dwcp stream-send: listening on {addr}");
             StreamInput::Listen(l)
         }

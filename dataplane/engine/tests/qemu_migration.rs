@@ -295,7 +295,7 @@ fn a_failed_carry_fails_the_migration_and_the_source_keeps_running() {
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "destination QEMU still up: {}\nrecv log:\n{}",
-            s.dst.qmp().status(),
+            dst.status(),
             log(&s, "recv.log")
         );
         std::thread::sleep(Duration::from_millis(20));
