@@ -202,17 +202,12 @@ impl Kid {
         let pid = child.id();
         let stat_path = format!("/proc/{pid}/stat");
         let mut cpu = 0.0;
-        loop {
-            match std::fs::read_to_string(&stat_path) {
-                Ok(stat) => {
-                    if let Some((state, secs)) = parse_stat(&stat) {
-                        cpu = secs;
-                        if state == 'Z' || state == 'X' {
-                            break;
-                        }
-                    }
+        while let Ok(stat) = std::fs::read_to_string(&stat_path) {
+            if let Some((state, secs)) = parse_stat(&stat) {
+                cpu = secs;
+                if state == 'Z' || state == 'X' {
+                    break;
                 }
-                Err(_) => break,
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
