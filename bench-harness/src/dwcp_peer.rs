@@ -567,7 +567,8 @@ fn dwcp_detail(r: &DwcpResult) -> String {
 
 /// Runs every peer `reps` times, interleaved (rep 1 of each peer, then rep 2 of each...) so
 /// all peers see the same conditions; iperf3 runs last `secs` seconds, dwcp moves
-/// `run.source`. `log` gets one line per run as it finishes.
+/// `run.source` (a failed dwcp transfer counts as goodput 0, its error in the details).
+/// `log` gets one line per run as it finishes.
 pub fn compare(
     lab: &Lab,
     peers: &[PeerKind],
@@ -587,13 +588,17 @@ pub fn compare(
     for rep in 1..=reps {
         for (i, p) in peers.iter().enumerate() {
             let (gbps, detail) = match p {
-                PeerKind::Dwcp => {
-                    let r = dwcp_transfer(lab, run)?;
-                    let d = dwcp_detail(&r);
-                    let g = r.goodput_gbps();
-                    dwcp_runs.push(r);
-                    (g, d)
-                }
+                // A failed transfer counts as goodput 0 (and says why) instead of ending the
+                // comparison: a benchmark that hides its failures would overstate the median.
+                PeerKind::Dwcp => match dwcp_transfer(lab, run) {
+                    Ok(r) => {
+                        let d = dwcp_detail(&r);
+                        let g = r.goodput_gbps();
+                        dwcp_runs.push(r);
+                        (g, d)
+                    }
+                    Err(e) => (0.0, format!("FAILED (counted as 0): {e}")),
+                },
                 PeerKind::Tcp(cc) => {
                     let r = crate::peers::iperf3(lab, &crate::peers::Iperf3Run::tcp(cc, secs))?;
                     let d = format!(
