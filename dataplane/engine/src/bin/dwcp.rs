@@ -158,10 +158,21 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Write a new key: a static X25519 key pair (PATH mode 0600, PATH.pub) or a PSK.
+    Keygen {
+        /// Private key file to create (never overwritten); the public key goes to PATH.pub.
+        #[arg(long)]
+        out: PathBuf,
+        /// Write a 32-byte pre-shared key instead of a key pair.
+        #[arg(long)]
+        psk: bool,
+    },
     /// Send one file.
     Send {
         #[command(flatten)]
         port: PortArgs,
+        #[command(flatten)]
+        keys: dwcp_secure::cli::KeyArgs,
         /// File or block device to send.
         file: PathBuf,
         /// Object id (the receiver's journal keys on it).
@@ -181,6 +192,8 @@ enum Cmd {
     Recv {
         #[command(flatten)]
         port: PortArgs,
+        #[command(flatten)]
+        keys: dwcp_secure::cli::KeyArgs,
         /// Destination path; appears only once the object is complete and verified.
         dest: PathBuf,
         /// Highest protocol version to accept (1 or 3; 1 = plain v1 endpoint).
@@ -311,6 +324,7 @@ fn send_json(r: &SendReport) -> Value {
         "data_frames_retransmitted": s.data_frames_retransmitted,
         "spurious_losses": s.spurious_losses,
         "tail_probes": s.tail_probes,
+        "security": dwcp_secure::cli::stats_json(s.sealed, &s.drops),
         "selection": selection_json(&r.selection),
         "io": format!("{:?}", r.worker.io),
         "xdp_counters": r.xdp.as_ref().map(|c| format!("{c:?}")),
@@ -332,6 +346,7 @@ fn recv_json(r: &RecvReport) -> Value {
         "chunks_resumed": s.chunks_resumed,
         "flushes": s.flushes,
         "codec": codec_json(&r.codec),
+        "security": dwcp_secure::cli::stats_json(s.sealed, &s.drops),
         "selection": selection_json(&r.selection),
         "io": format!("{:?}", r.worker.io),
         "xdp_counters": r.xdp.as_ref().map(|c| format!("{c:?}")),
@@ -395,6 +410,10 @@ fn print_recv(r: &RecvReport) {
     if let Some(sel) = &r.selection {
         println!("  backend {} ({})", sel.kind, sel.detail);
     }
+    println!(
+        "  security: {}",
+        dwcp_secure::cli::stats_json(s.sealed, &s.drops)
+    );
     if let Some(c) = &r.xdp {
         println!("  XDP program counters: {c:?}");
     }
@@ -460,8 +479,17 @@ fn main() -> Result<()> {
                 println!("object verified: xxh3-128 {:032x} on both sides", r.hash);
             }
         }
+        Cmd::Keygen { out, psk } => {
+            let msg = dwcp_secure::cli::keygen(&out, psk).context("dwcp keygen")?;
+            if cli.json {
+                println!("{}", json!({ "message": msg }));
+            } else {
+                println!("{msg}");
+            }
+        }
         Cmd::Send {
             port,
+            keys,
             file,
             object_id,
             version,
@@ -479,6 +507,7 @@ fn main() -> Result<()> {
             if let Some(prof) = port.worker.profile()? {
                 dwcp_engine::profile::apply_sender(&prof, &mut cfg);
             }
+            cfg.security = keys.factory().context("keys")?;
             let len = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
             let pb = progress_bar(cli.json, len);
             let r = dwcp_engine::runner::send_file_with_codec(
@@ -509,6 +538,7 @@ fn main() -> Result<()> {
         }
         Cmd::Recv {
             port,
+            keys,
             dest,
             max_version,
         } => {
@@ -518,6 +548,7 @@ fn main() -> Result<()> {
                 &dest,
                 ReceiverConfig {
                     max_version,
+                    security: keys.factory().context("keys")?,
                     ..ReceiverConfig::default()
                 },
                 &opts,
