@@ -148,6 +148,7 @@ fn tampered(d: &[u8], history: &mut Vec<Vec<u8>>, rng: &mut Rng, n: &Injected) -
     out
 }
 
+#[allow(clippy::too_many_arguments)]
 /// One direction of the relay: everything from `from` goes to `to_addr` via `to`, with
 /// tampered copies after it.
 fn pump(
