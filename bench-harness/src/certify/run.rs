@@ -399,19 +399,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         s.push_str(&c.to_string());
         cur = c.source();
     }
-    // One line in the report: for a panic dump, the panic message; else the tail.
-    let s = s.replace('\n', " | ");
-    if let Some(i) = s.find("panicked at") {
-        return s[i..].chars().take(400).collect();
-    }
-    if s.len() > 600 {
-        let cut = s
-            .char_indices()
-            .map(|(i, _)| i)
-            .find(|&i| i >= s.len() - 600)
-            .unwrap_or(0);
-        format!("...{}", &s[cut..])
-    } else {
-        s
-    }
+    // One line in the report: the message, without a backtrace (RUST_BACKTRACE in the
+    // environment makes the processes append one), at most 600 characters.
+    let s = match s.find("panicked at") {
+        Some(i) => s[i..].to_string(),
+        None => s,
+    };
+    let s = ["Stack backtrace:", "stack backtrace:"]
+        .iter()
+        .filter_map(|m| s.find(m))
+        .min()
+        .map_or(s.as_str(), |i| &s[..i])
+        .trim()
+        .replace('\n', " | ");
+    s.chars().take(600).collect()
 }
