@@ -314,14 +314,14 @@ fn destination_killed_mid_round_keeps_its_previous_image_and_the_next_job_comple
 
     let child = Arc::new(std::sync::Mutex::new(spawn_recv(&dst_img, b, a)));
     let mut sm = mover("lo", a, b, BackendChoice::Udp, 0);
-    // Slow the sender down so there is a mid-round to kill in.
+    // Slow the sender down; the destination is killed as round 1's patch starts moving.
     sm.opts.io.batch = 1;
     let killed = Arc::new(AtomicBool::new(false));
     let mut hooks = Hooks::default();
     {
         let (child, killed) = (child.clone(), killed.clone());
-        hooks.on_sending = Some(Box::new(move |p: &Progress| {
-            if p.data_bytes_done > 0 && !killed.swap(true, Ordering::SeqCst) {
+        hooks.on_sending = Some(Box::new(move |_: &Progress| {
+            if !killed.swap(true, Ordering::SeqCst) {
                 let mut c = child.lock().unwrap();
                 c.kill().unwrap();
                 c.wait().unwrap();
