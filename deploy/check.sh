@@ -13,8 +13,8 @@
 #   5. The Wireshark dissector: a real `dwcp send` -> `dwcp recv` transfer over loopback is
 #      captured with tshark on port 7470, dissected with the Lua script, and its fields
 #      (magic, version, type, flags, stream, seq, object, offset, codec, CRC) checked.
-# Needs: promtool (Debian prometheus), tshark, python3-venv, npm (scripts/setup.sh installs
-# them), the release binaries (builds them if missing). Tools from PyPI/npm go to
+# Needs: promtool (Debian prometheus) and tshark (scripts/setup.sh installs both), python3-venv,
+# node and npm (part of the project machine's base image), the release binaries (builds them if missing). Tools from PyPI/npm go to
 # $DWCP_DEPLOY_TOOLS (default /tmp/dwcp-deploy-tools), pinned.
 # Usage: deploy/check.sh            Prints "N passed, M failed"; exit 1 on any failure.
 set -euo pipefail
