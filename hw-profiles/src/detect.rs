@@ -661,7 +661,7 @@ pub fn profile_from(host: &Host, info: Option<&IfaceInfo>) -> Profile {
             ..defaults.transfer.clone()
         },
         targets: Targets {
-            source: Some("embedded default profile (placeholder floors)".into()),
+            source: Some("embedded default profile: conservative floors (a quarter of the lab's measured veth copy-mode rates), not measured on this machine; certify it and set its own".into()),
             ..defaults.targets.clone()
         },
         tuning: None,

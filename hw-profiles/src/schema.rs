@@ -231,7 +231,7 @@ pub struct Targets {
     pub min_gbps_1400b: f64,
     /// Minimum goodput on the emulated WAN as a fraction of the emulated link rate (0..=1).
     pub min_wan_goodput_fraction: f64,
-    /// Where the figures come from (measurement command, publication, or "placeholder").
+    /// Where the figures come from (measurement command, publication, or how a conservative floor was derived).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
 }
