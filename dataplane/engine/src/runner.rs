@@ -148,7 +148,7 @@ fn wait<S: Clone + std::fmt::Debug>(
     }
 }
 
-fn worker_cfg(opts: &RunOptions) -> WorkerConfig {
+pub(crate) fn worker_cfg(opts: &RunOptions) -> WorkerConfig {
     WorkerConfig {
         cores: vec![opts.core],
         io: opts.io.clone(),
@@ -207,12 +207,7 @@ pub fn send_file_with_codec(
     let sender =
         Sender::with_encoder(cfg, Box::new(source), encoder, start).map_err(RunError::Setup)?;
     let (handler, progress) = EndpointHandler::new(sender);
-    let slot = std::cell::RefCell::new(Some(handler));
-    let workers = Workers::spawn(&worker_cfg(opts), |_| {
-        slot.borrow_mut()
-            .take()
-            .unwrap_or_else(EndpointHandler::idle)
-    })?;
+    let workers = Workers::spawn_one(&worker_cfg(opts), handler)?;
     let res = wait(&progress, start, opts.timeout, cancel, on_progress);
     let elapsed = start.elapsed();
     let xdp = workers.program_counters();
@@ -268,13 +263,8 @@ pub fn recv_file_cancellable(
         decoder,
     );
     let (handler, progress) = EndpointHandler::new(receiver);
-    let slot = std::cell::RefCell::new(Some(handler));
     let start = Instant::now();
-    let workers = Workers::spawn(&worker_cfg(opts), |_| {
-        slot.borrow_mut()
-            .take()
-            .unwrap_or_else(EndpointHandler::idle)
-    })?;
+    let workers = Workers::spawn_one(&worker_cfg(opts), handler)?;
     let res = wait(&progress, start, opts.timeout, cancel, on_progress);
     let elapsed = start.elapsed();
     if res.is_ok() {

@@ -40,7 +40,7 @@ use dwcp_transfer::{
 
 use crate::io::{Selection, TxBatch};
 use crate::runner::RunOptions;
-use crate::worker::{Handler, RxFrames, WorkerConfig, WorkerError, Workers};
+use crate::worker::{Handler, RxFrames, WorkerError, Workers};
 
 /// Segment prefix magic.
 pub const SEGMENT_MAGIC: [u8; 4] = *b"DWSG";
@@ -609,18 +609,8 @@ pub fn send_stream(
     let (ptx, prx) = mpsc::sync_channel(depth);
     let conn: ConnSlot = Arc::new(Mutex::new(None));
     let handler = SendHandler::new(cfg.clone(), opts.io.batch, prx, shared.clone());
-    let slot = std::cell::RefCell::new(Some(handler));
     let start = Instant::now();
-    let wcfg = WorkerConfig {
-        cores: vec![opts.core],
-        io: opts.io.clone(),
-        idle_yield: opts.idle_yield,
-    };
-    let workers = Workers::spawn(&wcfg, |_| {
-        slot.borrow_mut()
-            .take()
-            .expect("one worker, one stream handler")
-    })?;
+    let workers = Workers::spawn_one(&crate::runner::worker_cfg(opts), handler)?;
     // The worker runs before the input is opened, so a source connecting finds the carrier
     // ready.
     spawn_reader(input, conn.clone(), ptx);
@@ -881,18 +871,8 @@ pub fn recv_stream(
         ended: false,
         shared: shared.clone(),
     };
-    let slot = std::cell::RefCell::new(Some(handler));
     let start = Instant::now();
-    let wcfg = WorkerConfig {
-        cores: vec![opts.core],
-        io: opts.io.clone(),
-        idle_yield: opts.idle_yield,
-    };
-    let workers = Workers::spawn(&wcfg, |_| {
-        slot.borrow_mut()
-            .take()
-            .expect("one worker, one stream handler")
-    })?;
+    let workers = Workers::spawn_one(&crate::runner::worker_cfg(opts), handler)?;
     let mut writer = Some(writer);
     let mut wres: Option<Result<(), StreamError>> = None;
     let res = wait_shared(

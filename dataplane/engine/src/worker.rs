@@ -233,6 +233,21 @@ pub struct Workers<H> {
 }
 
 impl<H: Handler> Workers<H> {
+    /// Starts a single pinned worker on the first configured core, running `handler` (the
+    /// one-transfer case: `dwcp send`/`recv`, the stream carrier).
+    pub fn spawn_one(cfg: &WorkerConfig, handler: H) -> Result<Self, WorkerError> {
+        let one = WorkerConfig {
+            cores: cfg.cores.first().copied().into_iter().collect(),
+            ..cfg.clone()
+        };
+        let slot = std::cell::RefCell::new(Some(handler));
+        Self::spawn(&one, |_| {
+            slot.borrow_mut()
+                .take()
+                .expect("one core, so the handler is taken once")
+        })
+    }
+
     /// Starts one pinned worker per core; returns once every worker has opened its port
     /// (or with the first error, after stopping the others).
     pub fn spawn(
