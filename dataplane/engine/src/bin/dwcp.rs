@@ -107,9 +107,10 @@ struct PortArgs {
 /// Worker settings shared by the commands that run one.
 #[derive(clap::Args, Debug)]
 struct WorkerArgs {
-    /// Backend.
-    #[arg(long, value_enum, default_value_t = Backend::Auto)]
-    backend: Backend,
+    /// Backend [default: the profile's `transfer.backend`, else auto]. Given explicitly, it
+    /// overrides the profile.
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
     /// Core to pin the (first) worker to.
     #[arg(long, default_value_t = 0)]
     core: usize,
@@ -265,10 +266,12 @@ enum MigrateCmd {
 
 fn run_opts(p: &PortArgs) -> Result<RunOptions> {
     let mut io = IoConfig::new(&p.iface, p.local, p.peer);
-    io.choice = p.worker.backend.into();
     io.max_datagram = p.worker.mtu.saturating_sub(28);
     if let Some(prof) = p.worker.profile()? {
         dwcp_engine::profile::apply_io(&prof, &mut io);
+    }
+    if let Some(b) = p.worker.backend {
+        io.choice = b.into();
     }
     Ok(RunOptions {
         io,
@@ -609,10 +612,12 @@ fn main() -> Result<()> {
             if let (Some(iface), Some(local)) = (iface, local) {
                 let peer = peer.unwrap_or(SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
                 let mut io = IoConfig::new(&iface, local, peer);
-                io.choice = backend.into();
                 io.max_datagram = mtu.saturating_sub(28);
                 if let Some(prof) = &profile {
                     dwcp_engine::profile::apply_io(prof, &mut io);
+                }
+                if let Some(b) = backend {
+                    io.choice = b.into();
                 }
                 cfg.io = Some(io);
             }
