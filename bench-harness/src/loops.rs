@@ -1,8 +1,8 @@
 //! Packet loops between the lab's namespaces: the datagram-rate peers of certification and
 //! the measurement of the tuner's ring/batch/UMEM axes.
 //!
-//! Paths (the same as `dataplane/engine/benches/io.rs`, run here inside a [`Lab`] so the
-//! harness can put them side by side with iperf3 and dwcp transfers in one run):
+//! Paths (run inside a [`Lab`] so the harness can put them side by side with iperf3 and dwcp
+//! transfers in one run; `scripts/io-bench.sh` repeats them for the datagram benchmark):
 //! - [`LoopPath::Dwcp`]: the dataplane's AF_XDP port (`dwcp_engine::io`), every frame built
 //!   with `dwcp_proto::build_frame` (header + CRC32C) and checked with `parse_frame`;
 //! - [`LoopPath::BareAfXdp`]: `dwcp-xsk` AF_XDP sockets (thin layer over the rings) sending
