@@ -8,7 +8,9 @@
 //! sending transfer per job on its own worker slot ([`crate::runner::send_file_cancellable`]),
 //! or, for disk and memory jobs, the source side of a pre-copy migration (`dwcp-migrate`
 //! rounds moved by [`crate::runner::RunnerMover`]), reporting `JobProgress` / `JobFinished`
-//! events.
+//! events. With keys configured ([`DaemonConfig::security`]) every job's frames are SEALED,
+//! both directions (a migration's manifest too), and a peer that cannot authenticate fails
+//! the job with [`error_code::AUTH`].
 //!
 //! Does not: receive objects or migrations (receivers run as `dwcp recv` / `dwcp migrate
 //! recv`), resume jobs across a daemon restart (the control process
@@ -18,7 +20,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -28,6 +30,7 @@ use dwcp_shm::{
     AckStatus, Command, Event, Geometry, JobOutcome, JobSpec, Producer, Region, ShmError, Stat,
     StatsWriter, TableReader, TableSnapshot, TransferMode,
 };
+use dwcp_transfer::wire::SecurityFactory;
 use dwcp_transfer::{LinkMode, SenderConfig, SenderStats};
 
 use crate::io::IoConfig;
@@ -52,6 +55,20 @@ pub mod error_code {
     pub const FINISH: u32 = 7;
     /// The daemon is shutting down.
     pub const SHUTDOWN: u32 = 8;
+    /// Peer authentication failed: the peer's key is not the one configured (or ours is not
+    /// on its allow-list), the PSKs differ, or one side requires SEALED and the other has
+    /// no keys. Nothing was written at the destination.
+    pub const AUTH: u32 = 9;
+}
+
+/// True when a transfer failure (its error chain as text) is a SEALED-handshake refusal:
+/// our check of the peer's handshake failed, the peer refused ours (CLOSE code 5,
+/// AUTH_FAILURE), or the two sides disagree on SEALED (CLOSE code 3 / our negotiation).
+fn is_auth_failure(chain: &str) -> bool {
+    chain.contains("peer authentication failed")
+        || chain.contains("peer closed the transfer with code 5:")
+        || chain.contains("peer closed the transfer with code 3:")
+        || chain.contains("SEALED is required")
 }
 
 /// Errors that stop the daemon.
@@ -103,6 +120,9 @@ pub struct DaemonConfig {
     pub max_streams: u16,
     /// Link MTU, sizes chunks (None: the engine default).
     pub mtu: Option<usize>,
+    /// SEALED keys and policy for every job, both directions (`dwcp daemon --key ...`);
+    /// `None`: plain frames (CRC32C only).
+    pub security: Option<SecurityFactory>,
 }
 
 impl DaemonConfig {
@@ -120,6 +140,7 @@ impl DaemonConfig {
             poll: Duration::from_millis(5),
             max_streams: 8,
             mtu: None,
+            security: None,
         }
     }
 }
@@ -135,6 +156,17 @@ pub struct DaemonSummary {
     pub jobs_started: u64,
     /// Jobs still running at shutdown (cancelled).
     pub jobs_cancelled_at_shutdown: u64,
+    /// Jobs that completed with SEALED frames.
+    pub jobs_sealed: u64,
+    /// Jobs that failed peer authentication ([`error_code::AUTH`]).
+    pub jobs_auth_failed: u64,
+}
+
+/// Outcome counters the job threads add to (copied into [`DaemonSummary`] at shutdown).
+#[derive(Debug, Default)]
+struct JobCounters {
+    sealed: AtomicU64,
+    auth_failed: AtomicU64,
 }
 
 type Events = Arc<Mutex<Producer<Event>>>;
@@ -292,6 +324,7 @@ pub fn run(cfg: &DaemonConfig, stop: Arc<AtomicBool>) -> Result<DaemonSummary, D
         epoch,
         ..DaemonSummary::default()
     };
+    let counters = Arc::new(JobCounters::default());
     let mut jobs: HashMap<u64, RunningJob> = HashMap::new();
     let mut seen_jobs: HashSet<u64> = HashSet::new();
     let mut last_applied: Option<u64> = None;
@@ -367,7 +400,7 @@ pub fn run(cfg: &DaemonConfig, stop: Arc<AtomicBool>) -> Result<DaemonSummary, D
                             tracing::warn!(job_id = spec.job_id, "duplicate job id; refused");
                             (AckStatus::Rejected, 0)
                         } else {
-                            match start_job(cfg, spec, &slots, &table, &events) {
+                            match start_job(cfg, spec, &slots, &table, &events, &counters) {
                                 Some((version, job)) => {
                                     summary.jobs_started += 1;
                                     jobs.insert(spec.job_id, job);
@@ -405,6 +438,8 @@ pub fn run(cfg: &DaemonConfig, stop: Arc<AtomicBool>) -> Result<DaemonSummary, D
     }
     hk_stop.store(true, Ordering::Relaxed);
     let _ = housekeeping.join();
+    summary.jobs_sealed = counters.sealed.load(Ordering::Relaxed);
+    summary.jobs_auth_failed = counters.auth_failed.load(Ordering::Relaxed);
     Ok(summary)
 }
 
@@ -416,6 +451,7 @@ fn start_job(
     slots: &Arc<Vec<Slot>>,
     table: &Arc<TableView>,
     events: &Events,
+    counters: &Arc<JobCounters>,
 ) -> Option<(u8, RunningJob)> {
     let fail = |code: u32, why: &str| {
         tracing::warn!(job_id = spec.job_id, code, why, "job refused");
@@ -480,6 +516,7 @@ fn start_job(
         rollout_pct_bp = rollout.pct_bp,
         peer = %io.peer,
         local = %io.local,
+        keys = cfg.security.is_some(),
         "job starting"
     );
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -495,6 +532,7 @@ fn start_job(
         max_version: version,
         max_streams: cfg.max_streams,
         mtu: cfg.mtu,
+        security: cfg.security.clone(),
         ..SenderConfig::default()
     };
     let path = cfg.objects.join(spec.object_id.to_string());
@@ -503,6 +541,7 @@ fn start_job(
         let cancel = cancel.clone();
         let slots = slots.clone();
         let events = events.clone();
+        let counters = counters.clone();
         std::thread::Builder::new()
             .name(format!("dwcp-job-{}", spec.job_id))
             .spawn(move || {
@@ -510,9 +549,27 @@ fn start_job(
                     spec.kind,
                     dwcp_shm::JobKind::Disk | dwcp_shm::JobKind::Memory
                 ) {
-                    run_migration_job(spec, &path, sender, &opts, &cancel, &slots[index], &events);
+                    run_migration_job(
+                        spec,
+                        &path,
+                        sender,
+                        &opts,
+                        &cancel,
+                        &slots[index],
+                        &events,
+                        &counters,
+                    );
                 } else {
-                    run_job(spec, &path, sender, &opts, &cancel, &slots[index], &events);
+                    run_job(
+                        spec,
+                        &path,
+                        sender,
+                        &opts,
+                        &cancel,
+                        &slots[index],
+                        &events,
+                        &counters,
+                    );
                 }
                 slots[index].busy.store(false, Ordering::Release);
             })
@@ -583,6 +640,7 @@ fn add_worker_drops(w: &StatsWriter, snap: &WorkerSnapshot) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_job(
     spec: JobSpec,
     path: &Path,
@@ -591,6 +649,7 @@ fn run_job(
     cancel: &AtomicBool,
     slot: &Slot,
     events: &Events,
+    counters: &JobCounters,
 ) {
     let start = Instant::now();
     let mut written = Written::default();
@@ -639,12 +698,16 @@ fn run_job(
                 );
             }
             add_worker_drops(&slot.stats, &r.worker);
+            if r.stats.sealed.is_some() {
+                counters.sealed.fetch_add(1, Ordering::Relaxed);
+            }
             tracing::info!(
                 job_id = spec.job_id,
                 bytes = r.object_len,
                 secs = r.elapsed.as_secs_f64(),
                 version = r.stats.version,
                 mode = %r.stats.mode,
+                sealed = r.stats.sealed.unwrap_or("no"),
                 "job completed"
             );
             emit(
@@ -666,6 +729,10 @@ fn run_job(
                 RunError::File { .. } => error_code::FILE,
                 RunError::Setup(_) => error_code::SETUP,
                 RunError::Worker(_) => error_code::WORKER,
+                RunError::Failed(why) if is_auth_failure(why) => {
+                    counters.auth_failed.fetch_add(1, Ordering::Relaxed);
+                    error_code::AUTH
+                }
                 RunError::Failed(_) => error_code::FAILED,
                 RunError::Timeout(_) => error_code::TIMEOUT,
                 RunError::Cancelled => 0,
@@ -700,6 +767,7 @@ fn run_job(
 /// 0 means the default (30). Progress: `bytes_done` = image bytes delivered (current round
 /// pro rata), `round`, `dirty_bytes` = the current round's dirty data; wire bytes go to the
 /// slot's tx bytes counter.
+#[allow(clippy::too_many_arguments)]
 fn run_migration_job(
     spec: JobSpec,
     path: &Path,
@@ -708,6 +776,7 @@ fn run_migration_job(
     cancel: &AtomicBool,
     slot: &Slot,
     events: &Events,
+    counters: &JobCounters,
 ) {
     struct Hooks<'a> {
         job_id: u64,
@@ -749,10 +818,14 @@ fn run_migration_job(
         cfg.max_rounds = u32::from(spec.max_rounds);
     }
     cfg.scratch = cfg.scratch.join(".dwcp-migrate");
-    let mut mover = crate::runner::RunnerMover {
-        opts: opts.clone(),
-        sender,
-        linger: Duration::from_millis(100),
+    let mut mover = SealTally {
+        inner: crate::runner::RunnerMover {
+            opts: opts.clone(),
+            sender,
+            linger: Duration::from_millis(100),
+        },
+        moves: 0,
+        unsealed: 0,
     };
     let mut hooks = Hooks {
         job_id: spec.job_id,
@@ -771,12 +844,17 @@ fn run_migration_job(
         })
         .and_then(|ctl| {
             dwcp_migrate::run_source(&cfg, ctl, &mut mover, &mut hooks, cancel).map_err(|e| {
+                let chain = error_chain(&e);
                 let code = match &e {
                     dwcp_migrate::MigrateError::Cancelled => 0,
                     dwcp_migrate::MigrateError::Image(_) => error_code::FILE,
+                    _ if is_auth_failure(&chain) => {
+                        counters.auth_failed.fetch_add(1, Ordering::Relaxed);
+                        error_code::AUTH
+                    }
                     _ => error_code::FAILED,
                 };
-                (code, error_chain(&e))
+                (code, chain)
             })
         });
     let (outcome, bytes_done, code) = match res {
@@ -787,8 +865,13 @@ fn run_migration_job(
                 data = r.data_bytes,
                 wire = r.wire_bytes,
                 secs = r.elapsed.as_secs_f64(),
+                moves = mover.moves,
+                unsealed_moves = mover.unsealed,
                 "migration job completed"
             );
+            if mover.moves > 0 && mover.unsealed == 0 {
+                counters.sealed.fetch_add(1, Ordering::Relaxed);
+            }
             (JobOutcome::Completed, r.image_len, 0)
         }
         Err((0, why)) => {
@@ -810,6 +893,53 @@ fn run_migration_job(
             error_code: code,
         },
     );
+}
+
+/// A [`crate::runner::RunnerMover`] that counts the objects it moved and how many of them
+/// went unsealed (its reports end with the AEAD suite or `unsealed`).
+struct SealTally {
+    inner: crate::runner::RunnerMover,
+    moves: u64,
+    unsealed: u64,
+}
+
+impl SealTally {
+    fn count(
+        &mut self,
+        r: Result<dwcp_migrate::MoveReport, dwcp_migrate::MoveError>,
+    ) -> Result<dwcp_migrate::MoveReport, dwcp_migrate::MoveError> {
+        if let Ok(rep) = &r {
+            self.moves += 1;
+            if rep.detail.ends_with("unsealed") {
+                self.unsealed += 1;
+            }
+        }
+        r
+    }
+}
+
+impl dwcp_migrate::Mover for SealTally {
+    fn send(
+        &mut self,
+        path: &Path,
+        object_id: u64,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(&dwcp_migrate::MoveProgress),
+    ) -> Result<dwcp_migrate::MoveReport, dwcp_migrate::MoveError> {
+        let r = self.inner.send(path, object_id, cancel, progress);
+        self.count(r)
+    }
+
+    fn recv(
+        &mut self,
+        path: &Path,
+        object_id: u64,
+        cancel: &AtomicBool,
+        ready: &mut dyn FnMut(),
+    ) -> Result<dwcp_migrate::MoveReport, dwcp_migrate::MoveError> {
+        let r = self.inner.recv(path, object_id, cancel, ready);
+        self.count(r)
+    }
 }
 
 /// The error with its causes, `a: b: c`.

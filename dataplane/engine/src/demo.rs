@@ -6,7 +6,9 @@
 //! other (each a pinned worker with automatic AF_XDP/UDP selection), checking the received
 //! file against the source byte for byte and by hash, and reporting what was measured.
 //! Without root there can be no namespaces: the demo then says so and runs both appliances
-//! on the loopback interface with the UDP backend.
+//! on the loopback interface with the UDP backend. With [`DemoOptions::sealed`] it makes a
+//! throwaway static key pair per appliance (mode 0600, in a temporary directory removed
+//! afterwards), each trusting only the other's public key, so every frame is SEALED.
 //!
 //! Does not: tune anything (embedded defaults only) or keep the lab: everything it makes is
 //! removed when it returns, also on error.
@@ -41,6 +43,9 @@ pub enum DemoError {
     /// The receiving appliance failed.
     #[error("receiving appliance")]
     Recv(#[source] RunError),
+    /// Making or loading the throwaway demo keys failed.
+    #[error("demo keys")]
+    Keys(#[from] dwcp_secure::cli::CliError),
     /// The received object differs from the source.
     #[error("received object differs from the source (hash {got:032x}, expected {want:032x})")]
     Mismatch {
@@ -64,6 +69,8 @@ pub struct DemoOptions {
     pub mtu: u32,
     /// Directory for the demo files (a temporary one when None).
     pub dir: Option<PathBuf>,
+    /// SEALED transfer with throwaway keys (see the module docs).
+    pub sealed: bool,
 }
 
 impl Default for DemoOptions {
@@ -74,6 +81,7 @@ impl Default for DemoOptions {
             version: 3,
             mtu: 1500,
             dir: None,
+            sealed: false,
         }
     }
 }
@@ -153,6 +161,41 @@ fn file_err(path: &Path) -> impl FnOnce(std::io::Error) -> DemoError + '_ {
 
 const PORT: u16 = 7470;
 
+/// Throwaway keys for a sealed demo: a key pair per appliance in a fresh temporary
+/// directory (removed with the returned guard), each side trusting only the other's public
+/// key. Returns (sender security, receiver security, guard).
+fn demo_keys() -> Result<
+    (
+        dwcp_transfer::wire::SecurityFactory,
+        dwcp_transfer::wire::SecurityFactory,
+        tempfile::TempDir,
+    ),
+    DemoError,
+> {
+    use dwcp_secure::cli::{CliError, KeyArgs};
+    let dir = tempfile::Builder::new()
+        .prefix("dwcp-demo-keys")
+        .tempdir()
+        .map_err(file_err(Path::new("/tmp")))?;
+    let (a, b) = (
+        dir.path().join("sender.key"),
+        dir.path().join("receiver.key"),
+    );
+    for k in [&a, &b] {
+        dwcp_secure::cli::keygen(k, false).map_err(CliError::from)?;
+    }
+    let side = |own: &Path, peer: &Path| -> Result<_, DemoError> {
+        KeyArgs {
+            key: Some(own.to_path_buf()),
+            peer_pub: vec![dwcp_secure::public_path(peer)],
+            ..KeyArgs::default()
+        }
+        .factory()?
+        .ok_or_else(|| DemoError::Keys(CliError::Config(dwcp_secure::ConfigError::NoKey)))
+    };
+    Ok((side(&a, &b)?, side(&b, &a)?, dir))
+}
+
 /// Runs the demo and returns what it measured.
 pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
     let tmp;
@@ -169,12 +212,20 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
     write_demo_object(&src, opts.size).map_err(file_err(&src))?;
     let want = hash_file(&src).map_err(file_err(&src))?;
 
-    let sender_cfg = SenderConfig {
+    let mut sender_cfg = SenderConfig {
         max_version: opts.version,
         mtu: Some(opts.mtu as usize),
         ..SenderConfig::default()
     };
-    let recv_cfg = ReceiverConfig::default();
+    let mut recv_cfg = ReceiverConfig::default();
+    let _keys = if opts.sealed {
+        let (s, r, guard) = demo_keys()?;
+        sender_cfg.security = Some(s);
+        recv_cfg.security = Some(r);
+        Some(guard)
+    } else {
+        None
+    };
     let timeout = Duration::from_secs(600);
 
     let (lab, send, recv) = if dwcp_netns::require_root().is_ok() {

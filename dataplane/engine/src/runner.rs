@@ -301,7 +301,10 @@ pub fn recv_file_cancellable(
 pub struct RunnerMover {
     /// Port and worker settings (the peer is the other appliance's DWCP port).
     pub opts: RunOptions,
-    /// Sender settings; `object_id` is set per object.
+    /// Sender settings; `object_id` is set per object. Its `security` (SEALED keys) applies
+    /// to both directions: objects this mover receives (a migration source receives the
+    /// destination's manifest) are accepted under the same keys and policy, since the peer
+    /// is the same appliance either way.
     pub sender: SenderConfig,
     /// How long a receiver keeps answering after completion (a lost final CLOSE).
     pub linger: Duration,
@@ -334,8 +337,12 @@ impl dwcp_migrate::Mover for RunnerMover {
             wire_bytes: r.stats.bytes_sent,
             elapsed: r.elapsed,
             detail: format!(
-                "v{} {} {} streams, {} retransmitted",
-                r.stats.version, r.stats.mode, r.stats.streams, r.stats.data_frames_retransmitted
+                "v{} {} {} streams, {} retransmitted, {}",
+                r.stats.version,
+                r.stats.mode,
+                r.stats.streams,
+                r.stats.data_frames_retransmitted,
+                r.stats.sealed.unwrap_or("unsealed")
             ),
         })
     }
@@ -348,9 +355,13 @@ impl dwcp_migrate::Mover for RunnerMover {
         ready: &mut dyn FnMut(),
     ) -> Result<dwcp_migrate::MoveReport, dwcp_migrate::MoveError> {
         let mut signalled = false;
+        let cfg = ReceiverConfig {
+            security: self.sender.security.clone(),
+            ..ReceiverConfig::default()
+        };
         let r = recv_file_cancellable(
             path,
-            ReceiverConfig::default(),
+            cfg,
             &self.opts,
             self.linger,
             Some(cancel),
@@ -370,7 +381,11 @@ impl dwcp_migrate::Mover for RunnerMover {
             object_len: r.object_len,
             wire_bytes: r.worker.io.tx_bytes,
             elapsed: r.elapsed,
-            detail: format!("v{}", r.stats.version),
+            detail: format!(
+                "v{}, {}",
+                r.stats.version,
+                r.stats.sealed.unwrap_or("unsealed")
+            ),
         })
     }
 }

@@ -158,6 +158,10 @@ enum Cmd {
         /// Directory for the demo files (default: a temporary directory).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// SEALED transfer: make throwaway key pairs for both appliances (mode 0600, in a
+        /// temporary directory removed afterwards) and authenticate and encrypt every frame.
+        #[arg(long)]
+        sealed: bool,
     },
     /// Write a new key: a static X25519 key pair (PATH mode 0600, PATH.pub) or a PSK.
     Keygen {
@@ -228,6 +232,9 @@ enum Cmd {
         peer: Option<SocketAddrV4>,
         #[command(flatten)]
         worker: WorkerArgs,
+        /// Keys for every job (transfers and migrations, both directions; docs/security.md).
+        #[command(flatten)]
+        keys: dwcp_secure::cli::KeyArgs,
     },
     /// Carry a byte stream (QEMU `migrate tcp:`/`exec:`) to a peer appliance (docs/qemu-migration.md).
     StreamSend {
@@ -253,12 +260,16 @@ enum MigrateCmd {
         #[command(flatten)]
         port: PortArgs,
         #[command(flatten)]
+        keys: dwcp_secure::cli::KeyArgs,
+        #[command(flatten)]
         args: dwcp_migrate::cli::SendArgs,
     },
     /// Destination: apply rounds to a working copy; replace the image once verified.
     Recv {
         #[command(flatten)]
         port: PortArgs,
+        #[command(flatten)]
+        keys: dwcp_secure::cli::KeyArgs,
         #[command(flatten)]
         args: dwcp_migrate::cli::RecvArgs,
     },
@@ -451,6 +462,7 @@ fn main() -> Result<()> {
             version,
             mtu,
             dir,
+            sealed,
         } => {
             let opts = DemoOptions {
                 size: size_mib << 20,
@@ -458,10 +470,12 @@ fn main() -> Result<()> {
                 version,
                 mtu,
                 dir,
+                sealed,
             };
             if !cli.json {
                 println!(
-                    "dwcp demo: {size_mib} MiB object, backend {backend:?}, v{version}, MTU {mtu}"
+                    "dwcp demo: {size_mib} MiB object, backend {backend:?}, v{version}, MTU {mtu}{}",
+                    if sealed { ", SEALED" } else { "" }
                 );
             }
             let r = demo::run(&opts).context("demo failed")?;
@@ -567,12 +581,18 @@ fn main() -> Result<()> {
             }
         }
         Cmd::Migrate { cmd } => {
-            let (port, which) = match cmd {
-                MigrateCmd::Send { port, args } => (port, dwcp_migrate::cli::Run::Send(args)),
-                MigrateCmd::Recv { port, args } => (port, dwcp_migrate::cli::Run::Recv(args)),
+            let (port, keys, which) = match cmd {
+                MigrateCmd::Send { port, keys, args } => {
+                    (port, keys, dwcp_migrate::cli::Run::Send(args))
+                }
+                MigrateCmd::Recv { port, keys, args } => {
+                    (port, keys, dwcp_migrate::cli::Run::Recv(args))
+                }
             };
+            // The mover uses these keys both ways (patches one way, the manifest the other).
             let mut sender = SenderConfig {
                 mtu: Some(port.worker.mtu),
+                security: keys.factory().context("keys")?,
                 ..SenderConfig::default()
             };
             if let Some(prof) = port.worker.profile()? {
@@ -594,6 +614,7 @@ fn main() -> Result<()> {
             local,
             peer,
             worker,
+            keys,
         } => {
             let profile = worker.profile()?;
             let WorkerArgs {
@@ -609,6 +630,7 @@ fn main() -> Result<()> {
             cfg.core_base = core;
             cfg.mtu = Some(mtu);
             cfg.job_timeout = Duration::from_secs(timeout);
+            cfg.security = keys.factory().context("keys")?;
             if let (Some(iface), Some(local)) = (iface, local) {
                 let peer = peer.unwrap_or(SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
                 let mut io = IoConfig::new(&iface, local, peer);
@@ -635,15 +657,19 @@ fn main() -> Result<()> {
                         "commands": summary.commands,
                         "jobs_started": summary.jobs_started,
                         "jobs_cancelled_at_shutdown": summary.jobs_cancelled_at_shutdown,
+                        "jobs_sealed": summary.jobs_sealed,
+                        "jobs_auth_failed": summary.jobs_auth_failed,
                     })
                 );
             } else {
                 println!(
-                    "dwcp daemon stopped: epoch {}, {} commands, {} jobs ({} cancelled at shutdown)",
+                    "dwcp daemon stopped: epoch {}, {} commands, {} jobs ({} cancelled at shutdown, {} sealed, {} failed authentication)",
                     summary.epoch,
                     summary.commands,
                     summary.jobs_started,
-                    summary.jobs_cancelled_at_shutdown
+                    summary.jobs_cancelled_at_shutdown,
+                    summary.jobs_sealed,
+                    summary.jobs_auth_failed
                 );
             }
         }
