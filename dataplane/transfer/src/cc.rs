@@ -9,7 +9,9 @@
 //! rate *and* its smallest RTT shows a standing queue (`> QUEUE_RTT_FACTOR * min_rtt`), or if
 //! its loss is above [`HEAVY_LOSS_THRESH`]. A congested round sets
 //! `inflight_hi = max(BETA * inflight, BDP)`, which then grows back by [`INFLIGHT_HI_GROWTH`]
-//! per clean round. See docs/transfer.md for the state diagram.
+//! per clean round. A [`PathHint`] from an earlier connection replaces Startup by one short
+//! paced train whose ack dispersion confirms or refutes the hint ([`Bbr::set_path_hint`]).
+//! See docs/transfer.md for the state diagram.
 //!
 //! Does not: keep per-packet state (the sender stores a [`SendSnapshot`] per packet), detect
 //! losses, or read clocks.
@@ -46,9 +48,41 @@ pub const INFLIGHT_HI_GROWTH: f64 = 1.125;
 /// would need about 2.5 more round trips to fill a long path.
 pub const MIN_INITIAL_CWND_BYTES: u64 = 80_000;
 
+/// Pacing gain of the warm-start train: a little above the hinted rate, so a train whose
+/// acks come back faster than the hint shows that the hint was too low.
+pub const WARM_TRAIN_GAIN: f64 = 1.25;
+/// The warm-start train is this fraction of the hinted BDP. With a hint 10x too high the train
+/// is one real BDP, which a one-BDP bottleneck buffer absorbs without a drop.
+pub const WARM_TRAIN_BDP_FRACTION: f64 = 0.1;
+/// Smallest warm-start train in frames (enough acks for a dispersion measurement).
+pub const WARM_TRAIN_MIN_FRAMES: u64 = 16;
+/// The train's measured rate confirms the hint if it lies in
+/// `[WARM_CONFIRM_LOW, WARM_CONFIRM_HIGH] x hint`.
+pub const WARM_CONFIRM_LOW: f64 = 0.9;
+/// See [`WARM_CONFIRM_LOW`]; above this the hint was too low and Startup takes over.
+pub const WARM_CONFIRM_HIGH: f64 = 1.15;
+/// A handshake RTT above `WARM_MAX_RTT_FACTOR x hint.min_rtt` (+1 ms) means another path: the
+/// hint is ignored.
+pub const WARM_MAX_RTT_FACTOR: f64 = 2.0;
+
+/// A path estimate carried over from an earlier connection to the same peer (see
+/// [`crate::Sender::path_estimate`] and `SenderConfig::path_hint`).
+///
+/// Rates are in datagram bytes per second, as the controller measures them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathHint {
+    /// Bottleneck bandwidth, datagram bytes per second.
+    pub btl_bw_bytes_per_sec: u64,
+    /// Propagation round-trip time.
+    pub min_rtt: Duration,
+}
+
 /// Controller state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BbrState {
+    /// A path hint is being checked: one paced train of a tenth of the hinted BDP is in
+    /// flight; the dispersion of its acks confirms or refutes the hint.
+    WarmStart,
     /// Exponential search for the bottleneck rate.
     Startup,
     /// Drain the queue Startup built.
@@ -117,6 +151,30 @@ impl MaxFilter {
     }
 }
 
+/// How a path hint fared against the first measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarmOutcome {
+    /// The train's ack rate matched the hint: the connection went straight to ProbeBw.
+    Confirmed,
+    /// The acks came back faster than the hint: Startup searched on from the measured rate.
+    TooLow,
+    /// The acks came back slower: the hint was dropped, the measured rate taken, and the
+    /// queue the train built drained.
+    TooHigh,
+    /// No usable measurement (heavy loss or no acks in time): a cold Startup.
+    Unmeasured,
+    /// The handshake RTT did not fit the hint (another path) or the hint was empty: cold start.
+    Ignored,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Warm {
+    hint: PathHint,
+    hint_bw: f64,
+    train: u64,
+    first_ack: Option<(Instant, u64)>,
+}
+
 /// The BBR-like controller.
 #[derive(Debug, Clone)]
 pub struct Bbr {
@@ -153,6 +211,8 @@ pub struct Bbr {
     loss_ewma: f64,
     congestion_events: u64,
     last_sample: f64,
+    warm: Option<Warm>,
+    warm_outcome: Option<WarmOutcome>,
 }
 
 impl Bbr {
@@ -189,7 +249,126 @@ impl Bbr {
             loss_ewma: 0.0,
             congestion_events: 0,
             last_sample: 0.0,
+            warm: None,
+            warm_outcome: None,
         }
+    }
+
+    /// Start from a path hint instead of a cold Startup (call once, after
+    /// [`Bbr::set_initial_rtt`] and before anything was sent). `handshake_rtt` is the
+    /// handshake's RTT sample, if unambiguous.
+    ///
+    /// The connection first sends one train of a tenth of the hinted BDP (at least
+    /// [`WARM_TRAIN_MIN_FRAMES`] frames) paced at [`WARM_TRAIN_GAIN`] x the hinted rate, and
+    /// holds the window there until most of the train is acknowledged. The acks leave the
+    /// bottleneck at its rate, so their dispersion measures it: within
+    /// [`WARM_CONFIRM_LOW`]..[`WARM_CONFIRM_HIGH`] of the hint, the controller goes to ProbeBw
+    /// with the hinted bandwidth (cwnd 2 BDP); faster, Startup searches on from the measured
+    /// rate; slower, the measured rate replaces the hint and Drain empties the queue the train
+    /// built. The train is all a wrong hint can put on the path before the first measurement.
+    /// Returns false (cold start) if the hint does not fit the handshake RTT.
+    pub fn set_path_hint(&mut self, hint: PathHint, handshake_rtt: Option<Duration>) -> bool {
+        if self.state != BbrState::Startup || self.delivered > 0 {
+            return false;
+        }
+        let fits = handshake_rtt.is_none_or(|h| {
+            h.as_secs_f64() <= hint.min_rtt.as_secs_f64() * WARM_MAX_RTT_FACTOR + 0.001
+        });
+        if hint.btl_bw_bytes_per_sec == 0 || hint.min_rtt.is_zero() || !fits {
+            self.warm_outcome = Some(WarmOutcome::Ignored);
+            return false;
+        }
+        let rtt = handshake_rtt.map_or(hint.min_rtt, |h| h.min(hint.min_rtt));
+        let bw = hint.btl_bw_bytes_per_sec as f64;
+        let train = ((bw * rtt.as_secs_f64() * WARM_TRAIN_BDP_FRACTION) as u64)
+            .max(WARM_TRAIN_MIN_FRAMES * self.cfg.mss);
+        self.warm = Some(Warm {
+            hint,
+            hint_bw: bw,
+            train,
+            first_ack: None,
+        });
+        self.state = BbrState::WarmStart;
+        self.pacing_gain = WARM_TRAIN_GAIN;
+        self.cwnd_gain = 1.0;
+        self.cwnd = train;
+        true
+    }
+
+    /// What became of the path hint, once decided (`None`: no hint, or still measuring).
+    pub fn warm_outcome(&self) -> Option<WarmOutcome> {
+        self.warm_outcome
+    }
+
+    /// The current path estimate: the hint while it is being checked, then the measured
+    /// bottleneck bandwidth and min RTT (`None` until both exist). During Startup the
+    /// bandwidth is a lower bound.
+    pub fn path_estimate(&self) -> Option<PathHint> {
+        if let Some(w) = &self.warm {
+            return Some(PathHint {
+                btl_bw_bytes_per_sec: w.hint.btl_bw_bytes_per_sec,
+                min_rtt: self.min_rtt.unwrap_or(w.hint.min_rtt),
+            });
+        }
+        let bw = self.btlbw.get();
+        match self.min_rtt {
+            Some(min_rtt) if bw >= 1.0 => Some(PathHint {
+                btl_bw_bytes_per_sec: bw as u64,
+                min_rtt,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Warm start: measure the train's ack dispersion and decide (see [`Bbr::set_path_hint`]).
+    fn warm_check(&mut self, now: Instant) {
+        let Some(mut w) = self.warm else { return };
+        let Some((t0, d0)) = w.first_ack else {
+            w.first_ack = Some((now, self.delivered));
+            self.warm = Some(w);
+            return;
+        };
+        let got = self.delivered - d0;
+        let dt = now.saturating_duration_since(t0).as_secs_f64();
+        let measured = self.delivered * 4 >= w.train * 3 && got > 0 && dt > 0.0;
+        if !measured {
+            // a packet sent after the first ack came back (two rounds) or the round lost a
+            // quarter of the train: no clean measurement, search as a cold start would
+            if self.round_count >= 3 || self.round_lost * 4 > w.train {
+                self.warm = None;
+                self.warm_outcome = Some(WarmOutcome::Unmeasured);
+                self.enter_startup();
+            }
+            return;
+        }
+        self.warm = None;
+        let rate = got as f64 / dt;
+        if rate > WARM_CONFIRM_HIGH * w.hint_bw {
+            self.warm_outcome = Some(WarmOutcome::TooLow);
+            self.btlbw.update(self.round_count, rate);
+            self.enter_startup();
+            // the window a cold Startup has when its estimate reaches this rate, so the next
+            // round's samples can show growth beyond it
+            self.cwnd = self.cwnd.max((HIGH_GAIN * self.bdp() as f64) as u64);
+        } else if rate >= WARM_CONFIRM_LOW * w.hint_bw {
+            self.warm_outcome = Some(WarmOutcome::Confirmed);
+            self.btlbw.update(self.round_count, w.hint_bw);
+            self.filled = true;
+            self.enter_probe_bw(now);
+        } else {
+            self.warm_outcome = Some(WarmOutcome::TooHigh);
+            self.btlbw.update(self.round_count, rate);
+            self.filled = true;
+            self.enter_drain();
+        }
+    }
+
+    fn enter_startup(&mut self) {
+        self.state = BbrState::Startup;
+        self.pacing_gain = HIGH_GAIN;
+        self.cwnd_gain = HIGH_GAIN;
+        self.full_bw = 0.0;
+        self.full_bw_count = 0;
     }
 
     /// Initial window: `initial_cwnd_frames` frames, at least [`MIN_INITIAL_CWND_BYTES`] (unless
@@ -302,6 +481,9 @@ impl Bbr {
         if round_start {
             self.end_round(bytes_in_flight);
         }
+        if self.state == BbrState::WarmStart {
+            self.warm_check(now);
+        }
         self.update_state(now, bytes_in_flight);
         self.update_cwnd(acked_bytes);
         round_start
@@ -345,7 +527,10 @@ impl Bbr {
         }
         // full pipe detection: bandwidth plateau for FULL_BW_ROUNDS, or (delay-based, like
         // HyStart) one round without growth while a standing queue shows in the RTT.
-        if !self.filled && self.app_limited_until <= self.delivered {
+        if !self.filled
+            && self.state != BbrState::WarmStart
+            && self.app_limited_until <= self.delivered
+        {
             let bw = self.btlbw.get();
             if bw >= self.full_bw * 1.25 {
                 self.full_bw = bw;
@@ -449,6 +634,10 @@ impl Bbr {
             self.cwnd = min_cwnd;
             return;
         }
+        if let Some(w) = &self.warm {
+            self.cwnd = w.train.max(min_cwnd);
+            return;
+        }
         let target = (self.cwnd_gain * self.bdp() as f64) as u64 + 3 * self.cfg.mss;
         if self.filled {
             self.cwnd = target;
@@ -472,6 +661,9 @@ impl Bbr {
 
     /// Pacing rate in bytes per second.
     pub fn pacing_rate(&self) -> f64 {
+        if let Some(w) = &self.warm {
+            return (WARM_TRAIN_GAIN * w.hint_bw).max(self.cfg.mss as f64);
+        }
         let bw = self.btlbw.get();
         if bw > 0.0 {
             return (self.pacing_gain * bw).max(self.cfg.mss as f64);

@@ -28,6 +28,7 @@ pub mod stats;
 pub mod streams;
 pub mod wire;
 
+pub use cc::{PathHint, WarmOutcome};
 pub use io::{Journal, MemJournal, MemSink, MemSource, Sink, Source};
 pub use mode::{LinkMode, ModeReason};
 pub use receiver::{Receiver, ReceiverConfig, ReceiverState};

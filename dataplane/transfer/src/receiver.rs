@@ -9,7 +9,8 @@
 //! Frames failing the CRC32C check or malformed are counted and dropped, never written.
 //!
 //! Does not: read clocks, hold sockets, or time out on a silent sender (the owner decides how
-//! long to keep an idle receiver; [`Receiver::last_activity`] helps).
+//! long to keep an idle receiver; [`Receiver::last_activity`] helps, and [`CloseLinger`] says
+//! how long a completed receiver must stay to answer a sender that missed its CLOSE).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -754,5 +755,68 @@ impl Receiver {
                 s.ack_due = None;
             }
         }
+    }
+}
+
+/// How long the owner of a completed receiver keeps it running so that a sender which missed
+/// every copy of the final CLOSE still gets one (CLOSE is not acknowledged, docs/protocol.md
+/// 12). A fixed linger fails whenever the sender's next frame comes later than the linger:
+/// its keepalives in `AwaitClose` (and its retransmissions) are spaced by its RTO, which
+/// grows with path RTT, with RTT variance on a loaded host, and doubles after three tries.
+/// The rule here adapts to what the sender actually does: the receiver stays at least `min`
+/// after completion, and leaves only once the peer has been silent for `min` **and** for
+/// twice the longest silence seen since completion (so the next keepalive of a backing-off
+/// sender, which at most doubles the spacing, still finds it); never longer than `cap`. A
+/// sender that received the CLOSE falls silent at once, so in the normal case the cost is
+/// `min`, as with a fixed linger.
+///
+/// Pure and clock-free: the owner feeds it the receiver's `frames_received` counter
+/// ([`ReceiverStats::frames_received`]) with the time it read it.
+#[derive(Debug, Clone)]
+pub struct CloseLinger {
+    min: Duration,
+    cap: Duration,
+    completed: Instant,
+    last_frame: Instant,
+    frames: u64,
+    longest_gap: Duration,
+}
+
+impl CloseLinger {
+    /// Starts lingering at `now` (completion), with the receiver's `frames_received` then.
+    pub fn new(now: Instant, frames_received: u64, min: Duration, cap: Duration) -> Self {
+        Self {
+            min,
+            cap: cap.max(min),
+            completed: now,
+            last_frame: now,
+            frames: frames_received,
+            longest_gap: Duration::ZERO,
+        }
+    }
+
+    /// Records the receiver's `frames_received` as read at `now`.
+    pub fn observe(&mut self, now: Instant, frames_received: u64) {
+        if frames_received != self.frames {
+            self.frames = frames_received;
+            self.longest_gap = self
+                .longest_gap
+                .max(now.saturating_duration_since(self.last_frame));
+            self.last_frame = now;
+        }
+    }
+
+    /// The required silence before leaving, as of now.
+    pub fn quiet_needed(&self) -> Duration {
+        self.min.max(self.longest_gap * 2)
+    }
+
+    /// True once the receiver may stop answering.
+    pub fn done(&self, now: Instant) -> bool {
+        let since = now.saturating_duration_since(self.completed);
+        if since >= self.cap {
+            return true;
+        }
+        since >= self.min && now.saturating_duration_since(self.last_frame) >= self.quiet_needed()
     }
 }

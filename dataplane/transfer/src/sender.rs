@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::cc::{Bbr, CcConfig, SendSnapshot};
+use crate::cc::{Bbr, CcConfig, PathHint, SendSnapshot, WarmOutcome};
 use dwcp_proto::{Capabilities, Codec, VersionSet};
 
 use crate::codec::{BasicCodec, CODEC_RAW, ChunkEncoder};
@@ -87,6 +87,10 @@ pub struct SenderConfig {
     pub mode: ModeThresholds,
     /// Keys and policy for SEALED sessions (`dwcp-secure`); `None` = unsealed only.
     pub security: Option<wire::SecurityFactory>,
+    /// Path estimate from an earlier connection to the same peer
+    /// ([`Sender::path_estimate`]): the connection checks it with one short paced train and
+    /// then skips Startup (see [`Bbr::set_path_hint`]). `None` = cold start.
+    pub path_hint: Option<PathHint>,
 }
 
 impl Default for SenderConfig {
@@ -110,6 +114,7 @@ impl Default for SenderConfig {
             reconnect_after_rtos: 4,
             mode: ModeThresholds::default(),
             security: None,
+            path_hint: None,
         }
     }
 }
@@ -198,6 +203,7 @@ pub struct Sender {
     bytes_in_flight: u64,
     rtt: crate::rtt::RttEstimator,
     cc: Bbr,
+    warm_hint: Option<PathHint>,
     mode: ModeDetector,
     adapter: StreamAdapter,
     next_send: Instant,
@@ -310,6 +316,7 @@ impl Sender {
             sec.set(f.make());
         }
         Ok(Self {
+            warm_hint: cfg.path_hint,
             conn_id: cfg.conn_id,
             cc_cfg,
             cfg,
@@ -403,6 +410,16 @@ impl Sender {
     /// Chunk size in use (after negotiation).
     pub fn chunk_size(&self) -> u64 {
         self.chunk_size
+    }
+    /// The congestion controller's current path estimate (bottleneck bandwidth in datagram
+    /// bytes per second and min RTT), `None` until it has both. Pass it as
+    /// [`SenderConfig::path_hint`] to the next connection to the same peer.
+    pub fn path_estimate(&self) -> Option<PathHint> {
+        self.cc.path_estimate()
+    }
+    /// What became of [`SenderConfig::path_hint`] (`None`: no hint, or not decided yet).
+    pub fn warm_outcome(&self) -> Option<WarmOutcome> {
+        self.cc.warm_outcome()
     }
 
     fn fail(&mut self, e: TransferError) {
@@ -609,12 +626,17 @@ impl Sender {
         self.window_chunks = u64::from(a.window_chunks.max(1));
         self.advance_first_unacked();
         self.next_new = self.first_unacked;
+        let mut hs_rtt = None;
         if self.hello_count == 1
             && let Some(t) = self.hello_sent
         {
             let sample = now.saturating_duration_since(t);
             self.rtt.update(sample);
             self.cc.set_initial_rtt(sample);
+            hs_rtt = Some(sample);
+        }
+        if let Some(h) = self.warm_hint {
+            self.cc.set_path_hint(h, hs_rtt);
         }
         self.state = SenderState::Transfer;
         self.next_send = now;
@@ -650,6 +672,8 @@ impl Sender {
         self.control.clear();
         self.ctrl_seq = 0;
         self.last_recv = now;
+        // the same peer: what this connection learnt is the next one's hint
+        self.warm_hint = self.cc.path_estimate().or(self.warm_hint);
         self.cc = Bbr::new(self.cc_cfg, now);
         self.sec.reset();
         self.st.reconnects += 1;
