@@ -34,8 +34,9 @@ use std::sync::mpsc::{self, Receiver as Rx, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dwcp_transfer::wire::SecurityFactory;
 use dwcp_transfer::{
-    MemJournal, MemSink, MemSource, Receiver, ReceiverConfig, Sender, SenderConfig,
+    MemJournal, MemSink, MemSource, PathHint, Receiver, ReceiverConfig, Sender, SenderConfig,
 };
 
 use crate::io::{Selection, TxBatch};
@@ -101,6 +102,9 @@ pub enum StreamError {
     /// Cancelled through the cancel flag.
     #[error("stream cancelled")]
     Cancelled,
+    /// The key flags could not be used.
+    #[error("keys")]
+    Keys(#[from] dwcp_secure::cli::CliError),
 }
 
 /// Stream carrier settings (both sides).
@@ -110,7 +114,11 @@ pub struct StreamConfig {
     pub segment_bytes: usize,
     /// ... or once no input arrived for this long (and it is not empty).
     pub idle_flush: Duration,
-    /// Segments in transfer at once (sender); the receiver accepts up to 4x this many.
+    /// Segments being sent at once (sender): a segment whose every chunk went out at least
+    /// once (only acks, retransmissions and the close are left) no longer holds one of these
+    /// slots, so the next segment's handshake overlaps the previous one's tail. At most
+    /// `2 * in_flight` segments are in transfer in all; the receiver accepts up to 4x
+    /// `in_flight`.
     pub in_flight: usize,
     /// Highest protocol version to offer (1 or 3).
     pub max_version: u8,
@@ -122,6 +130,9 @@ pub struct StreamConfig {
     pub idle_timeout: Duration,
     /// Receiving side: keep answering for this long after the end (late CLOSE repeats).
     pub linger: Duration,
+    /// Keys and policy for SEALED segments (`dwcp-secure`), applied to every segment's
+    /// sender or receiver; `None` = unsealed.
+    pub security: Option<SecurityFactory>,
 }
 
 impl Default for StreamConfig {
@@ -135,6 +146,7 @@ impl Default for StreamConfig {
             mtu: Some(1500),
             idle_timeout: Duration::from_secs(20),
             linger: Duration::from_millis(500),
+            security: None,
         }
     }
 }
@@ -154,6 +166,8 @@ pub struct StreamSendReport {
     pub bytes_retransmitted: u64,
     /// Most segments in transfer at the same time.
     pub max_in_flight: usize,
+    /// AEAD suite of the SEALED segments (`None`: unsealed).
+    pub sealed: Option<&'static str>,
     /// Backend in use.
     pub selection: Option<Selection>,
 }
@@ -171,6 +185,8 @@ pub struct StreamRecvReport {
     pub frames_corrupt: u64,
     /// Duplicate chunks (all segments).
     pub duplicate_chunks: u64,
+    /// AEAD suite of the SEALED segments (`None`: unsealed).
+    pub sealed: Option<&'static str>,
     /// Backend in use.
     pub selection: Option<Selection>,
 }
@@ -184,6 +200,7 @@ struct Shared {
     corrupt: AtomicU64,
     dups: AtomicU64,
     max_in_flight: AtomicU64,
+    sealed: Mutex<Option<&'static str>>,
     last_rx: Mutex<Option<Instant>>,
     first_rx: Mutex<Option<Instant>>,
     done: AtomicBool,
@@ -265,6 +282,41 @@ enum Piece {
 struct Active {
     seq: u64,
     sender: Sender,
+    /// Milestones of this segment's transfer (for the debug timeline).
+    t: Timeline,
+}
+
+/// When a segment's transfer passed each step (sending side).
+#[derive(Debug, Clone, Copy)]
+struct Timeline {
+    launched: Instant,
+    body: usize,
+    why: &'static str,
+    handshake: Option<Instant>,
+    first_ack: Option<Instant>,
+    all_acked: Option<Instant>,
+}
+
+impl Timeline {
+    fn observe(&mut self, now: Instant, s: &Sender) {
+        use dwcp_transfer::SenderState as S;
+        let st = s.state();
+        if self.handshake.is_none() && st != S::Handshake {
+            self.handshake = Some(now);
+        }
+        if self.first_ack.is_none() && st != S::Handshake && s.stats().bytes_acked > 0 {
+            self.first_ack = Some(now);
+        }
+        if self.all_acked.is_none() && matches!(st, S::AwaitClose | S::Complete) {
+            self.all_acked = Some(now);
+        }
+    }
+}
+
+fn ms_since(from: Instant, t: Option<Instant>) -> f64 {
+    t.map_or(f64::NAN, |t| {
+        t.saturating_duration_since(from).as_secs_f64() * 1e3
+    })
 }
 
 struct SendHandler {
@@ -279,7 +331,27 @@ struct SendHandler {
     active: VecDeque<Active>,
     pending: Option<Vec<u8>>,
     warm_cwnd: u64,
+    /// Smoothed RTT of the last verified segment: the next HELLO's retransmission timer.
+    path_srtt: Option<Duration>,
+    /// The path estimate of the most recent segment that measured one: the next segment
+    /// starts from it (warm start) instead of a cold Startup.
+    path_hint: Option<PathHint>,
     shared: Arc<Shared>,
+}
+
+/// True once every chunk of the segment was sent at least once: only its tail (acks,
+/// retransmissions, the verified close) is left.
+fn draining(s: &Sender) -> bool {
+    use dwcp_transfer::SenderState as S;
+    match s.state() {
+        S::Handshake => false,
+        S::AwaitClose | S::Complete | S::Failed => true,
+        S::Transfer => {
+            let st = s.stats();
+            st.data_frames_sent - st.data_frames_retransmitted
+                >= st.chunks_remaining + st.bytes_acked.div_ceil(s.chunk_size().max(1))
+        }
+    }
 }
 
 impl SendHandler {
@@ -298,11 +370,13 @@ impl SendHandler {
             active: VecDeque::new(),
             pending: None,
             warm_cwnd: 10,
+            path_srtt: None,
+            path_hint: None,
             shared,
         }
     }
 
-    fn launch(&mut self, now: Instant, flags: u32) {
+    fn launch(&mut self, now: Instant, flags: u32, why: &'static str) {
         let seq = self.next_seq;
         self.next_seq += 1;
         let mut seg = std::mem::replace(
@@ -322,14 +396,40 @@ impl SendHandler {
             // A segment cannot be resumed by a new connection: the receiver keys on conn ids.
             reconnect_after_rtos: 0,
             initial_cwnd_frames: self.warm_cwnd,
+            // A lost HELLO would otherwise stall this segment, and every later one behind it
+            // in delivery order, for the 1 s initial RTO: once the path's RTT is known, retry
+            // after 3 RTTs (at least 100 ms).
+            initial_rto: self
+                .path_srtt
+                .map_or(SenderConfig::default().initial_rto, |r| {
+                    (r * 3).clamp(Duration::from_millis(100), Duration::from_secs(1))
+                }),
             // The worker moves a batch at a time; two batches in flight over all segments.
             min_cwnd_frames: (2 * self.batch as u64 / per).max(4),
+            path_hint: self.path_hint,
+            security: self.cfg.security.clone(),
             ..SenderConfig::default()
         };
         match Sender::new(scfg, Box::new(MemSource::new(seg)), now) {
             Ok(sender) => {
-                tracing::debug!(seq, bytes = body, flags, "segment launched");
-                self.active.push_back(Active { seq, sender });
+                tracing::debug!(
+                    seq,
+                    bytes = body,
+                    flags,
+                    why,
+                    active = self.active.len(),
+                    cwnd0 = self.warm_cwnd,
+                    "segment launched"
+                );
+                let t = Timeline {
+                    launched: now,
+                    body: body as usize,
+                    why,
+                    handshake: None,
+                    first_ack: None,
+                    all_acked: None,
+                };
+                self.active.push_back(Active { seq, sender, t });
                 let n = self.active.len() as u64;
                 self.shared.max_in_flight.fetch_max(n, Ordering::Relaxed);
             }
@@ -352,7 +452,10 @@ impl SendHandler {
                         .bytes
                         .fetch_add(d.len() as u64, Ordering::Relaxed);
                 }
-                Ok(Piece::Eof) => self.input_end = Some(None),
+                Ok(Piece::Eof) => {
+                    tracing::debug!(buffered = self.buf.len() - PREFIX_LEN, "input ended");
+                    self.input_end = Some(None)
+                }
                 Ok(Piece::Error(e)) => self.input_end = Some(Some(e)),
                 Err(TryRecvError::Empty) => {
                     self.starved_since.get_or_insert(now);
@@ -363,25 +466,28 @@ impl SendHandler {
                 }
             }
         }
-        if self.active.len() >= self.cfg.in_flight {
+        let sending = self.active.iter().filter(|a| !draining(&a.sender)).count();
+        if sending >= self.cfg.in_flight || self.active.len() >= 2 * self.cfg.in_flight {
             return;
         }
         let body = self.buf.len() - PREFIX_LEN;
         match &self.input_end {
             Some(err) if !self.final_launched => {
-                // Send what is buffered first, then the final segment.
-                if body > 0 {
-                    self.launch(now, 0);
-                    return;
-                }
-                let flags = if err.is_some() { FLAG_ABORT } else { FLAG_END };
+                // An error: send what is buffered first, then the ABORT segment. The end of
+                // the input: the buffered rest is the final segment.
                 if let Some(e) = err {
+                    if body > 0 {
+                        self.launch(now, 0, "eof");
+                        return;
+                    }
                     let e = e.clone();
-                    self.buf.truncate(PREFIX_LEN);
                     self.buf.extend_from_slice(e.as_bytes());
+                    self.final_launched = true;
+                    self.launch(now, FLAG_ABORT, "abort");
+                } else {
+                    self.final_launched = true;
+                    self.launch(now, FLAG_END, "end");
                 }
-                self.final_launched = true;
-                self.launch(now, flags);
             }
             Some(_) => {}
             None => {
@@ -389,12 +495,14 @@ impl SendHandler {
                 // `idle_flush` (time we spent not reading does not count) and at most one
                 // segment is still in transfer: while the pipe is busy, small segments would
                 // only add per-segment round trips (handshake, close) on a long path.
-                let starved = self.active.len() < 2
+                let starved = sending < 2
                     && self
                         .starved_since
                         .is_some_and(|t| now - t >= self.cfg.idle_flush);
-                if body >= self.cfg.segment_bytes || (body > 0 && starved) {
-                    self.launch(now, 0);
+                if body >= self.cfg.segment_bytes {
+                    self.launch(now, 0, "full");
+                } else if body > 0 && starved {
+                    self.launch(now, 0, "idle");
                 }
             }
         }
@@ -411,6 +519,15 @@ impl SendHandler {
                     .retx
                     .fetch_add(st.bytes_retransmitted, Ordering::Relaxed);
                 self.shared.segments.fetch_add(1, Ordering::Relaxed);
+                *self.shared.sealed.lock().unwrap_or_else(|p| p.into_inner()) = st.sealed;
+                if st.srtt.is_some() {
+                    self.path_srtt = st.srtt;
+                }
+                // A segment's estimate is its share of the path while it shared it with the
+                // others in transfer: the share the next segment will get.
+                if let Some(h) = a.sender.path_estimate() {
+                    self.path_hint = Some(h);
+                }
                 if let (Some(rtt), true) = (st.min_rtt, st.btlbw > 0.0) {
                     // Warm start the next segments at their share of the measured BDP.
                     let mss = (a.sender.chunk_size() + 64) as f64;
@@ -418,7 +535,22 @@ impl SendHandler {
                     self.warm_cwnd =
                         ((bdp_frames / self.cfg.in_flight.max(1) as f64) as u64).clamp(10, 4096);
                 }
-                tracing::debug!(seq = a.seq, "segment verified");
+                let t = a.t;
+                tracing::debug!(
+                    seq = a.seq,
+                    bytes = t.body,
+                    why = t.why,
+                    handshake_ms = ms_since(t.launched, t.handshake),
+                    first_ack_ms = ms_since(t.launched, t.first_ack),
+                    all_acked_ms = ms_since(t.launched, t.all_acked),
+                    done_ms = ms_since(t.launched, Some(Instant::now())),
+                    losses = st.losses,
+                    rto = st.rto_count,
+                    tlp = st.tail_probes,
+                    btlbw_mbit = st.btlbw * 8e-6,
+                    warm = ?a.sender.warm_outcome(),
+                    "segment verified"
+                );
                 self.active.remove(i);
             } else if let Some(e) = a.sender.error() {
                 self.shared.fail(StreamError::Segment {
@@ -447,6 +579,7 @@ impl Handler for SendHandler {
             let Some(conn) = conn_of(d) else { return };
             if let Some(a) = active.iter_mut().find(|a| seq_conn(a.seq) == conn) {
                 a.sender.handle_frame(now, d);
+                a.t.observe(now, &a.sender);
             }
         });
     }
@@ -468,6 +601,7 @@ impl Handler for SendHandler {
         for a in &mut self.active {
             if a.sender.poll_timeout().is_some_and(|t| t <= now) {
                 a.sender.handle_timeout(now);
+                a.t.observe(now, &a.sender);
             }
             while let Some(f) = a.sender.poll_transmit(now) {
                 if !tx.push(&f) {
@@ -633,6 +767,7 @@ pub fn send_stream(
         bytes_on_wire: shared.wire.load(Ordering::Relaxed),
         bytes_retransmitted: shared.retx.load(Ordering::Relaxed),
         max_in_flight: shared.max_in_flight.load(Ordering::Relaxed) as usize,
+        sealed: *shared.sealed.lock().unwrap_or_else(|p| p.into_inner()),
         selection: w.selection,
     })
 }
@@ -649,10 +784,13 @@ struct Incoming {
     seq: u64,
     rx: Receiver,
     sink: MemSink,
+    /// When its HELLO arrived (for the debug timeline).
+    hello_at: Instant,
 }
 
 struct RecvHandler {
     max_active: usize,
+    security: Option<SecurityFactory>,
     active: HashMap<u32, Incoming>,
     lingering: VecDeque<(Instant, u32, Receiver)>,
     linger: Duration,
@@ -675,6 +813,13 @@ impl RecvHandler {
         self.shared
             .dups
             .fetch_add(st.duplicate_chunks, Ordering::Relaxed);
+        *self.shared.sealed.lock().unwrap_or_else(|p| p.into_inner()) = st.sealed;
+        tracing::debug!(
+            seq = inc.seq,
+            hello_to_verified_ms = ms_since(inc.hello_at, Some(Instant::now())),
+            waiting_for = self.next_deliver,
+            "segment verified"
+        );
         self.reorder.insert(inc.seq, inc.sink.contents());
         self.lingering
             .push_back((Instant::now() + self.linger, conn, inc.rx));
@@ -741,14 +886,25 @@ impl Handler for RecvHandler {
             } else if d.get(3) == Some(&HELLO) && accepts(self, conn) {
                 let sink = MemSink::new();
                 let mut rx = Receiver::new(
-                    ReceiverConfig::default(),
+                    ReceiverConfig {
+                        security: self.security.clone(),
+                        ..ReceiverConfig::default()
+                    },
                     Box::new(sink.clone()),
                     Box::new(MemJournal::new()),
                 );
                 rx.handle_frame(now, d);
                 any = true;
                 let seq = u64::from(conn.wrapping_sub(1));
-                self.active.insert(conn, Incoming { seq, rx, sink });
+                self.active.insert(
+                    conn,
+                    Incoming {
+                        seq,
+                        rx,
+                        sink,
+                        hello_at: now,
+                    },
+                );
                 touched.push(conn);
             }
         });
@@ -839,7 +995,13 @@ pub fn recv_stream(
                             out = Some(o().map_err(local("opening the output"))?);
                         }
                         if let Some(o) = out.as_mut() {
+                            let t = Instant::now();
                             o.write_all(&b).map_err(local("writing the output"))?;
+                            tracing::debug!(
+                                bytes = b.len(),
+                                write_ms = ms_since(t, Some(Instant::now())),
+                                "output written"
+                            );
                         }
                     }
                     Delivery::End => {
@@ -862,6 +1024,7 @@ pub fn recv_stream(
     let max_active = cfg.in_flight.max(1) * 4;
     let handler = RecvHandler {
         max_active,
+        security: cfg.security.clone(),
         active: HashMap::new(),
         lingering: VecDeque::new(),
         linger: Duration::from_secs(2),
@@ -915,6 +1078,7 @@ pub fn recv_stream(
         elapsed: end.saturating_duration_since(first),
         frames_corrupt: shared.corrupt.load(Ordering::Relaxed),
         duplicate_chunks: shared.dups.load(Ordering::Relaxed),
+        sealed: *shared.sealed.lock().unwrap_or_else(|p| p.into_inner()),
         selection: w.selection,
     })
 }
@@ -931,6 +1095,9 @@ pub struct SendArgs {
     pub listen: Option<SocketAddr>,
     #[command(flatten)]
     pub tuning: TuningArgs,
+    /// Keys: every segment is SEALED and the peer authenticated (as for `dwcp send`).
+    #[command(flatten)]
+    pub keys: dwcp_secure::cli::KeyArgs,
 }
 
 /// `dwcp stream-recv` options.
@@ -945,6 +1112,9 @@ pub struct RecvArgs {
     pub connect_timeout: u64,
     #[command(flatten)]
     pub tuning: TuningArgs,
+    /// Keys: every segment must be SEALED by an allowed peer (as for `dwcp recv`).
+    #[command(flatten)]
+    pub keys: dwcp_secure::cli::KeyArgs,
 }
 
 /// Segmenting options shared by both sides.
@@ -988,6 +1158,7 @@ pub fn send_report_json(r: &StreamSendReport) -> serde_json::Value {
         "bytes_on_wire": r.bytes_on_wire,
         "bytes_retransmitted": r.bytes_retransmitted,
         "max_in_flight": r.max_in_flight,
+        "sealed": r.sealed,
         "backend": r.selection.as_ref().map(|s| s.kind.to_string()),
     })
 }
@@ -1000,6 +1171,7 @@ pub fn recv_report_json(r: &StreamRecvReport) -> serde_json::Value {
         "seconds": r.elapsed.as_secs_f64(),
         "frames_corrupt": r.frames_corrupt,
         "duplicate_chunks": r.duplicate_chunks,
+        "sealed": r.sealed,
         "backend": r.selection.as_ref().map(|s| s.kind.to_string()),
     })
 }
@@ -1028,6 +1200,10 @@ pub fn cli_send(
     opts: &RunOptions,
     mtu: usize,
 ) -> Result<StreamSendReport, StreamError> {
+    let cfg = StreamConfig {
+        security: args.keys.factory()?,
+        ..args.tuning.config(mtu)
+    };
     let input = match args.listen {
         Some(addr) => {
             let l = TcpListener::bind(addr).map_err(|source| StreamError::Local {
@@ -1047,7 +1223,7 @@ pub fn cli_send(
         idle_yield: true,
         ..opts.clone()
     };
-    send_stream(input, &args.tuning.config(mtu), &opts, None)
+    send_stream(input, &cfg, &opts, None)
 }
 
 /// Runs `dwcp stream-recv`.
@@ -1056,6 +1232,10 @@ pub fn cli_recv(
     opts: &RunOptions,
     mtu: usize,
 ) -> Result<StreamRecvReport, StreamError> {
+    let cfg = StreamConfig {
+        security: args.keys.factory()?,
+        ..args.tuning.config(mtu)
+    };
     let open: OutputOpener = match args.connect {
         Some(addr) => {
             let t = Duration::from_secs(args.connect_timeout);
@@ -1067,7 +1247,7 @@ pub fn cli_recv(
         idle_yield: true,
         ..opts.clone()
     };
-    recv_stream(open, &args.tuning.config(mtu), &opts, None)
+    recv_stream(open, &cfg, &opts, None)
 }
 
 #[cfg(test)]

@@ -232,6 +232,7 @@ fn one(lab: &LabProc, method: &str, data_end: u32, mem: u32, channels: u32) -> R
     };
     let stopped = stopped.unwrap_or(running);
     let m = q.wait_migration(Duration::from_secs(60));
+    keep_logs(dir.path(), method, t0, stopped, running);
     assert_eq!(m["status"], "completed", "{method}: {m}");
     let c1 = d.word(COUNTER_ADDR);
     std::thread::sleep(Duration::from_millis(100));
@@ -262,6 +263,39 @@ fn one(lab: &LabProc, method: &str, data_end: u32, mem: u32, channels: u32) -> R
         transferred: m["ram"]["transferred"].as_u64().unwrap_or(0),
         wire,
     }
+}
+
+/// With `QEMU_BENCH_KEEP=DIR`, copies the carriers' logs (run with
+/// `RUST_LOG=dwcp_engine::stream=debug` for the per-segment timeline) to DIR/N-METHOD.*.log and
+/// appends the run's wall-clock marks (migrate, source stopped, destination running; UTC
+/// seconds) to DIR/marks.txt, so the carrier's timeline can be laid against the pause.
+fn keep_logs(dir: &std::path::Path, method: &str, t0: Instant, stopped: Instant, running: Instant) {
+    let Ok(keep) = std::env::var("QEMU_BENCH_KEEP") else {
+        return;
+    };
+    let keep = std::path::PathBuf::from(keep);
+    let _ = std::fs::create_dir_all(&keep);
+    let now_i = Instant::now();
+    let now_w = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let wall = |t: Instant| now_w - (now_i - t).as_secs_f64();
+    let n = std::fs::read_dir(&keep).map(|d| d.count()).unwrap_or(0);
+    for f in ["send.log", "recv.log"] {
+        let _ = std::fs::copy(dir.join(f), keep.join(format!("{n}-{method}.{f}")));
+    }
+    let line = format!(
+        "{n} {method} migrate {:.6} stopped {:.6} running {:.6}\n",
+        wall(t0),
+        wall(stopped),
+        wall(running)
+    );
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(keep.join("marks.txt"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
 }
 
 fn stats(v: &[f64]) -> (f64, f64, f64) {

@@ -1,6 +1,8 @@
 //! The stream carrier over loopback with the UDP backend (unprivileged): byte-identical
-//! delivery in order, partial segments flushed while the input is idle, and an input failure
-//! on the sending side failing the receiving side without the end of the stream.
+//! delivery in order, partial segments flushed while the input is idle, an input failure
+//! on the sending side failing the receiving side without the end of the stream, and SEALED
+//! carries (every segment authenticated and encrypted; a key the receiver does not allow fails
+//! the carry and delivers nothing).
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -13,6 +15,7 @@ use dwcp_engine::runner::RunOptions;
 use dwcp_engine::stream::{
     OutputOpener, StreamConfig, StreamError, StreamInput, recv_stream, send_stream,
 };
+use dwcp_secure::{Secure, SecureConfig, StaticKeypair, generate_keypair};
 
 fn opts(local: u16, peer: u16, core: usize) -> RunOptions {
     let lo = Ipv4Addr::LOCALHOST;
@@ -197,4 +200,94 @@ fn input_failure_fails_the_receiver_without_the_end() {
     let g = out.0.lock().unwrap();
     assert!(g.len() <= 3 << 20);
     assert!(g[..] == data(3 << 20, 3)[..g.len()]);
+}
+
+fn keys(me: &StaticKeypair, peer: &StaticKeypair) -> SecureConfig {
+    SecureConfig {
+        identity: Some(me.clone()),
+        peers: vec![peer.public],
+        require_sealed: true,
+        epoch: 1,
+        ..SecureConfig::default()
+    }
+}
+
+#[test]
+fn sealed_carry_arrives_byte_identical() {
+    let (a, b) = (generate_keypair().unwrap(), generate_keypair().unwrap());
+    let base = StreamConfig {
+        segment_bytes: 1 << 20,
+        ..StreamConfig::default()
+    };
+    let scfg = StreamConfig {
+        security: Some(Secure::factory(keys(&a, &b)).unwrap()),
+        ..base.clone()
+    };
+    let rcfg = StreamConfig {
+        security: Some(Secure::factory(keys(&b, &a)).unwrap()),
+        ..base
+    };
+    let input = data(5 << 20, 11);
+    let out = Out::default();
+    let (ropts, open) = (opts(7741, 7740, 1), opener(&out));
+    let rx = std::thread::spawn(move || recv_stream(open, &rcfg, &ropts, None));
+    let src = std::io::Cursor::new(input.clone());
+    let sent = send_stream(
+        StreamInput::Reader(Box::new(src)),
+        &scfg,
+        &opts(7740, 7741, 0),
+        None,
+    )
+    .expect("send");
+    let got = rx.join().unwrap().expect("recv");
+    assert!(sent.sealed.is_some(), "segments sealed: {sent:?}");
+    assert_eq!(got.sealed, sent.sealed, "{got:?}");
+    assert!(sent.segments >= 5, "{sent:?}");
+    assert_eq!(got.bytes, input.len() as u64);
+    assert!(
+        *out.0.lock().unwrap() == input,
+        "output differs from the input"
+    );
+}
+
+#[test]
+fn a_key_the_receiver_does_not_allow_fails_the_carry() {
+    let (a, b, c) = (
+        generate_keypair().unwrap(),
+        generate_keypair().unwrap(),
+        generate_keypair().unwrap(),
+    );
+    let base = StreamConfig {
+        segment_bytes: 1 << 20,
+        idle_timeout: Duration::from_secs(3),
+        ..StreamConfig::default()
+    };
+    // The sender uses key a; the receiver only allows c.
+    let scfg = StreamConfig {
+        security: Some(Secure::factory(keys(&a, &b)).unwrap()),
+        ..base.clone()
+    };
+    let rcfg = StreamConfig {
+        security: Some(Secure::factory(keys(&b, &c)).unwrap()),
+        ..base
+    };
+    let out = Out::default();
+    let (ropts, open) = (opts(7751, 7750, 1), opener(&out));
+    let rx = std::thread::spawn(move || recv_stream(open, &rcfg, &ropts, None));
+    let src = std::io::Cursor::new(data(2 << 20, 5));
+    let start = Instant::now();
+    let sent = send_stream(
+        StreamInput::Reader(Box::new(src)),
+        &scfg,
+        &opts(7750, 7751, 0),
+        None,
+    );
+    assert!(
+        matches!(sent, Err(StreamError::Segment { seq: 0, .. })),
+        "{sent:?}"
+    );
+    let got = rx.join().unwrap();
+    assert!(got.is_err(), "the receiver must fail: {got:?}");
+    assert!(out.0.lock().unwrap().is_empty(), "nothing is delivered");
+    assert!(start.elapsed() < Duration::from_secs(20));
 }
