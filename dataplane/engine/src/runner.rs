@@ -3,7 +3,7 @@
 //! Owns: opening the file storage, starting a one-worker [`Workers`] pool with an
 //! [`EndpointHandler`], waiting for the endpoint to finish while reporting progress, the
 //! receiver's linger (it keeps answering for a moment so a sender that missed the final CLOSE
-//! hears it again), stopping the worker (which detaches the XDP program), and, on the
+//! hears it again; [`CloseLinger`] extends it while that sender keeps asking), stopping the worker (which detaches the XDP program), and, on the
 //! receiving side, moving the verified part file onto its final name.
 //!
 //! Does not: implement the protocol (dwcp-transfer), talk to the control process, or run
@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use dwcp_transfer::receiver::CloseLinger;
 use dwcp_transfer::{Receiver, ReceiverConfig, ReceiverStats, Sender, SenderConfig, SenderStats};
 
 use crate::codec::{CodecChoice, CodecStats, LinkBoundMonitor};
@@ -226,6 +227,37 @@ pub fn send_file_with_codec(
     })
 }
 
+/// Most a completed receiver lingers for a sender that keeps asking for its CLOSE (the
+/// sender's default idle timeout: by then it has given up anyway).
+const LINGER_CAP: Duration = Duration::from_secs(10);
+
+/// Keeps the (completed) receiver's worker answering as [`CloseLinger`] says: at least
+/// `linger`, longer while the sender is still sending (it missed the final CLOSE).
+fn linger_after_completion(
+    progress: &crate::session::Progress<ReceiverStats>,
+    frames: u64,
+    linger: Duration,
+    cancel: Option<&AtomicBool>,
+) {
+    let mut l = CloseLinger::new(Instant::now(), frames, linger, LINGER_CAP);
+    loop {
+        let now = Instant::now();
+        if let Some(s) = progress.get() {
+            l.observe(now, s.stats.frames_received);
+        }
+        if l.done(now) || cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            if now.duration_since(l.started()) > linger + Duration::from_millis(50) {
+                tracing::debug!(
+                    lingered = ?now.duration_since(l.started()),
+                    "receiver lingered for a sender that missed the final CLOSE"
+                );
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Receives one object into `dest` from the peer in `opts.io`. The object appears under
 /// `dest` only once complete and verified; an interrupted receive resumes from the journal.
 pub fn recv_file(
@@ -267,8 +299,8 @@ pub fn recv_file_cancellable(
     let workers = Workers::spawn_one(&worker_cfg(opts), handler)?;
     let res = wait(&progress, start, opts.timeout, cancel, on_progress);
     let elapsed = start.elapsed();
-    if res.is_ok() {
-        std::thread::sleep(linger);
+    if let Ok(done) = &res {
+        linger_after_completion(&progress, done.stats.frames_received, linger, cancel);
     }
     let xdp = workers.program_counters();
     let mut stopped = workers.stop()?;

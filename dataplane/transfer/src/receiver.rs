@@ -764,9 +764,10 @@ impl Receiver {
 /// its keepalives in `AwaitClose` (and its retransmissions) are spaced by its RTO, which
 /// grows with path RTT, with RTT variance on a loaded host, and doubles after three tries.
 /// The rule here adapts to what the sender actually does: the receiver stays at least `min`
-/// after completion, and leaves only once the peer has been silent for `min` **and** for
-/// twice the longest silence seen since completion (so the next keepalive of a backing-off
-/// sender, which at most doubles the spacing, still finds it); never longer than `cap`. A
+/// after completion, and leaves only once the peer has been silent for `min` plus twice the
+/// longest silence seen since completion (so the next keepalive of a backing-off sender,
+/// which at most doubles the spacing, still finds it, with `min` to spare for timing
+/// noise); never longer than `cap`. A
 /// sender that received the CLOSE falls silent at once, so in the normal case the cost is
 /// `min`, as with a fixed linger.
 ///
@@ -806,9 +807,14 @@ impl CloseLinger {
         }
     }
 
+    /// When lingering started (completion).
+    pub fn started(&self) -> Instant {
+        self.completed
+    }
+
     /// The required silence before leaving, as of now.
     pub fn quiet_needed(&self) -> Duration {
-        self.min.max(self.longest_gap * 2)
+        self.min + self.longest_gap * 2
     }
 
     /// True once the receiver may stop answering.
