@@ -218,6 +218,7 @@ pub fn run(
                     json!({"round": x.round, "last": x.last, "blocks": x.blocks,
                     "data_bytes": x.data_bytes, "patch_bytes": x.patch_bytes,
                     "wire_bytes": x.wire_bytes, "scan_s": x.scan.as_secs_f64(),
+                    "encode_s": x.encode.as_secs_f64(),
                     "move_apply_s": x.moved.as_secs_f64(),
                     "kinds": dwcp_hde::BlockKind::ALL.iter().map(|k| {
                         let s = x.hde.kind(*k);
@@ -235,6 +236,8 @@ pub fn run(
                 "wire_bytes": r.wire_bytes,
                 "elapsed_s": r.elapsed.as_secs_f64(),
                 "downtime_s": r.downtime.as_secs_f64(),
+                "phases": phases_json(&r.phases),
+                "dest_phases": phases_json(&r.dest_phases),
                 "rounds": rounds,
             });
             if json {
@@ -254,6 +257,11 @@ pub fn run(
         }
         Run::Recv(a) => {
             let addr = a.control.unwrap_or(local);
+            // A destination killed during an earlier job: finish or drop it before serving.
+            let rec = crate::store::recover(&a.image).map_err(MigrateError::from)?;
+            if rec != crate::store::Recovery::Clean {
+                tracing::info!(image = %a.image.display(), ?rec, "recovered an interrupted job");
+            }
             let l = TcpListener::bind(addr).map_err(|source| CliError::Control { addr, source })?;
             let cfg = DestConfig {
                 image: a.image.clone(),
@@ -273,7 +281,7 @@ pub fn run(
                                 json!({"side": "destination", "job_id": r.job_id, "rounds": r.rounds,
                                 "data_bytes": r.data_bytes, "patch_bytes": r.patch_bytes,
                                 "image_len": r.image_len, "hash": format!("{:032x}", r.hash),
-                                "elapsed_s": r.elapsed.as_secs_f64()})
+                                "elapsed_s": r.elapsed.as_secs_f64(), "phases": phases_json(&r.phases)})
                             );
                         } else {
                             println!(
@@ -299,6 +307,15 @@ pub fn run(
         }
     }
     Ok(())
+}
+
+/// Phases as a JSON object of seconds (in order).
+fn phases_json(p: &[(String, f64)]) -> serde_json::Value {
+    serde_json::Value::Object(
+        p.iter()
+            .map(|(k, v)| (k.clone(), json!((v * 1e4).round() / 1e4)))
+            .collect(),
+    )
 }
 
 /// Connects, retrying for 10 s while the destination starts.

@@ -1,11 +1,6 @@
-//! Image files: hashing, qcow2 sources, the destination's working copy with its atomic
-//! switchover, and the source's cache of the last version it migrated.
-//!
-//! Owns the on-disk contract of the destination: the image `<path>` is never written while a
-//! job runs. Rounds are applied to `<path>.dwcp-new` (a copy of the image at job start);
-//! [`Working::commit`] syncs it, checks its XXH3-128 against the source's, renames it onto
-//! `<path>` and syncs the directory. A cancelled, failed or killed job leaves `<path>` as it
-//! was; a stale working file is removed by the next job.
+//! Image files: hashing, qcow2 sources, and the source's cache of the last version it
+//! migrated. The destination's on-disk contract (sidecar, journal, switchover) is in
+//! [`crate::store`].
 //!
 //! Does not: write qcow2 on the destination (a qcow2 source is converted to raw with
 //! `qemu-img convert` and arrives raw), or keep more than one cached version per cache
@@ -163,89 +158,11 @@ impl Drop for RawView {
     }
 }
 
-/// Path of the working copy of `image`.
+/// Path of the working file of `image` when the destination had no image (fresh target).
 pub fn working_path(image: &Path) -> PathBuf {
     let mut s = image.as_os_str().to_os_string();
     s.push(".dwcp-new");
     PathBuf::from(s)
-}
-
-/// The destination's working copy of one job.
-#[derive(Debug)]
-pub struct Working {
-    image: PathBuf,
-    path: PathBuf,
-    file: Option<File>,
-}
-
-impl Working {
-    /// Starts a job on `image`: removes a stale working file, copies the image (if any) to
-    /// the working path and opens it.
-    pub fn begin(image: &Path) -> Result<Self, ImageError> {
-        let path = working_path(image);
-        match std::fs::remove_file(&path) {
-            Ok(()) => tracing::info!(path = %path.display(), "removed a stale working file"),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("removing", &path)(e)),
-        }
-        if image.exists() {
-            std::fs::copy(image, &path).map_err(io_err("copying the image to", &path))?;
-        }
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io_err("opening", &path))?;
-        Ok(Working {
-            image: image.to_path_buf(),
-            path,
-            file: Some(file),
-        })
-    }
-
-    /// The open working file.
-    pub fn file(&self) -> &File {
-        self.file.as_ref().expect("working file open until commit")
-    }
-
-    /// Working file path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Syncs the working file, checks its hash against `expected`, renames it onto the image
-    /// and syncs the directory. On a mismatch the working file is removed and the image is
-    /// left as it was.
-    pub fn commit(mut self, expected: u128) -> Result<u64, ImageError> {
-        let file = self.file.take().expect("working file open until commit");
-        file.sync_all().map_err(io_err("syncing", &self.path))?;
-        drop(file);
-        let (len, got) = hash_file(&self.path)?;
-        if got != expected {
-            return Err(ImageError::HashMismatch { expected, got });
-        }
-        std::fs::rename(&self.path, &self.image).map_err(io_err("renaming onto", &self.image))?;
-        let dir = self
-            .image
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("syncing the directory", dir))?;
-        Ok(len)
-    }
-}
-
-impl Drop for Working {
-    fn drop(&mut self) {
-        // Not committed: the job was cancelled or failed; the image stays as it was.
-        if self.file.take().is_some() {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
 }
 
 /// The source's cache of the last version of an image it migrated, so that a later
@@ -295,6 +212,57 @@ impl BaseCache {
                 let _ = std::fs::remove_file(ep);
             }
         }
+        Ok(())
+    }
+
+    /// Turns the cached version `old` into `new` (whose bytes are `bytes`) by writing only
+    /// the blocks in `changed` (every block that differs from `old` past truncation to
+    /// `min_len`, the shortest length the image had since `old`). The file is renamed to a
+    /// temporary name first, so a crash midway leaves no file named by either hash. Falls
+    /// back to [`BaseCache::put`] when `old` is not cached.
+    pub fn update(
+        &self,
+        old: u128,
+        new: u128,
+        bytes: &[u8],
+        changed: &[u64],
+        min_len: u64,
+        block_size: usize,
+    ) -> Result<(), ImageError> {
+        use std::os::unix::fs::FileExt;
+        let op = self.path(old);
+        let tmp = self.dir.join(".incoming");
+        match std::fs::rename(&op, &tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.put(new, bytes),
+            Err(e) => return Err(io_err("renaming", &op)(e)),
+        }
+        let f = File::options()
+            .write(true)
+            .open(&tmp)
+            .map_err(io_err("opening", &tmp))?;
+        let cur = f.metadata().map_err(io_err("stat", &tmp))?.len();
+        if min_len < cur {
+            f.set_len(min_len).map_err(io_err("truncating", &tmp))?;
+        }
+        f.set_len(bytes.len() as u64)
+            .map_err(io_err("resizing", &tmp))?;
+        let bs = block_size as u64;
+        let mut i = 0;
+        while i < changed.len() {
+            let mut j = i + 1;
+            while j < changed.len() && changed[j] == changed[j - 1] + 1 {
+                j += 1;
+            }
+            let s = (changed[i] * bs).min(bytes.len() as u64) as usize;
+            let e = ((changed[j - 1] + 1) * bs).min(bytes.len() as u64) as usize;
+            f.write_all_at(&bytes[s..e], s as u64)
+                .map_err(io_err("writing", &tmp))?;
+            i = j;
+        }
+        drop(f);
+        let p = self.path(new);
+        std::fs::rename(&tmp, &p).map_err(io_err("renaming", &p))?;
         Ok(())
     }
 }

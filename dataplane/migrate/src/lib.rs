@@ -25,6 +25,7 @@ mod mover;
 pub mod patch;
 pub mod scan;
 pub mod session;
+pub mod store;
 pub mod wire;
 
 pub use mover::{MoveError, MoveProgress, MoveReport, Mover, TcpMover};
@@ -37,4 +38,4 @@ pub use session::{
 pub const DEFAULT_BLOCK_SIZE: usize = 4096;
 
 /// Version of the control conversation ([`wire`]).
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;

@@ -359,46 +359,65 @@ pub struct ApplyStats {
     pub hde: Stats,
 }
 
-/// Applies `patch` to the image in `target` (opened read-write). Everything is decoded and
-/// checked before the first write; an invalid patch changes nothing. Does not sync.
-pub fn apply(patch: &[u8], target: &File) -> Result<ApplyStats, PatchError> {
+/// A decoded, checked patch: the header and the dirty blocks' new bytes end to end.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// The header (block size, image length, runs).
+    pub header: Header,
+    /// New bytes of the dirty blocks, end to end (the compacted object).
+    pub compact: Vec<u8>,
+    /// HDE counters.
+    pub hde: Stats,
+}
+
+impl Decoded {
+    /// The runs with their byte ranges in [`Decoded::compact`]: `(first block, blocks,
+    /// byte range)`.
+    pub fn runs(&self) -> impl Iterator<Item = (u64, u64, std::ops::Range<usize>)> + '_ {
+        let bs = self.header.block_size;
+        let len = self.header.image_len;
+        let mut at = 0usize;
+        self.header.runs.iter().map(move |&(s, l)| {
+            let n: usize = (s..s + l).map(|i| block_len(i, bs, len)).sum();
+            let r = at..at + n;
+            at += n;
+            (s, l, r)
+        })
+    }
+}
+
+/// Decodes `patch` and checks it completely; nothing is written. When the patch carries XOR
+/// deltas, `base(offset, buf)` must fill `buf` with the destination's current bytes at
+/// `offset` (zero past its end).
+pub fn decode(
+    patch: &[u8],
+    base: &mut dyn FnMut(u64, &mut [u8]) -> std::io::Result<()>,
+) -> Result<Decoded, PatchError> {
     let (h, mut pos) = parse_header(patch)?;
     let bs = h.block_size;
-    let blocks: Vec<u64> = h.runs.iter().flat_map(|&(s, l)| s..s + l).collect();
-    let compact_len: u64 = blocks
+    let compact_len: u64 = h
+        .runs
         .iter()
-        .map(|&i| block_len(i, bs, h.image_len) as u64)
+        .flat_map(|&(s, l)| s..s + l)
+        .map(|i| block_len(i, bs, h.image_len) as u64)
         .sum();
-    let old_len = target
-        .metadata()
-        .map_err(|source| PatchError::Io {
-            what: "reading the image length",
-            source,
-        })?
-        .len();
     let mut dec = Decoder::new(DecoderConfig {
         max_object_len: compact_len.max(1),
         max_block_size: bs,
     })
     .map_err(|source| PatchError::Decode { index: 0, source })?;
     if h.uses_baseline {
-        let mut base = vec![0u8; compact_len as usize];
+        let mut b = vec![0u8; compact_len as usize];
         let mut at = 0usize;
         for &(s, l) in &h.runs {
-            let off = s * bs as u64;
             let n: usize = (s..s + l).map(|i| block_len(i, bs, h.image_len)).sum();
-            let avail = old_len.saturating_sub(off).min(n as u64) as usize;
-            if avail > 0 {
-                target
-                    .read_exact_at(&mut base[at..at + avail], off)
-                    .map_err(|source| PatchError::Io {
-                        what: "reading the destination's old blocks",
-                        source,
-                    })?;
-            }
+            base(s * bs as u64, &mut b[at..at + n]).map_err(|source| PatchError::Io {
+                what: "reading the destination's old blocks",
+                source,
+            })?;
             at += n;
         }
-        dec.add_baseline(BASELINE_ID, Arc::from(base));
+        dec.add_baseline(BASELINE_ID, Arc::from(b));
     }
     let mut r = Reader { buf: patch, pos };
     let n_containers = r.varint("container count")?;
@@ -414,36 +433,69 @@ pub fn apply(patch: &[u8], target: &File) -> Result<ApplyStats, PatchError> {
     if pos != patch.len() {
         return Err(PatchError::Trailing(patch.len() - pos));
     }
-    let compact = dec.object();
-    if compact.len() as u64 != compact_len {
+    if dec.object().len() as u64 != compact_len {
         return Err(PatchError::Malformed {
             what: "containers do not cover the dirty blocks",
             at: pos,
         });
     }
-    let got = dwcp_kernels::xxh3_64(compact);
+    let got = dwcp_kernels::xxh3_64(dec.object());
     if got != expected {
         return Err(PatchError::Check { expected, got });
     }
+    let hde = *dec.stats();
+    Ok(Decoded {
+        header: h,
+        compact: dec.take_object(),
+        hde,
+    })
+}
+
+/// Reads `buf.len()` bytes of `f` at `off`; bytes at or past `len` (or past the file's end)
+/// read as zero.
+pub fn read_clipped(f: &File, len: u64, off: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    let avail = len.saturating_sub(off).min(buf.len() as u64) as usize;
+    let mut done = 0usize;
+    while done < avail {
+        match f.read_at(&mut buf[done..avail], off + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf[done..].fill(0);
+    Ok(())
+}
+
+/// Applies `patch` to the image in `target` (opened read-write). Everything is decoded and
+/// checked before the first write; an invalid patch changes nothing. Does not sync.
+pub fn apply(patch: &[u8], target: &File) -> Result<ApplyStats, PatchError> {
+    let old_len = target
+        .metadata()
+        .map_err(|source| PatchError::Io {
+            what: "reading the image length",
+            source,
+        })?
+        .len();
+    let d = decode(patch, &mut |off, buf| {
+        read_clipped(target, old_len, off, buf)
+    })?;
     let wio = |source| PatchError::Io {
         what: "writing the image",
         source,
     };
-    target.set_len(h.image_len).map_err(wio)?;
-    let mut at = 0usize;
-    for &(s, l) in &h.runs {
-        let n: usize = (s..s + l).map(|i| block_len(i, bs, h.image_len)).sum();
-        target
-            .write_all_at(&compact[at..at + n], s * bs as u64)
-            .map_err(wio)?;
-        at += n;
+    let bs = d.header.block_size as u64;
+    target.set_len(d.header.image_len).map_err(wio)?;
+    for (s, _, r) in d.runs() {
+        target.write_all_at(&d.compact[r], s * bs).map_err(wio)?;
     }
     Ok(ApplyStats {
-        round: h.round,
-        blocks: blocks.len() as u64,
-        data_bytes: compact_len,
-        image_len: h.image_len,
-        hde: *dec.stats(),
+        round: d.header.round,
+        blocks: d.header.blocks(),
+        data_bytes: d.compact.len() as u64,
+        image_len: d.header.image_len,
+        hde: d.hde,
     })
 }
 

@@ -125,10 +125,17 @@ impl DestView {
     /// hold exactly that once the patch is applied). A block written while it is read is
     /// taken as read; the next scan sees the difference.
     pub fn scan(&mut self, path: &Path) -> std::io::Result<Dirty> {
-        let mut f = File::open(path)?;
-        let len = f.metadata()?.len();
+        let img = read_image(path, self.block_size)?;
+        Ok(self.scan_read(img))
+    }
+
+    /// [`DestView::scan`] of an image already read (e.g. on another thread while the
+    /// destination's manifest was on its way).
+    pub fn scan_read(&mut self, img: ReadImage) -> Dirty {
         let bs = self.block_size;
         let k = dwcp_kernels::kernels();
+        let ReadImage { bytes, hashes } = img;
+        let len = bytes.len() as u64;
         let mut out = Dirty {
             image_len: len,
             ..Dirty::default()
@@ -138,71 +145,75 @@ impl DestView {
         let have_bytes = self.manifest.is_none();
         // The destination's bytes past its end read as zero.
         let dest_len = self.dest_len;
-        let mut next = Vec::with_capacity(len as usize);
-        let mut buf = vec![0u8; (8 << 20) / bs * bs];
-        let mut off = 0u64;
         let zeros = vec![0u8; bs];
-        loop {
-            let n = read_full(&mut f, &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            for (j, block) in buf[..n].chunks(bs).enumerate() {
-                let start = off + (j * bs) as u64;
-                if start >= len {
-                    break;
-                }
-                let block = &block[..block.len().min((len - start) as usize)];
-                let index = start / bs as u64;
-                let held = start.min(dest_len) as usize
-                    ..(start + block.len() as u64).min(dest_len) as usize;
-                let dirty = if have_bytes {
+        for (j, block) in bytes.chunks(bs).enumerate() {
+            let start = (j * bs) as u64;
+            let index = j as u64;
+            let held = start.min(dest_len) as usize
+                ..(start + block.len() as u64).min(dest_len) as usize;
+            let dirty = if have_bytes {
+                let old = &self.snapshot[held.clone()];
+                !(k.equal(&block[..old.len()], old) && k.is_zero(&block[old.len()..]))
+            } else if held.len() == block.len() {
+                let m = self.manifest.as_deref().unwrap_or(&[]);
+                let h = hashes.get(j).copied().unwrap_or_else(|| block_hash(block));
+                m.get(j) != Some(&h)
+            } else {
+                // Partly or wholly past the destination's end: send unless it is zero
+                // past an end the destination does not hold.
+                !(held.is_empty() && k.is_zero(block))
+            };
+            if dirty {
+                out.blocks.push(index);
+                out.new_compact.extend_from_slice(block);
+                if have_bytes {
                     let old = &self.snapshot[held.clone()];
-                    !(k.equal(&block[..old.len()], old) && k.is_zero(&block[old.len()..]))
-                } else if held.len() == block.len() {
-                    let m = self.manifest.as_deref().unwrap_or(&[]);
-                    m.get(index as usize) != Some(&block_hash(block))
-                } else {
-                    // Partly or wholly past the destination's end: compare by hash when
-                    // the destination's part is complete, else send.
-                    !(held.is_empty() && k.is_zero(block))
-                };
-                if dirty {
-                    out.blocks.push(index);
-                    out.new_compact.extend_from_slice(block);
-                    if have_bytes {
-                        let old = &self.snapshot[held.clone()];
-                        old_nonzero |= !k.is_zero(old);
-                        old_compact.extend_from_slice(old);
-                        old_compact.extend_from_slice(&zeros[..block.len() - old.len()]);
-                    }
+                    old_nonzero |= !k.is_zero(old);
+                    old_compact.extend_from_slice(old);
+                    old_compact.extend_from_slice(&zeros[..block.len() - old.len()]);
                 }
-                next.extend_from_slice(block);
             }
-            off += n as u64;
         }
-        out.image_len = next.len() as u64;
         if have_bytes && old_nonzero {
             out.old_compact = Some(Arc::from(old_compact));
         }
-        self.snapshot = next;
+        self.snapshot = bytes;
         self.manifest = None;
-        self.dest_len = self.snapshot.len() as u64;
-        Ok(out)
+        self.dest_len = len;
+        out
     }
 }
 
-fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(m) => n += m,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// An image read into memory with its per-block hashes.
+#[derive(Debug, Default)]
+pub struct ReadImage {
+    /// The bytes.
+    pub bytes: Vec<u8>,
+    /// XXH3-64 per block (empty if not computed).
+    pub hashes: Vec<u64>,
+}
+
+/// Reads the image at `path` and hashes each block (the manifest comparison needs them).
+pub fn read_image(path: &Path, block_size: usize) -> std::io::Result<ReadImage> {
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len() as usize;
+    let mut bytes = Vec::with_capacity(len);
+    // Read in 8 MiB steps and hash each step while it is hot in the cache.
+    let step = (8 << 20) / block_size * block_size;
+    let mut hashes = Vec::with_capacity(len.div_ceil(block_size));
+    loop {
+        let at = bytes.len();
+        let n = (&mut f).take(step as u64).read_to_end(&mut bytes)?;
+        if n == 0 {
+            break;
+        }
+        // `take` reads a whole step unless the file ends: only the last block may be short.
+        hashes.extend(bytes[at..].chunks(block_size).map(block_hash));
+        if n < step {
+            break;
         }
     }
-    Ok(n)
+    Ok(ReadImage { bytes, hashes })
 }
 
 #[cfg(test)]

@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 use dwcp_hde::Policy;
 use thiserror::Error;
 
-use crate::image::{BaseCache, ImageError, RawView, Working, hash_bytes, hash_file};
+use crate::image::{BaseCache, ImageError, RawView, hash_bytes};
 use crate::mover::{MoveError, MoveProgress, Mover};
 use crate::patch::{self, PatchError};
-use crate::scan::{DestView, manifest, manifest_bytes, parse_manifest};
+use crate::scan::{DestView, manifest_bytes, parse_manifest, read_image};
+use crate::store::{Phases, Target, add_phase};
 use crate::wire::{Conn, Msg, WireError, send_on};
 
 /// Errors of a migration job.
@@ -156,8 +157,10 @@ pub struct RoundReport {
     pub wire_bytes: u64,
     /// HDE counters of the patch.
     pub hde: dwcp_hde::Stats,
-    /// Time to scan and build.
+    /// Time to read, scan and build the patch.
     pub scan: Duration,
+    /// Of which building (encoding) the patch.
+    pub encode: Duration,
     /// Time to move and apply.
     pub moved: Duration,
 }
@@ -257,6 +260,11 @@ pub struct SourceReport {
     pub elapsed: Duration,
     /// Time from the pause to the destination's commit.
     pub downtime: Duration,
+    /// Wall time per phase on the source, in order (`read_overlapped` ran on a second
+    /// thread during `hello`/`cache_read`/`manifest`; the rest are sequential).
+    pub phases: Phases,
+    /// The destination's phases as it reported them at commit.
+    pub dest_phases: Phases,
 }
 
 const POLL: Duration = Duration::from_millis(100);
@@ -313,6 +321,7 @@ fn source_inner(
 ) -> Result<SourceReport, MigrateError> {
     let start = Instant::now();
     let bs = cfg.block_size;
+    let mut phases: Phases = Vec::new();
     let mut prog = Progress {
         phase: Phase::Handshake,
         round: 0,
@@ -327,11 +336,40 @@ fn source_inner(
         elapsed: Duration::ZERO,
     };
     hooks.progress(&prog);
+    std::fs::create_dir_all(&cfg.scratch).map_err(|source| MigrateError::Io {
+        what: "creating",
+        path: cfg.scratch.clone(),
+        source,
+    })?;
+    let raw = RawView::open(&cfg.image, &cfg.scratch)?;
+    let mut last = !cfg.live;
+    let mut paused_at = None;
+    if last {
+        // Round 1 is the final round: pause before the image is read (it is read while the
+        // handshake runs).
+        hooks.pause().map_err(MigrateError::Pause)?;
+        paused_at = Some(Instant::now());
+    }
+    let t = Instant::now();
     conn.send(&Msg::Hello {
         version: crate::PROTOCOL_VERSION,
         job_id: cfg.job_id,
         block_size: bs as u32,
     })?;
+    // Round 1's read of the image overlaps the handshake, the manifest transfer and the
+    // base cache read (a second core).
+    let preread = {
+        let path = raw.refresh()?.to_path_buf();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let r = read_image(&path, bs).map_err(|source| MigrateError::Io {
+                what: "reading the image",
+                path,
+                source,
+            });
+            (r, t.elapsed())
+        })
+    };
     let (held_len, held_hash) = match wait_for(conn, cancel, |m| matches!(m, Msg::HelloAck { .. }))?
     {
         Msg::HelloAck {
@@ -349,22 +387,24 @@ fn source_inner(
         }
         _ => unreachable!("wait_for returned the wanted message"),
     };
-    std::fs::create_dir_all(&cfg.scratch).map_err(|source| MigrateError::Io {
-        what: "creating",
-        path: cfg.scratch.clone(),
-        source,
-    })?;
+    add_phase(&mut phases, "hello", t);
     let cache = cfg.base_cache.as_deref().map(BaseCache::new).transpose()?;
     let obj_base = cfg.job_id << 16;
     let mut manifest_wire = 0u64;
+    let t = Instant::now();
+    let cached = match (&cache, held_hash) {
+        (Some(c), Some(h)) if held_len > 0 => c.get(h)?,
+        _ => None,
+    };
+    if cache.is_some() && held_len > 0 {
+        add_phase(&mut phases, "cache_read", t);
+    }
     let (base, mut view) = if held_len == 0 {
         (Base::Empty, DestView::empty(bs))
-    } else if let Some(bytes) = match (&cache, held_hash) {
-        (Some(c), Some(h)) => c.get(h)?,
-        _ => None,
-    } {
+    } else if let Some(bytes) = cached {
         (Base::Cached, DestView::known(bs, bytes))
     } else {
+        let t = Instant::now();
         let path = cfg.scratch.join(format!("manifest-{}", cfg.job_id));
         let object_id = obj_base | 0xffff;
         let mut writer = conn.writer().map_err(WireError::from)?;
@@ -388,6 +428,7 @@ fn source_inner(
         })?;
         manifest_wire = r.wire_bytes.max(bytes.len() as u64);
         prog.wire_bytes += manifest_wire;
+        add_phase(&mut phases, "manifest", t);
         (Base::Manifest, DestView::from_manifest(bs, held_len, m))
     };
     tracing::info!(
@@ -397,14 +438,11 @@ fn source_inner(
         "migration source: destination state known"
     );
 
-    let raw = RawView::open(&cfg.image, &cfg.scratch)?;
+    let mut preread = Some(preread);
     let mut rounds: Vec<RoundReport> = Vec::new();
-    let mut last = !cfg.live;
-    let mut paused_at = None;
-    if last {
-        hooks.pause().map_err(MigrateError::Pause)?;
-        paused_at = Some(Instant::now());
-    }
+    // For the base cache update: every block sent, and the shortest length the image had.
+    let mut changed: Vec<u64> = Vec::new();
+    let mut min_len = held_len;
     let mut round = 0u32;
     loop {
         if cancel.load(Ordering::Relaxed) {
@@ -418,12 +456,36 @@ fn source_inner(
         prog.eta = None;
         prog.elapsed = start.elapsed();
         hooks.progress(&prog);
-        let path = raw.refresh()?;
-        let dirty = view.scan(path).map_err(|source| MigrateError::Io {
-            what: "reading the image",
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let img = match preread.take() {
+            Some(h) => {
+                let t = Instant::now();
+                let (r, took) = h
+                    .join()
+                    .map_err(|_| MigrateError::Unexpected("image reader panicked".into()))?;
+                add_phase(&mut phases, "read_wait", t);
+                phases.push(("read_overlapped".into(), took.as_secs_f64()));
+                r?
+            }
+            None => {
+                let t = Instant::now();
+                let path = raw.refresh()?;
+                let r = read_image(path, bs).map_err(|source| MigrateError::Io {
+                    what: "reading the image",
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                add_phase(&mut phases, "read", t);
+                r
+            }
+        };
+        let t = Instant::now();
+        let dirty = view.scan_read(img);
+        add_phase(&mut phases, "scan", t);
+        min_len = min_len.min(dirty.image_len);
+        if base == Base::Cached {
+            changed.extend_from_slice(&dirty.blocks);
+        }
+        let t_enc = Instant::now();
         let patch_path = cfg.scratch.join(format!("patch-{}-{round}", cfg.job_id));
         let built = {
             let f = std::fs::File::create(&patch_path).map_err(|source| MigrateError::Io {
@@ -451,11 +513,14 @@ fn source_inner(
             b
         };
         drop(dirty);
+        let encode = t_enc.elapsed();
+        add_phase(&mut phases, "encode", t_enc);
         let scan = t_scan.elapsed();
         prog.image_bytes = view.snapshot().len() as u64;
         prog.round_data_bytes = built.data_bytes;
         prog.round_patch_bytes = built.patch_bytes;
         let object_id = obj_base | u64::from(round);
+        let t_move = Instant::now();
         conn.send(&Msg::Round {
             round,
             object_id,
@@ -469,7 +534,6 @@ fn source_inner(
             cancel,
             |m| matches!(m, Msg::Ready { round: r } if *r == round),
         )?;
-        let t_move = Instant::now();
         prog.phase = Phase::Sending;
         hooks.progress(&prog);
         let wire_before = prog.wire_bytes;
@@ -502,6 +566,8 @@ fn source_inner(
         })?;
         let moved =
             moved.map_err(|e| MigrateError::mv(&format!("the patch of round {round}"), e))?;
+        add_phase(&mut phases, "move", t_move);
+        let t_apply = Instant::now();
         let _ = std::fs::remove_file(&patch_path);
         prog.wire_bytes = wire_before + moved.wire_bytes;
         prog.data_bytes_done = data_before + built.data_bytes;
@@ -520,6 +586,7 @@ fn source_inner(
                 )?;
             }
         }
+        add_phase(&mut phases, "apply_wait", t_apply);
         let rep = RoundReport {
             round,
             last,
@@ -529,6 +596,7 @@ fn source_inner(
             wire_bytes: moved.wire_bytes,
             hde: built.hde,
             scan,
+            encode,
             moved: t_move.elapsed(),
         };
         tracing::info!(
@@ -560,18 +628,35 @@ fn source_inner(
     }
     prog.phase = Phase::Verifying;
     hooks.progress(&prog);
+    let t = Instant::now();
     let hash = hash_bytes(view.snapshot());
     let image_len = view.snapshot().len() as u64;
+    add_phase(&mut phases, "hash", t);
+    let t = Instant::now();
     conn.send(&Msg::Commit {
         len: image_len,
         hash: format!("{hash:032x}"),
     })?;
-    wait_for(conn, cancel, |m| matches!(m, Msg::Committed { .. }))?;
+    let dest_phases = match wait_for(conn, cancel, |m| matches!(m, Msg::Committed { .. }))? {
+        Msg::Committed { phases, .. } => phases,
+        _ => unreachable!("wait_for returned the wanted message"),
+    };
+    add_phase(&mut phases, "commit_wait", t);
     let downtime = paused_at.map_or(Duration::ZERO, |t| t.elapsed());
-    if let Some(c) = &cache
-        && let Err(e) = c.put(hash, view.snapshot())
-    {
-        tracing::warn!(error = %e, "could not update the base cache");
+    if let Some(c) = &cache {
+        let t = Instant::now();
+        let r = match (base, held_hash) {
+            (Base::Cached, Some(old)) => {
+                changed.sort_unstable();
+                changed.dedup();
+                c.update(old, hash, view.snapshot(), &changed, min_len, bs)
+            }
+            _ => c.put(hash, view.snapshot()),
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "could not update the base cache");
+        }
+        add_phase(&mut phases, "cache_update", t);
     }
     prog.phase = Phase::Done;
     prog.elapsed = start.elapsed();
@@ -587,6 +672,8 @@ fn source_inner(
         rounds,
         elapsed: start.elapsed(),
         downtime,
+        phases,
+        dest_phases,
     })
 }
 
@@ -616,6 +703,8 @@ pub struct DestReport {
     pub hash: u128,
     /// Wall time.
     pub elapsed: Duration,
+    /// Wall time per phase, in order.
+    pub phases: Phases,
 }
 
 /// Runs the destination side of one job on an accepted control connection.
@@ -686,16 +775,24 @@ fn dest_inner(
         path: cfg.scratch.clone(),
         source,
     })?;
-    let held = if cfg.image.exists() {
-        Some(hash_file(&cfg.image)?)
-    } else {
-        None
-    };
-    let working = Working::begin(&cfg.image)?;
+    let mut phases: Phases = Vec::new();
+    let t = Instant::now();
+    crate::store::recover(&cfg.image)?;
+    let held = crate::store::held(&cfg.image, bs)?;
+    let mut target = Target::begin(&cfg.image, bs)?;
+    add_phase(
+        &mut phases,
+        if held.as_ref().is_some_and(|h| h.from_sidecar) {
+            "hello_sidecar"
+        } else {
+            "hello_hash"
+        },
+        t,
+    );
     conn.send(&Msg::HelloAck {
         version: crate::PROTOCOL_VERSION,
-        held_len: held.map(|h| h.0),
-        held_hash: held.map(|h| format!("{:032x}", h.1)),
+        held_len: held.as_ref().map(|h| h.len),
+        held_hash: held.as_ref().map(|h| format!("{:032x}", h.hash)),
     })?;
     let mut rep = DestReport {
         job_id,
@@ -708,20 +805,14 @@ fn dest_inner(
         let Some(m) = conn.poll()? else { continue };
         match m {
             Msg::ManifestRequest { object_id } => {
-                let data = std::fs::read(working.path()).map_err(|source| MigrateError::Io {
-                    what: "reading",
-                    path: working.path().to_path_buf(),
+                let t = Instant::now();
+                let m = held.as_ref().map(|h| &h.manifest[..]).unwrap_or(&[]);
+                let path = cfg.scratch.join(format!("manifest-{job_id}"));
+                std::fs::write(&path, manifest_bytes(m)).map_err(|source| MigrateError::Io {
+                    what: "writing",
+                    path: path.clone(),
                     source,
                 })?;
-                let path = cfg.scratch.join(format!("manifest-{job_id}"));
-                std::fs::write(&path, manifest_bytes(&manifest(&data, bs))).map_err(|source| {
-                    MigrateError::Io {
-                        what: "writing",
-                        path: path.clone(),
-                        source,
-                    }
-                })?;
-                drop(data);
                 let r = watch(conn, cancel, |c| {
                     mover.send(&path, object_id, c, &mut |_| {})
                 });
@@ -729,10 +820,12 @@ fn dest_inner(
                 let (r, early) = r?;
                 no_early(early)?;
                 r.map_err(|e| MigrateError::mv("the manifest", e))?;
+                add_phase(&mut phases, "manifest", t);
             }
             Msg::Round {
                 round, object_id, ..
             } => {
+                let t = Instant::now();
                 let path = cfg.scratch.join(format!("patch-{job_id}-{round}"));
                 let mut writer = conn.writer().map_err(WireError::from)?;
                 let mut sent = Ok(());
@@ -745,32 +838,43 @@ fn dest_inner(
                 sent?;
                 no_early(early)?;
                 r.map_err(|e| MigrateError::mv(&format!("the patch of round {round}"), e))?;
+                add_phase(&mut phases, "receive", t);
+                let t = Instant::now();
                 let bytes = std::fs::read(&path).map_err(|source| MigrateError::Io {
                     what: "reading",
                     path: path.clone(),
                     source,
                 })?;
                 let _ = std::fs::remove_file(&path);
-                let a = patch::apply(&bytes, working.file())
+                let d = patch::decode(&bytes, &mut |off, buf| target.read_current(off, buf))
                     .map_err(|source| MigrateError::Patch { round, source })?;
+                add_phase(&mut phases, "decode", t);
+                let t = Instant::now();
+                let runs: Vec<_> = d.runs().map(|(s, _, r)| (s, r)).collect();
+                target.write_round(d.header.image_len, &runs, &d.compact)?;
+                add_phase(&mut phases, "write", t);
                 rep.rounds = round;
-                rep.data_bytes += a.data_bytes;
+                rep.data_bytes += d.compact.len() as u64;
                 rep.patch_bytes += bytes.len() as u64;
                 conn.send(&Msg::Applied { round })?;
             }
             Msg::Commit { len, hash } => {
                 let expected = parse_hash(&hash)
                     .ok_or_else(|| MigrateError::Unexpected(format!("hash {hash:?}")))?;
-                let got_len = working.commit(expected)?;
+                let got_len = target.commit(len, expected, &mut phases)?;
                 if got_len != len {
                     return Err(MigrateError::Unexpected(format!(
                         "committed {got_len} bytes, source said {len}"
                     )));
                 }
-                conn.send(&Msg::Committed { len })?;
+                conn.send(&Msg::Committed {
+                    len,
+                    phases: phases.clone(),
+                })?;
                 rep.image_len = len;
                 rep.hash = expected;
                 rep.elapsed = start.elapsed();
+                rep.phases = phases;
                 return Ok(rep);
             }
             Msg::Abort { reason } => return Err(MigrateError::Aborted(reason)),

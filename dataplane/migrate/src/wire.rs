@@ -15,7 +15,7 @@
 //!   D: Ready{round}                                   D receives; S sends the patch object
 //!   D: Applied{round}                                 patch applied to D's working copy
 //! S: Commit{len, hash}
-//! D: Committed{len} | Failed{reason}                  working copy verified and renamed
+//! D: Committed{len, phases} | Failed{reason}          new image verified and in place
 //! either side, any time: Abort{reason}                D drops its working copy
 //! ```
 
@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_LINE: usize = 64 * 1024;
 
 /// A control message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "t", deny_unknown_fields)]
 pub enum Msg {
     /// S opens.
@@ -91,6 +91,9 @@ pub enum Msg {
     Committed {
         /// Image length.
         len: u64,
+        /// D's wall time per phase (name, seconds), for the source's report.
+        #[serde(default)]
+        phases: Vec<(String, f64)>,
     },
     /// D: a step failed; the image is unchanged.
     Failed {

@@ -288,6 +288,11 @@ fn cancel_mid_round_leaves_the_previous_image_intact() {
         !dst.join("disk.img.dwcp-new").exists(),
         "working copy dropped"
     );
+    assert!(
+        !dst.join("disk.img.dwcp-journal.part").exists()
+            && !dst.join("disk.img.dwcp-journal").exists(),
+        "uncommitted journal dropped"
+    );
 }
 
 /// One re-migration of a version with `pct` % of its blocks changed; returns the source's
