@@ -8,8 +8,11 @@
 //!
 //! Owns: cutting the input into segments (flushed at `segment_bytes` or after `idle_flush`
 //! without new input, so a slow or bursty stream is not held back), moving up to `in_flight`
-//! segments at once on one long-lived pinned worker (each segment is one dwcp-transfer object
-//! with its own connection id `seq + 1` and whole-object XXH3-128 check), reassembling them in
+//! segments that still have new data (plus as many in their tail of acks, retransmissions and
+//! close) at once on one long-lived pinned worker (each segment is one dwcp-transfer object
+//! with its own connection id `seq + 1` and whole-object XXH3-128 check; a new segment starts
+//! with the window and HELLO timer the last verified one measured; optional SEALED segments
+//! with the `dwcp-secure` keys of `dwcp send`/`recv`), reassembling them in
 //! order on the receiving side, and propagating the end of the stream and failures: a segment
 //! is handed to the output only after its hash was verified, and a failed carry closes both
 //! TCP sides so the migration fails instead of continuing on corrupted bytes.
@@ -19,12 +22,18 @@
 //! object hash.
 //!
 //! Does not: resume a stream after either appliance restarts (the segments live in memory), run
-//! several streams on one port at once, compress (the engine's chunk codec applies as for any
-//! object), or understand the QEMU migration format: the bytes are opaque.
+//! several streams on one port at once, compress by itself (the engine's chunk codec, `auto` by
+//! default, applies per chunk as for any object), or understand the QEMU migration format: the
+//! bytes are opaque.
 //!
-//! Memory: the sender holds at most `in_flight` segments plus a few reader pieces; the
-//! receiver holds at most `in_flight` segments in transfer plus those waiting for an earlier
-//! one, and the writer's queue (bounded by what the sender lets out).
+//! Memory: the sender holds at most `2 * in_flight` segments plus a few reader pieces; the
+//! receiver holds at most `4 * in_flight` segments in transfer plus those waiting for an
+//! earlier one, and the writer's queue (bounded by what the sender lets out).
+//!
+//! Timeline: with `RUST_LOG=dwcp_engine::stream=debug` each segment logs its launch (why:
+//! full, idle, eof, end, abort; segments active; initial window) and, once verified, the
+//! milliseconds from launch to handshake, first ack, all acked and verified, its losses and
+//! bandwidth estimate; the receiving side logs HELLO-to-verified and each output write.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{Read, Write};
@@ -39,6 +48,7 @@ use dwcp_transfer::{
     MemJournal, MemSink, MemSource, PathHint, Receiver, ReceiverConfig, Sender, SenderConfig,
 };
 
+use crate::codec::CodecChoice;
 use crate::io::{Selection, TxBatch};
 use crate::runner::RunOptions;
 use crate::worker::{Handler, RxFrames, WorkerError, Workers};
@@ -133,20 +143,29 @@ pub struct StreamConfig {
     /// Keys and policy for SEALED segments (`dwcp-secure`), applied to every segment's
     /// sender or receiver; `None` = unsealed.
     pub security: Option<SecurityFactory>,
+    /// Start each segment from the previous segment's path estimate
+    /// (`SenderConfig::path_hint`) instead of a Startup from a window of its share of the
+    /// measured BDP. Off by default: see docs/perf-qemu.md (a segment checks the hint while
+    /// others share the path, measures its momentary share and then stays near it).
+    pub warm_start: bool,
+    /// Chunk codec of the sending side (the receiving side decodes every codec).
+    pub codec: CodecChoice,
 }
 
 impl Default for StreamConfig {
     fn default() -> Self {
         Self {
-            segment_bytes: 1 << 20,
+            segment_bytes: 512 << 10,
             idle_flush: Duration::from_millis(5),
-            in_flight: 4,
+            in_flight: 8,
             max_version: 3,
             max_streams: 8,
             mtu: Some(1500),
             idle_timeout: Duration::from_secs(20),
             linger: Duration::from_millis(500),
             security: None,
+            warm_start: false,
+            codec: CodecChoice::Auto,
         }
     }
 }
@@ -406,11 +425,17 @@ impl SendHandler {
                 }),
             // The worker moves a batch at a time; two batches in flight over all segments.
             min_cwnd_frames: (2 * self.batch as u64 / per).max(4),
-            path_hint: self.path_hint,
+            path_hint: self.path_hint.filter(|_| self.cfg.warm_start),
             security: self.cfg.security.clone(),
             ..SenderConfig::default()
         };
-        match Sender::new(scfg, Box::new(MemSource::new(seg)), now) {
+        let sender = crate::codec::sender_codec(self.cfg.codec)
+            .map_err(|e| crate::io::error_chain(&e))
+            .and_then(|(enc, _)| {
+                Sender::with_encoder(scfg, Box::new(MemSource::new(seg)), enc, now)
+                    .map_err(|e| crate::io::error_chain(&e))
+            });
+        match sender {
             Ok(sender) => {
                 tracing::debug!(
                     seq,
@@ -433,10 +458,7 @@ impl SendHandler {
                 let n = self.active.len() as u64;
                 self.shared.max_in_flight.fetch_max(n, Ordering::Relaxed);
             }
-            Err(e) => self.shared.fail(StreamError::Segment {
-                seq,
-                reason: crate::io::error_chain(&e),
-            }),
+            Err(reason) => self.shared.fail(StreamError::Segment { seq, reason }),
         }
     }
 
@@ -529,11 +551,12 @@ impl SendHandler {
                     self.path_hint = Some(h);
                 }
                 if let (Some(rtt), true) = (st.min_rtt, st.btlbw > 0.0) {
-                    // Warm start the next segments at their share of the measured BDP.
+                    // The next segments start with the window this one measured: its bandwidth
+                    // estimate is already its share of the path (it shared the path with the
+                    // others in transfer), so its BDP is what a new segment may put in flight.
                     let mss = (a.sender.chunk_size() + 64) as f64;
                     let bdp_frames = st.btlbw * rtt.as_secs_f64() / mss;
-                    self.warm_cwnd =
-                        ((bdp_frames / self.cfg.in_flight.max(1) as f64) as u64).clamp(10, 4096);
+                    self.warm_cwnd = (bdp_frames as u64).clamp(10, 4096);
                 }
                 let t = a.t;
                 tracing::debug!(
@@ -885,14 +908,18 @@ impl Handler for RecvHandler {
                 rx.handle_frame(now, d);
             } else if d.get(3) == Some(&HELLO) && accepts(self, conn) {
                 let sink = MemSink::new();
-                let mut rx = Receiver::new(
-                    ReceiverConfig {
-                        security: self.security.clone(),
-                        ..ReceiverConfig::default()
-                    },
-                    Box::new(sink.clone()),
-                    Box::new(MemJournal::new()),
-                );
+                let cfg = ReceiverConfig {
+                    security: self.security.clone(),
+                    ..ReceiverConfig::default()
+                };
+                let (sk, jn) = (Box::new(sink.clone()), Box::new(MemJournal::new()));
+                let mut rx = match crate::codec::receiver_codec() {
+                    Ok((dec, _)) => Receiver::with_decoder(cfg, sk, jn, dec),
+                    Err(e) => {
+                        tracing::warn!("chunk decoder: {e}; raw and zero chunks only");
+                        Receiver::new(cfg, sk, jn)
+                    }
+                };
                 rx.handle_frame(now, d);
                 any = true;
                 let seq = u64::from(conn.wrapping_sub(1));
@@ -1121,17 +1148,34 @@ pub struct RecvArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct TuningArgs {
     /// Segment size in KiB.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 512)]
     pub segment_kib: usize,
     /// Send a partial segment after this many milliseconds without input.
     #[arg(long, default_value_t = 5)]
     pub idle_ms: u64,
-    /// Segments in transfer at once.
-    #[arg(long, default_value_t = 4)]
+    /// Segments being sent at once (plus as many finishing their tail).
+    #[arg(long, default_value_t = 8)]
     pub in_flight: usize,
     /// Fail when the peer is silent this many seconds (receiving side).
     #[arg(long, default_value_t = 20)]
     pub peer_idle_secs: u64,
+    /// Start each segment from the previous one's path estimate (sending side; see
+    /// docs/qemu-migration.md).
+    #[arg(long)]
+    pub warm_start: bool,
+    /// Chunk codec of the sending side: raw (zero chunks elided), hde (zstd on every block)
+    /// or auto (follow the link mode).
+    #[arg(long, default_value = "auto", value_parser = parse_codec)]
+    pub codec: CodecChoice,
+}
+
+fn parse_codec(s: &str) -> Result<CodecChoice, String> {
+    match s {
+        "raw" => Ok(CodecChoice::Raw),
+        "hde" => Ok(CodecChoice::Hde),
+        "auto" => Ok(CodecChoice::Auto),
+        _ => Err(format!("unknown codec {s:?} (raw, hde, auto)")),
+    }
 }
 
 impl TuningArgs {
@@ -1143,6 +1187,8 @@ impl TuningArgs {
             in_flight: self.in_flight.max(1),
             mtu: Some(mtu),
             idle_timeout: Duration::from_secs(self.peer_idle_secs),
+            warm_start: self.warm_start,
+            codec: self.codec,
             ..StreamConfig::default()
         }
     }

@@ -10,7 +10,9 @@
 //! ```
 //! Environment: `QEMU_BENCH_REPS` (3), `QEMU_BENCH_PROFILES` (`direct,wan`),
 //! `QEMU_BENCH_METHODS` (`dwcp,qemu-multifd-zstd,qemu-tcp`), `QEMU_BENCH_DATA_MIB` (32),
-//! `QEMU_BENCH_CHANNELS` (multifd channels, 4).
+//! `QEMU_BENCH_CHANNELS` (multifd channels, 4), `QEMU_BENCH_SEGMENT_KIB` and
+//! `QEMU_BENCH_IN_FLIGHT` (carrier defaults), `QEMU_BENCH_CARRIER_ARGS` (more `stream-send`
+//! options, e.g. `--warm-start`), `QEMU_BENCH_KEEP` (see `keep_logs`).
 
 mod qemu_support;
 
@@ -127,8 +129,16 @@ fn one(lab: &LabProc, method: &str, data_end: u32, mem: u32, channels: u32) -> R
     let dir = tempfile::tempdir().unwrap();
     let guest = write_guest(dir.path(), data_end);
     let port = 4500;
-    let seg = env_or("QEMU_BENCH_SEGMENT_KIB", "1024");
-    let inflight = env_or("QEMU_BENCH_IN_FLIGHT", "4");
+    // The carrier's own defaults unless these are set.
+    let mut tuning: Vec<String> = Vec::new();
+    for (var, flag) in [
+        ("QEMU_BENCH_SEGMENT_KIB", "--segment-kib"),
+        ("QEMU_BENCH_IN_FLIGHT", "--in-flight"),
+    ] {
+        if let Ok(v) = std::env::var(var) {
+            tuning.extend([flag.to_string(), v]);
+        }
+    }
     let unlimited = json!({"max-bandwidth": 100u64 << 30});
     let (dst, mut procs, uri) = match method {
         "dwcp" => {
@@ -150,15 +160,16 @@ fn one(lab: &LabProc, method: &str, data_end: u32, mem: u32, channels: u32) -> R
                     &format!("{p}:7470"),
                     "--core",
                     core,
-                    "--segment-kib",
-                    &seg,
-                    "--in-flight",
-                    &inflight,
                 ]
                 .iter()
                 .map(|s| s.to_string())
+                .chain(tuning.iter().cloned())
                 .collect()
             };
+            let extra: Vec<String> = env_or("QEMU_BENCH_CARRIER_ARGS", "")
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
             let mut r = vec!["stream-recv".to_string()];
             r.extend(port_args(IF_B, &lab.ip_b, &lab.ip_a, "1"));
             r.extend(["--connect".into(), format!("127.0.0.1:{port}")]);
@@ -166,6 +177,7 @@ fn one(lab: &LabProc, method: &str, data_end: u32, mem: u32, channels: u32) -> R
             let mut s = vec!["stream-send".to_string()];
             s.extend(port_args(IF_A, &lab.ip_a, &lab.ip_b, "0"));
             s.extend(["--listen".into(), format!("127.0.0.1:{port}")]);
+            s.extend(extra);
             let send = carrier(&lab.a, s, &dir.path().join("send.log"));
             (dst, vec![send, recv], format!("tcp:127.0.0.1:{port}"))
         }
