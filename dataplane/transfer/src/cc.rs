@@ -19,8 +19,12 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// Startup pacing and cwnd gain (2/ln 2).
+/// Startup pacing gain (2/ln 2).
 pub const HIGH_GAIN: f64 = 2.885;
+/// Startup cwnd gain (BBR v3): inflight stays below 2x the estimated BDP, so while the
+/// estimate is at most the bottleneck rate the queue Startup builds stays below one BDP, and
+/// a one-BDP buffer does not overflow before the exit.
+pub const STARTUP_CWND_GAIN: f64 = 2.0;
 /// ProbeBw pacing gain cycle.
 pub const PROBE_BW_GAINS: [f64; 8] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
 /// cwnd gain in ProbeBw: cwnd cap = 2 * BDP.
@@ -31,6 +35,36 @@ pub const BTLBW_WINDOW_ROUNDS: u64 = 10;
 pub const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
 /// Time spent at the ProbeRtt cwnd.
 pub const PROBE_RTT_DURATION: Duration = Duration::from_millis(200);
+/// ProbeRtt's cwnd as a fraction of the BDP (BBR v2): the queue drains while half the pipe
+/// stays busy, instead of four frames.
+pub const PROBE_RTT_CWND_GAIN: f64 = 0.5;
+/// An RTT sample within `min_rtt / MIN_RTT_REFRESH_DIVISOR + MIN_RTT_REFRESH_SLACK` of min_rtt
+/// shows the queue empty: it keeps min_rtt current, so a flow that drains its queue itself
+/// never needs ProbeRtt.
+pub const MIN_RTT_REFRESH_DIVISOR: u32 = 16;
+/// See [`MIN_RTT_REFRESH_DIVISOR`] (timer and scheduling noise of real hosts).
+pub const MIN_RTT_REFRESH_SLACK: Duration = Duration::from_micros(100);
+/// Cruise control: a round whose smallest RTT is more than `min_rtt / CRUISE_QUEUE_DIVISOR`
+/// (at least [`CRUISE_QUEUE_MIN`]) above min_rtt had a standing queue.
+pub const CRUISE_QUEUE_DIVISOR: u32 = 20;
+/// Smallest queue delay that counts as standing (see [`CRUISE_QUEUE_DIVISOR`]).
+pub const CRUISE_QUEUE_MIN: Duration = Duration::from_millis(1);
+/// Slow (integral) part of cruise control: per round judged, the cruise gain goes down by this
+/// after a round with a standing queue and up by it after a round with less than a quarter
+/// of one. Rounds whose acks return during the probe's drain phase or the phase after it
+/// (they carry the probe's own queue) and the first two rounds of ProbeBw (the Startup
+/// queue being drained) are not judged.
+pub const CRUISE_STEP: f64 = 0.005;
+/// The queue band cruise control holds: from the standing threshold to this many times it.
+pub const CRUISE_QUEUE_BAND: f64 = 4.0;
+/// Lowest cruise gain.
+pub const CRUISE_MIN_GAIN: f64 = 0.85;
+/// Fast (proportional) part: the cruise phases of the next round pace below the cruise gain
+/// by the queue delay above half the standing threshold, as a fraction of min_rtt (so the
+/// queue drains within about a round), at most this much.
+pub const CRUISE_MAX_DRAIN: f64 = 0.25;
+/// Largest random-loss rate the cruise gain makes up for (its cap is `1 / (1 - loss)`).
+pub const CRUISE_MAX_LOSS_COMPENSATION: f64 = 0.05;
 /// Startup ends after this many rounds without 25 % bandwidth growth.
 pub const FULL_BW_ROUNDS: u32 = 3;
 /// Per-round loss fraction that, together with queueing, marks congestion.
@@ -213,6 +247,9 @@ pub struct Bbr {
     last_sample: f64,
     warm: Option<Warm>,
     warm_outcome: Option<WarmOutcome>,
+    cruise_gain: f64,
+    cruise_from_round: u64,
+    cruise_drain: f64,
 }
 
 impl Bbr {
@@ -238,7 +275,7 @@ impl Bbr {
             full_bw_count: 0,
             filled: false,
             pacing_gain: HIGH_GAIN,
-            cwnd_gain: HIGH_GAIN,
+            cwnd_gain: STARTUP_CWND_GAIN,
             cycle_index: 0,
             cycle_stamp: now,
             probe_rtt_done: None,
@@ -251,6 +288,9 @@ impl Bbr {
             last_sample: 0.0,
             warm: None,
             warm_outcome: None,
+            cruise_gain: 1.0,
+            cruise_from_round: 0,
+            cruise_drain: 0.0,
         }
     }
 
@@ -349,7 +389,9 @@ impl Bbr {
             self.enter_startup();
             // the window a cold Startup has when its estimate reaches this rate, so the next
             // round's samples can show growth beyond it
-            self.cwnd = self.cwnd.max((HIGH_GAIN * self.bdp() as f64) as u64);
+            self.cwnd = self
+                .cwnd
+                .max((STARTUP_CWND_GAIN * self.bdp() as f64) as u64);
         } else if rate >= WARM_CONFIRM_LOW * w.hint_bw {
             self.warm_outcome = Some(WarmOutcome::Confirmed);
             self.btlbw.update(self.round_count, w.hint_bw);
@@ -366,7 +408,7 @@ impl Bbr {
     fn enter_startup(&mut self) {
         self.state = BbrState::Startup;
         self.pacing_gain = HIGH_GAIN;
-        self.cwnd_gain = HIGH_GAIN;
+        self.cwnd_gain = STARTUP_CWND_GAIN;
         self.full_bw = 0.0;
         self.full_bw_count = 0;
     }
@@ -413,6 +455,15 @@ impl Bbr {
         self.round_lost += bytes;
     }
 
+    /// The retransmission timer expired. A hint still being checked gets no measurement from
+    /// this train: search as a cold start would.
+    pub fn on_rto(&mut self) {
+        if self.warm.take().is_some() {
+            self.warm_outcome = Some(WarmOutcome::Unmeasured);
+            self.enter_startup();
+        }
+    }
+
     /// Bytes declared lost were delivered after all (a late ACK: reordering, or an RTO that
     /// fired while either host was descheduled). They leave the round's loss count, so a
     /// spurious RTO does not make the round look congested.
@@ -450,6 +501,12 @@ impl Bbr {
             let expired = now.saturating_duration_since(self.min_rtt_stamp) > MIN_RTT_WINDOW;
             if self.min_rtt.is_none_or(|m| r <= m) || expired {
                 self.min_rtt = Some(r);
+                self.min_rtt_stamp = now;
+            } else if self
+                .min_rtt
+                .is_some_and(|m| r <= m + m / MIN_RTT_REFRESH_DIVISOR + MIN_RTT_REFRESH_SLACK)
+            {
+                // the queue is empty: min_rtt is still the path's
                 self.min_rtt_stamp = now;
             }
             self.round_min_rtt = Some(self.round_min_rtt.map_or(r, |m| m.min(r)));
@@ -500,6 +557,7 @@ impl Bbr {
             (Some(r), Some(m)) => r.as_secs_f64() > m.as_secs_f64() * QUEUE_RTT_FACTOR,
             _ => false,
         };
+        self.update_cruise_gain();
         // The loss threshold sits above the long-run loss rate, so steady random loss does not
         // count as congestion; a queue-overflow burst on top of it does.
         let thresh = LOSS_THRESH + 2.0 * self.loss_ewma;
@@ -550,6 +608,57 @@ impl Bbr {
         }
     }
 
+    /// Cruise control, once per round in ProbeBw: the round's smallest RTT above min_rtt is
+    /// the queue that stood all round. The max-filtered bandwidth estimate reads a few
+    /// percent high on real hosts (ack timing noise), and cruising at it fills the bottleneck
+    /// buffer until it overflows. Two terms act on the cruise phases (gain 1): the next
+    /// round paces below the cruise gain by the queue's share of min_rtt, so it drains within
+    /// about a round (proportional, [`CRUISE_MAX_DRAIN`]); and the cruise gain itself steps
+    /// down while judged rounds keep a standing queue and back up while they do not
+    /// (integral, [`CRUISE_STEP`]), which takes out the estimate's bias.
+    fn update_cruise_gain(&mut self) {
+        self.cruise_drain = 0.0;
+        if self.state != BbrState::ProbeBw {
+            return;
+        }
+        let (Some(r), Some(m)) = (self.round_min_rtt, self.min_rtt) else {
+            return;
+        };
+        let lo = (m / CRUISE_QUEUE_DIVISOR)
+            .max(CRUISE_QUEUE_MIN)
+            .as_secs_f64();
+        let hi = lo * CRUISE_QUEUE_BAND;
+        let q = r.saturating_sub(m).as_secs_f64();
+        self.cruise_drain = ((q - hi).max(0.0) / m.as_secs_f64()).min(CRUISE_MAX_DRAIN);
+        if matches!(self.cycle_index, 1 | 2) || self.round_count < self.cruise_from_round {
+            return;
+        }
+        // The estimate counts delivered bytes: with random loss p the bottleneck is kept busy
+        // by sending 1 / (1 - p) of it (the lost frames never reach it, or were already
+        // counted on it), so that is the cap, not 1.
+        let cap = 1.0 / (1.0 - self.loss_ewma.min(CRUISE_MAX_LOSS_COMPENSATION));
+        if q > hi {
+            self.cruise_gain = (self.cruise_gain - CRUISE_STEP).max(CRUISE_MIN_GAIN);
+        } else if q < lo {
+            self.cruise_gain += CRUISE_STEP;
+        }
+        self.cruise_gain = self.cruise_gain.min(cap);
+    }
+
+    /// Pacing gain in effect: the cruise phases of ProbeBw use the cruise gain.
+    fn effective_gain(&self) -> f64 {
+        if self.state == BbrState::ProbeBw && self.pacing_gain == 1.0 {
+            self.cruise_gain * (1.0 - self.cruise_drain)
+        } else {
+            self.pacing_gain
+        }
+    }
+
+    /// Cruise gain of ProbeBw (1 = the bandwidth estimate).
+    pub fn cruise_gain(&self) -> f64 {
+        self.cruise_gain
+    }
+
     fn enter_drain(&mut self) {
         self.state = BbrState::Drain;
         self.pacing_gain = 1.0 / HIGH_GAIN;
@@ -557,6 +666,9 @@ impl Bbr {
     }
 
     fn enter_probe_bw(&mut self, now: Instant) {
+        if self.state != BbrState::ProbeBw {
+            self.cruise_from_round = self.round_count + 2;
+        }
         self.state = BbrState::ProbeBw;
         self.cwnd_gain = CWND_GAIN;
         // never start in the draining phase
@@ -607,7 +719,7 @@ impl Bbr {
             self.probe_rtt_round_done = false;
         }
         if self.state == BbrState::ProbeRtt {
-            if self.probe_rtt_done.is_none() && bytes_in_flight <= 4 * self.cfg.mss {
+            if self.probe_rtt_done.is_none() && bytes_in_flight <= self.probe_rtt_cwnd() {
                 self.probe_rtt_done = Some(now + PROBE_RTT_DURATION);
                 self.probe_rtt_round_done = false;
             }
@@ -622,7 +734,7 @@ impl Bbr {
                 } else {
                     self.state = BbrState::Startup;
                     self.pacing_gain = HIGH_GAIN;
-                    self.cwnd_gain = HIGH_GAIN;
+                    self.cwnd_gain = STARTUP_CWND_GAIN;
                 }
             }
         }
@@ -631,7 +743,7 @@ impl Bbr {
     fn update_cwnd(&mut self, acked_bytes: u64) {
         let min_cwnd = self.cfg.min_cwnd_frames.max(4) * self.cfg.mss;
         if self.state == BbrState::ProbeRtt {
-            self.cwnd = min_cwnd;
+            self.cwnd = self.probe_rtt_cwnd();
             return;
         }
         if let Some(w) = &self.warm {
@@ -651,6 +763,12 @@ impl Bbr {
         self.cwnd = self.cwnd.max(min_cwnd);
     }
 
+    /// cwnd during ProbeRtt: [`PROBE_RTT_CWND_GAIN`] x BDP, at least the minimum window.
+    fn probe_rtt_cwnd(&self) -> u64 {
+        let min_cwnd = self.cfg.min_cwnd_frames.max(4) * self.cfg.mss;
+        ((PROBE_RTT_CWND_GAIN * self.bdp() as f64) as u64).max(min_cwnd)
+    }
+
     /// Bandwidth-delay product estimate in bytes.
     pub fn bdp(&self) -> u64 {
         match self.min_rtt {
@@ -666,7 +784,7 @@ impl Bbr {
         }
         let bw = self.btlbw.get();
         if bw > 0.0 {
-            return (self.pacing_gain * bw).max(self.cfg.mss as f64);
+            return (self.effective_gain() * bw).max(self.cfg.mss as f64);
         }
         let rtt = self
             .initial_rtt

@@ -915,6 +915,7 @@ impl Sender {
     fn on_rto(&mut self, now: Instant) {
         let rto = self.rto();
         self.st.rto_count += 1;
+        self.cc.on_rto();
         while let Some((tx, s, seq, sent)) = self.oldest_in_flight() {
             if sent + rto > now {
                 break;

@@ -53,8 +53,11 @@ pub struct LinkConfig {
     pub jitter: Duration,
     /// Bottleneck buffer in bytes (tail drop beyond it).
     pub buffer_bytes: usize,
-    /// Random loss probability after the bottleneck.
+    /// Random loss probability (after the bottleneck unless `loss_before_queue`).
     pub loss: f64,
+    /// Drop at random before the bottleneck queue, as the namespace lab's emulator does (a
+    /// frame lost there takes no link time), instead of after it.
+    pub loss_before_queue: bool,
     /// Probability that a frame is held back by `reorder_delay`.
     pub reorder: f64,
     /// Extra delay of reordered frames.
@@ -75,6 +78,7 @@ impl LinkConfig {
             jitter: Duration::ZERO,
             buffer_bytes: bdp.max(64 * 1024),
             loss: 0.0,
+            loss_before_queue: false,
             reorder: 0.0,
             reorder_delay: Duration::ZERO,
             duplicate: 0.0,
@@ -129,6 +133,10 @@ impl Link {
     /// Offer a frame at `now`; returns its arrivals (none, one, or two).
     pub fn transmit(&mut self, now: Instant, mut frame: Vec<u8>) -> Vec<(Instant, Vec<u8>)> {
         self.stats.offered += 1;
+        if self.cfg.loss_before_queue && self.rng.chance(self.cfg.loss) {
+            self.stats.dropped_random += 1;
+            return Vec::new();
+        }
         let mut depart = now;
         if self.cfg.rate_bps > 0.0 {
             let start = self.busy_until.map_or(now, |b| b.max(now));
@@ -141,7 +149,7 @@ impl Link {
             depart = start + Duration::from_secs_f64(frame.len() as f64 * 8.0 / self.cfg.rate_bps);
             self.busy_until = Some(depart);
         }
-        if self.rng.chance(self.cfg.loss) {
+        if !self.cfg.loss_before_queue && self.rng.chance(self.cfg.loss) {
             self.stats.dropped_random += 1;
             return Vec::new();
         }
