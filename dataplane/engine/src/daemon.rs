@@ -493,7 +493,13 @@ fn start_job(
     // Connection ids are the flow ids of the rollout; never 0.
     let conn_id = (spec.job_id as u32).max(1);
     let rollout = table.get().content.rollout;
-    let version = if rollout.uses_v3(u64::from(conn_id)) {
+    // SEALED frames exist only in version 3: a daemon whose keys make SEALED mandatory
+    // offers version 3 whatever the rollout says (a v1 flow could only fail the handshake).
+    let must_seal = cfg
+        .security
+        .as_ref()
+        .is_some_and(|f| f.make().require_sealed());
+    let version = if must_seal || rollout.uses_v3(u64::from(conn_id)) {
         3
     } else {
         1
@@ -517,6 +523,7 @@ fn start_job(
         peer = %io.peer,
         local = %io.local,
         keys = cfg.security.is_some(),
+        must_seal,
         "job starting"
     );
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

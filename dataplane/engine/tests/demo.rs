@@ -35,3 +35,61 @@ fn demo_moves_a_verified_object_over_af_xdp_between_namespaces() {
         "lab namespaces left behind: {leaked:?}"
     );
 }
+
+/// `dwcp demo --sealed`: throwaway keys, every frame SEALED on both sides, object verified,
+/// and the key directory is gone afterwards.
+#[test]
+fn sealed_demo_authenticates_and_encrypts_with_throwaway_keys() {
+    if !dwcp_netns::privileged_test_guard("sealed_demo_authenticates_and_encrypts") {
+        return;
+    }
+    let keys_before = key_dirs();
+    let out = Command::new(env!("CARGO_BIN_EXE_dwcp"))
+        .args([
+            "--json",
+            "demo",
+            "--size-mib",
+            "8",
+            "--backend",
+            "udp",
+            "--sealed",
+        ])
+        .output()
+        .expect("run dwcp demo --sealed");
+    assert!(
+        out.status.success(),
+        "sealed demo failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    for side in ["send", "recv"] {
+        let suite = r[side]["security"]["sealed"].as_str().unwrap_or_default();
+        assert!(
+            suite == "aes-128-gcm" || suite == "chacha20-poly1305",
+            "{side} not sealed: {r}"
+        );
+        assert_eq!(r[side]["security"]["drops"], serde_json::json!({}), "{r}");
+    }
+    assert_eq!(r["send"]["object_bytes"], 8u64 << 20);
+    assert_eq!(
+        key_dirs(),
+        keys_before,
+        "throwaway key directory left behind"
+    );
+}
+
+fn key_dirs() -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("dwcp-demo-keys"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
