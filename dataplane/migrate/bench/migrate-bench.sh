@@ -9,6 +9,12 @@
 #            incN        destination holds v1, source has v1 with N/1000 of its blocks changed
 #                        (appliance with a cached base, appliance with the manifest only,
 #                        rsync delta); nc is the full copy again and is not re-run.
+#                        The appliance's destination got v1 the way it does in service: by
+#                        an (untimed) migration, so its manifest sidecar is valid, and the
+#                        source kept v1's manifest (`dwcp`: base cache, `dwcp-manifest`: no
+#                        base cache). `dwcp-cold`: nobody knows anything — a plain copy of v1
+#                        (the destination hashes it at hello) and no manifest kept on the
+#                        source (the destination's manifest crosses the link).
 # Env: DIR (work dir, default /work/migrate-bench), DWCP, DWCP_LAB, MKCHANGE (binaries),
 #      PEER_CC (TCP congestion control of the peers, default bbr: cubic collapses on the WAN
 #      profile), SRC_IMG (default $DIR/img/image-v1.ext4 from scripts/make-test-image.sh).
@@ -61,18 +67,24 @@ gid = root
 EOF
 
 port=7470
-appliance() { # case rep src_image dst_holds(empty|v1) cache(yes|no)
+appliance() { # case rep src_image dst_holds(empty|v1|kept) cache(yes|no) [tool name]
   local c="$1" rep="$2" src="$3" holds="$4" cache="$5" tool=dwcp
-  rm -rf "$dir/b/dst.img" "$dir/b/.dwcp-migrate" "$dir/b/dst.img.dwcp-new"
-  [[ $holds == v1 ]] && cp --reflink=auto "$v1" "$dir/b/dst.img"
+  rm -rf "$dir/b/.dwcp-migrate"
+  case $holds in
+    empty) rm -rf "$dir/b/dst.img" "$dir/b/dst.img".dwcp-* ;;
+    v1) rm -rf "$dir/b/dst.img" "$dir/b/dst.img".dwcp-*; cp --reflink=auto "$v1" "$dir/b/dst.img" ;;
+    kept) ;;
+  esac
   local extra=()
   if [[ $cache == yes ]]; then
     extra=(--base-cache "$dir/a/cache")
-    # Restore the primed cache (a run replaces it with the version it sent).
-    if [[ -d $dir/a/cache.v1 ]]; then rm -rf "$dir/a/cache"; cp -al "$dir/a/cache.v1" "$dir/a/cache"; fi
+    # Restore the primed cache (a run updates it in place to the version it sent: a real
+    # copy, not hard links).
+    if [[ -d $dir/a/cache.v1 ]]; then rm -rf "$dir/a/cache"; cp -r --reflink=auto "$dir/a/cache.v1" "$dir/a/cache"; fi
   else
     tool=dwcp-manifest
   fi
+  [[ -n ${6:-} ]] && tool="$6"
   port=$((port + 2))
   B "$dwcp" migrate recv --iface veth-b --local "$ip_b:$port" --peer "$ip_a:$port" --core 1 \
     --timeout 600 "$dir/b/dst.img" >"$dir/logs/recv.out" 2>"$dir/logs/recv.err" &
@@ -82,9 +94,10 @@ appliance() { # case rep src_image dst_holds(empty|v1) cache(yes|no)
   w0=$(txa); t0=$(now)
   A "$dwcp" --json migrate send --iface veth-a --local "$ip_a:$port" --peer "$ip_b:$port" --core 0 \
     --timeout 600 --job-id "$port" --scratch "$dir/a/scratch" "${extra[@]}" "$src" \
-    >"$dir/logs/send-$c-$rep.json" 2>"$dir/logs/send.err"
+    >"$dir/logs/send-$c-$tool-$rep.json" 2>"$dir/logs/send.err"
   t1=$(now); w1=$(txa)
   wait "$rp"
+  cp "$dir/logs/recv.out" "$dir/logs/recv-$c-$tool-$rep.out"
   cmp -s "$src" "$dir/b/dst.img" || { echo "appliance: destination differs" >&2; exit 1; }
   echo "$profile $c $tool $rep $(echo "$t1 - $t0" | bc) $((w1 - w0)) $(stat -c %s "$src")"
 }
@@ -144,10 +157,15 @@ for c in "$@"; do
       # Prime the source's base cache with v1 (what the destination holds).
       rm -rf "$dir/a/cache" "$dir/a/cache.v1"
       appliance prime 0 "$v1" empty yes >/dev/null
-      cp -al "$dir/a/cache" "$dir/a/cache.v1"
+      cp -r "$dir/a/cache" "$dir/a/cache.v1"
       for rep in $(seq "$reps"); do
-        appliance "$c" "$rep" "$v2" v1 yes
-        appliance "$c" "$rep" "$v2" v1 no
+        # The destination holds v1 by migration (untimed restore; a no-op after the prime).
+        appliance restore "$rep" "$v1" kept no >/dev/null
+        appliance "$c" "$rep" "$v2" kept yes
+        appliance restore "$rep" "$v1" kept no >/dev/null
+        appliance "$c" "$rep" "$v2" kept no
+        rm -rf "$dir/a/scratch/manifests"
+        appliance "$c" "$rep" "$v2" v1 no dwcp-cold
         rsync_run "$c" "$rep" "$v2" v1
       done
       ;;

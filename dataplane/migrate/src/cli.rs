@@ -232,6 +232,7 @@ pub fn run(
                 "hash": format!("{:032x}", r.hash),
                 "base": format!("{:?}", r.base),
                 "manifest_bytes": r.manifest_bytes,
+                "manifest_source": r.manifest_source,
                 "data_bytes": r.data_bytes,
                 "wire_bytes": r.wire_bytes,
                 "elapsed_s": r.elapsed.as_secs_f64(),

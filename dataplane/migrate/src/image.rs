@@ -199,6 +199,13 @@ impl BaseCache {
         }
     }
 
+    /// The cached file of the version hashing to `hash`, opened without reading it (its
+    /// bytes serve as XOR baselines of the dirty blocks only; a corrupt file makes the
+    /// destination's patch or final hash check fail, never a silent corruption).
+    pub fn open(&self, hash: u128) -> Option<File> {
+        File::open(self.path(hash)).ok()
+    }
+
     /// Stores `bytes` (hashing to `hash`) as the cached version, replacing older ones.
     pub fn put(&self, hash: u128, bytes: &[u8]) -> Result<(), ImageError> {
         let p = self.path(hash);
@@ -263,6 +270,86 @@ impl BaseCache {
         drop(f);
         let p = self.path(new);
         std::fs::rename(&tmp, &p).map_err(io_err("renaming", &p))?;
+        Ok(())
+    }
+}
+
+/// The source's cache of the manifests (per-block XXH3-64) of the versions it sent, by
+/// XXH3-128: a destination reporting one of those hashes needs to send no manifest. 8 bytes
+/// per block; the newest [`ManifestCache::KEEP`] are kept.
+#[derive(Debug, Clone)]
+pub struct ManifestCache {
+    dir: PathBuf,
+}
+
+const MANIFEST_MAGIC: &[u8; 8] = b"DWCPMC01";
+
+impl ManifestCache {
+    /// Manifests kept.
+    pub const KEEP: usize = 4;
+
+    /// A cache in `dir` (created if missing).
+    pub fn new(dir: &Path) -> Result<Self, ImageError> {
+        std::fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+        Ok(ManifestCache {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn path(&self, hash: u128, bs: usize) -> PathBuf {
+        self.dir.join(format!("{hash:032x}-{bs}.manifest"))
+    }
+
+    /// The manifest of the version of `len` bytes hashing to `hash`, if held and intact.
+    pub fn get(&self, hash: u128, bs: usize, len: u64) -> Option<Vec<u64>> {
+        let b = std::fs::read(self.path(hash, bs)).ok()?;
+        if b.len() < 32 || &b[..8] != MANIFEST_MAGIC {
+            return None;
+        }
+        let (body, check) = b.split_at(b.len() - 8);
+        if dwcp_kernels::xxh3_64(body).to_le_bytes() != check {
+            return None;
+        }
+        let l = u64::from_le_bytes(body[8..16].try_into().ok()?);
+        let hashes = &body[16..];
+        if l != len || hashes.len() as u64 != len.div_ceil(bs as u64) * 8 {
+            return None;
+        }
+        Some(
+            hashes
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect(),
+        )
+    }
+
+    /// Stores the manifest of a version; drops the oldest beyond [`ManifestCache::KEEP`].
+    pub fn put(&self, hash: u128, bs: usize, len: u64, hashes: &[u64]) -> Result<(), ImageError> {
+        let mut b = Vec::with_capacity(24 + hashes.len() * 8);
+        b.extend_from_slice(MANIFEST_MAGIC);
+        b.extend_from_slice(&len.to_le_bytes());
+        for h in hashes {
+            b.extend_from_slice(&h.to_le_bytes());
+        }
+        let c = dwcp_kernels::xxh3_64(&b);
+        b.extend_from_slice(&c.to_le_bytes());
+        let p = self.path(hash, bs);
+        let tmp = self.dir.join(".incoming-manifest");
+        std::fs::write(&tmp, &b).map_err(io_err("writing", &tmp))?;
+        std::fs::rename(&tmp, &p).map_err(io_err("renaming", &p))?;
+        let mut all: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&self.dir)
+            .map_err(io_err("listing", &self.dir))?
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "manifest"))
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        all.sort();
+        let n = all.len().saturating_sub(Self::KEEP);
+        for (_, old) in all.into_iter().take(n) {
+            if old != p {
+                let _ = std::fs::remove_file(old);
+            }
+        }
         Ok(())
     }
 }

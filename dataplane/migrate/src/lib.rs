@@ -3,9 +3,10 @@
 //!
 //! Owns: the block-level diff between what the destination holds and the image now
 //! ([`scan`]), the patch object of one round — the dirty block list plus HDE containers that
-//! code the new blocks against the destination's old blocks ([`patch`]) —, applying a patch to
-//! a working copy on the destination and the atomic switchover (new file, fsync, hash check,
-//! rename; [`image`]), the control conversation between the two sides ([`wire`]) and the round
+//! code the new blocks against the destination's old blocks ([`patch`]) —, the destination's
+//! on-disk contract (manifest sidecar, redo journal, verified switchover, crash recovery;
+//! [`store`]), image hashing, qcow2 and the source's base cache ([`image`]), the control
+//! conversation between the two sides ([`wire`]) and the round
 //! logic with convergence, cancel and progress ([`session`]).
 //!
 //! Does not: move bytes itself. Patch and manifest objects are handed to a [`Mover`] — the
@@ -16,7 +17,8 @@
 //!
 //! Versioning: the control conversation starts with `Hello{version}`; a peer answering with
 //! another version is refused ([`MigrateError::Version`]). The patch format carries its own
-//! magic (`DWCPPAT1`); any change to either gets a new version number.
+//! magic (`DWCPPAT1`); any change to either gets a new version number. Version 2: `Committed`
+//! carries the destination's phase timings.
 #![forbid(unsafe_code)]
 
 pub mod cli;

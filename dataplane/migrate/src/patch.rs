@@ -178,32 +178,78 @@ pub fn build(
     out.write_all(&head).map_err(io)?;
     let mut written = head.len() as u64;
 
-    let mut enc = Encoder::new(EncoderConfig { block_size, policy })
-        .map_err(|source| PatchError::Encode { index: 0, source })?;
-    if let Some(old) = old_compact {
-        let b = Baseline::new(BASELINE_ID, old)
+    let make_enc = || -> Result<Encoder, PatchError> {
+        let mut enc = Encoder::new(EncoderConfig { block_size, policy })
             .map_err(|source| PatchError::Encode { index: 0, source })?;
-        enc.set_baseline(Some(b));
-    }
-    let mut buf = Vec::with_capacity(CONTAINER_BLOCKS * block_size + 1024);
-    let mut len_buf = Vec::with_capacity(10);
-    for (c, chunk) in new_compact
-        .chunks(CONTAINER_BLOCKS * block_size)
-        .enumerate()
-    {
-        buf.clear();
-        let first = (c * CONTAINER_BLOCKS) as u64;
-        enc.encode_chunk(first, chunk, &mut buf)
-            .map_err(|source| PatchError::Encode {
-                index: first,
-                source,
-            })?;
-        len_buf.clear();
-        varint::put(&mut len_buf, buf.len() as u64);
-        out.write_all(&len_buf).map_err(io)?;
-        out.write_all(&buf).map_err(io)?;
-        written += (len_buf.len() + buf.len()) as u64;
-    }
+        if let Some(old) = &old_compact {
+            let b = Baseline::new(BASELINE_ID, old.clone())
+                .map_err(|source| PatchError::Encode { index: 0, source })?;
+            enc.set_baseline(Some(b));
+        }
+        Ok(enc)
+    };
+    // Containers `first..` coded by `enc`, each as varint length + bytes, into `sink`.
+    let encode = |enc: &mut Encoder,
+                  first: usize,
+                  chunks: &[&[u8]],
+                  sink: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), PatchError>|
+     -> Result<(), PatchError> {
+        let mut buf = Vec::with_capacity(CONTAINER_BLOCKS * block_size + 1024);
+        let mut len_buf = Vec::with_capacity(10);
+        for (c, chunk) in chunks.iter().enumerate() {
+            buf.clear();
+            let index = ((first + c) * CONTAINER_BLOCKS) as u64;
+            enc.encode_chunk(index, chunk, &mut buf)
+                .map_err(|source| PatchError::Encode { index, source })?;
+            len_buf.clear();
+            varint::put(&mut len_buf, buf.len() as u64);
+            sink(&len_buf, &buf)?;
+        }
+        Ok(())
+    };
+    // Two encoders on two cores for large patches: the second half's containers go to
+    // memory and follow the first half's. Each encoder finds duplicates within its half
+    // only (the decoder decodes in order, so a Dup of an earlier block of the same half is
+    // always resolvable).
+    let chunks: Vec<&[u8]> = new_compact.chunks(CONTAINER_BLOCKS * block_size).collect();
+    let split = if chunks.len() >= PARALLEL_MIN_CONTAINERS {
+        chunks.len() / 2
+    } else {
+        chunks.len()
+    };
+    let (front, back) = chunks.split_at(split);
+    let mut hde = Stats::default();
+    std::thread::scope(|s| -> Result<(), PatchError> {
+        let back_job = (!back.is_empty()).then(|| {
+            s.spawn(|| -> Result<(Vec<u8>, Stats), PatchError> {
+                let mut enc = make_enc()?;
+                let mut mem = Vec::new();
+                encode(&mut enc, split, back, &mut |l, b| {
+                    mem.extend_from_slice(l);
+                    mem.extend_from_slice(b);
+                    Ok(())
+                })?;
+                Ok((mem, *enc.stats()))
+            })
+        });
+        let mut enc = make_enc()?;
+        encode(&mut enc, 0, front, &mut |l, b| {
+            out.write_all(l).map_err(io)?;
+            out.write_all(b).map_err(io)?;
+            written += (l.len() + b.len()) as u64;
+            Ok(())
+        })?;
+        merge(&mut hde, enc.stats());
+        if let Some(j) = back_job {
+            let (mem, st) = j
+                .join()
+                .map_err(|_| PatchError::Input("encoder thread panicked"))??;
+            out.write_all(&mem).map_err(io)?;
+            written += mem.len() as u64;
+            merge(&mut hde, &st);
+        }
+        Ok(())
+    })?;
     out.write_all(&dwcp_kernels::xxh3_64(new_compact).to_be_bytes())
         .map_err(io)?;
     written += 8;
@@ -211,8 +257,21 @@ pub fn build(
         blocks: dirty.len() as u64,
         data_bytes: new_compact.len() as u64,
         patch_bytes: written,
-        hde: *enc.stats(),
+        hde,
     })
+}
+
+/// Patches with at least this many containers are encoded on two threads.
+const PARALLEL_MIN_CONTAINERS: usize = 8;
+
+fn merge(into: &mut Stats, s: &Stats) {
+    for (a, b) in into.kinds.iter_mut().zip(s.kinds.iter()) {
+        a.blocks += b.blocks;
+        a.in_bytes += b.in_bytes;
+        a.out_bytes += b.out_bytes;
+    }
+    into.containers += s.containers;
+    into.header_bytes += s.header_bytes;
 }
 
 /// Sorted unique indices as `(start, len)` runs.
@@ -580,6 +639,46 @@ mod tests {
             let a = apply(&out, &f).unwrap();
             assert_eq!(a.blocks, dirty.len() as u64);
             assert_eq!(std::fs::read(&path).unwrap(), new);
+        }
+    }
+
+    #[test]
+    fn large_patches_encoded_on_two_threads_round_trip() {
+        let bs = 512;
+        let blocks = CONTAINER_BLOCKS * PARALLEL_MIN_CONTAINERS + 77;
+        let old = image(blocks * bs, 11);
+        let mut new = image(blocks * bs, 12);
+        // Duplicates within each half and across the halves, and a few XOR-able blocks.
+        let (a, b) = (9 * bs, (blocks - 3) * bs);
+        let dup: Vec<u8> = new[a..a + bs].to_vec();
+        new[b..b + bs].copy_from_slice(&dup);
+        new[(blocks / 2 + 9) * bs..(blocks / 2 + 10) * bs].copy_from_slice(&dup);
+        new[7 * bs..8 * bs].copy_from_slice(&old[7 * bs..8 * bs]);
+        new[7 * bs + 3] ^= 1;
+        let dirty: Vec<u64> = (0..blocks as u64).collect();
+        for with_base in [false, true] {
+            let mut out = Vec::new();
+            let oldc = with_base.then(|| Arc::from(old.clone()));
+            let st = build(
+                &mut out,
+                bs,
+                new.len() as u64,
+                1,
+                &dirty,
+                &new,
+                oldc,
+                DEFAULT_POLICY,
+            )
+            .unwrap();
+            assert_eq!(st.patch_bytes, out.len() as u64);
+            assert_eq!(st.hde.in_bytes(), new.len() as u64);
+            assert!(st.hde.kind(dwcp_hde::BlockKind::Dup).blocks >= 1);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("img");
+            std::fs::write(&path, &old).unwrap();
+            let f = File::options().read(true).write(true).open(&path).unwrap();
+            apply(&out, &f).unwrap();
+            assert!(std::fs::read(&path).unwrap() == new);
         }
     }
 

@@ -71,6 +71,11 @@ pub struct DestView {
     manifest: Option<Vec<u64>>,
     /// Length of the destination's image.
     dest_len: u64,
+    /// Per-block hashes of the snapshot (after a scan).
+    hashes: Vec<u64>,
+    /// With a manifest: a file holding the destination's exact bytes (the source's base
+    /// cache), read for the dirty blocks only (XOR baselines).
+    old_file: Option<File>,
 }
 
 impl DestView {
@@ -81,6 +86,8 @@ impl DestView {
             snapshot: Vec::new(),
             manifest: None,
             dest_len: 0,
+            hashes: Vec::new(),
+            old_file: None,
         }
     }
 
@@ -92,6 +99,8 @@ impl DestView {
             snapshot: bytes,
             manifest: None,
             dest_len,
+            hashes: Vec::new(),
+            old_file: None,
         }
     }
 
@@ -102,7 +111,28 @@ impl DestView {
             snapshot: Vec::new(),
             manifest: Some(manifest),
             dest_len: len,
+            hashes: Vec::new(),
+            old_file: None,
         }
+    }
+
+    /// Like [`DestView::from_manifest`], and `file` holds the destination's exact bytes
+    /// (the first scan reads the dirty blocks' old bytes from it for XOR deltas, without
+    /// reading the whole file).
+    pub fn from_manifest_and_file(
+        block_size: usize,
+        len: u64,
+        manifest: Vec<u64>,
+        file: File,
+    ) -> Self {
+        let mut v = Self::from_manifest(block_size, len, manifest);
+        v.old_file = Some(file);
+        v
+    }
+
+    /// Per-block XXH3-64 of the snapshot (empty before the first scan).
+    pub fn hashes(&self) -> &[u64] {
+        &self.hashes
     }
 
     /// Block size.
@@ -143,14 +173,16 @@ impl DestView {
         let mut old_compact: Vec<u8> = Vec::new();
         let mut old_nonzero = false;
         let have_bytes = self.manifest.is_none();
+        let old_file = self.old_file.take();
+        let mut old_buf = vec![0u8; bs];
         // The destination's bytes past its end read as zero.
         let dest_len = self.dest_len;
         let zeros = vec![0u8; bs];
         for (j, block) in bytes.chunks(bs).enumerate() {
             let start = (j * bs) as u64;
             let index = j as u64;
-            let held = start.min(dest_len) as usize
-                ..(start + block.len() as u64).min(dest_len) as usize;
+            let held =
+                start.min(dest_len) as usize..(start + block.len() as u64).min(dest_len) as usize;
             let dirty = if have_bytes {
                 let old = &self.snapshot[held.clone()];
                 !(k.equal(&block[..old.len()], old) && k.is_zero(&block[old.len()..]))
@@ -171,12 +203,24 @@ impl DestView {
                     old_nonzero |= !k.is_zero(old);
                     old_compact.extend_from_slice(old);
                     old_compact.extend_from_slice(&zeros[..block.len() - old.len()]);
+                } else if let Some(f) = &old_file {
+                    let old = &mut old_buf[..block.len()];
+                    if crate::patch::read_clipped(f, dest_len, start, old).is_err() {
+                        old.fill(0);
+                    }
+                    old_nonzero |= !k.is_zero(old);
+                    old_compact.extend_from_slice(old);
                 }
             }
         }
-        if have_bytes && old_nonzero {
+        if (have_bytes || old_file.is_some()) && old_nonzero {
             out.old_compact = Some(Arc::from(old_compact));
         }
+        self.hashes = if hashes.len() as u64 == len.div_ceil(bs as u64) {
+            hashes
+        } else {
+            bytes.chunks(bs).map(block_hash).collect()
+        };
         self.snapshot = bytes;
         self.manifest = None;
         self.dest_len = len;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use dwcp_hde::Policy;
 use thiserror::Error;
 
-use crate::image::{BaseCache, ImageError, RawView, hash_bytes};
+use crate::image::{BaseCache, ImageError, ManifestCache, RawView, hash_bytes};
 use crate::mover::{MoveError, MoveProgress, Mover};
 use crate::patch::{self, PatchError};
 use crate::scan::{DestView, manifest_bytes, parse_manifest, read_image};
@@ -265,6 +265,10 @@ pub struct SourceReport {
     pub phases: Phases,
     /// The destination's phases as it reported them at commit.
     pub dest_phases: Phases,
+    /// Where the destination's block hashes came from: "none" (exact bytes or nothing
+    /// held), "destination" (a manifest transfer), "source cache" (this source sent that
+    /// version before and kept its manifest).
+    pub manifest_source: &'static str,
 }
 
 const POLL: Duration = Duration::from_millis(100);
@@ -391,18 +395,43 @@ fn source_inner(
     let cache = cfg.base_cache.as_deref().map(BaseCache::new).transpose()?;
     let obj_base = cfg.job_id << 16;
     let mut manifest_wire = 0u64;
+    let mcache = ManifestCache::new(
+        &cfg.base_cache
+            .clone()
+            .unwrap_or_else(|| cfg.scratch.join("manifests")),
+    )?;
+    // A version this source sent before: its manifest is known here (no transfer), and
+    // with a base cache its bytes are read for the dirty blocks only.
+    let known = held_hash
+        .filter(|_| held_len > 0)
+        .and_then(|h| Some((h, mcache.get(h, bs, held_len)?)));
+    let mut manifest_source = "none";
     let t = Instant::now();
-    let cached = match (&cache, held_hash) {
-        (Some(c), Some(h)) if held_len > 0 => c.get(h)?,
+    let cached = match (&cache, held_hash, &known) {
+        (Some(_), _, Some(_)) => None,
+        (Some(c), Some(h), None) if held_len > 0 => c.get(h)?,
         _ => None,
     };
     if cache.is_some() && held_len > 0 {
         add_phase(&mut phases, "cache_read", t);
     }
+    let cached_file = match (&cache, &known) {
+        (Some(c), Some((h, _))) => c.open(*h),
+        _ => None,
+    };
     let (base, mut view) = if held_len == 0 {
         (Base::Empty, DestView::empty(bs))
     } else if let Some(bytes) = cached {
         (Base::Cached, DestView::known(bs, bytes))
+    } else if let Some((_, m)) = known {
+        manifest_source = "source cache";
+        match cached_file {
+            Some(f) => (
+                Base::Cached,
+                DestView::from_manifest_and_file(bs, held_len, m, f),
+            ),
+            None => (Base::Manifest, DestView::from_manifest(bs, held_len, m)),
+        }
     } else {
         let t = Instant::now();
         let path = cfg.scratch.join(format!("manifest-{}", cfg.job_id));
@@ -429,6 +458,7 @@ fn source_inner(
         manifest_wire = r.wire_bytes.max(bytes.len() as u64);
         prog.wire_bytes += manifest_wire;
         add_phase(&mut phases, "manifest", t);
+        manifest_source = "destination";
         (Base::Manifest, DestView::from_manifest(bs, held_len, m))
     };
     tracing::info!(
@@ -643,6 +673,13 @@ fn source_inner(
     };
     add_phase(&mut phases, "commit_wait", t);
     let downtime = paused_at.map_or(Duration::ZERO, |t| t.elapsed());
+    let t = Instant::now();
+    if view.hashes().len() as u64 == image_len.div_ceil(bs as u64)
+        && let Err(e) = mcache.put(hash, bs, image_len, view.hashes())
+    {
+        tracing::warn!(error = %e, "could not store the manifest");
+    }
+    add_phase(&mut phases, "manifest_store", t);
     if let Some(c) = &cache {
         let t = Instant::now();
         let r = match (base, held_hash) {
@@ -674,6 +711,7 @@ fn source_inner(
         downtime,
         phases,
         dest_phases,
+        manifest_source,
     })
 }
 

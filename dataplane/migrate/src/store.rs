@@ -212,7 +212,9 @@ fn read_sidecar(image: &Path, bs: usize) -> Option<Held> {
     }
     let len = u64_at(body, 16)?;
     let hash = u128::from_le_bytes(body.get(24..40)?.try_into().ok()?);
-    let words: Vec<u64> = (0..7).map(|i| u64_at(body, 40 + i * 8)).collect::<Option<_>>()?;
+    let words: Vec<u64> = (0..7)
+        .map(|i| u64_at(body, 40 + i * 8))
+        .collect::<Option<_>>()?;
     if words[..] != Stamp::of(&m).words()[..] || len != m.len() {
         return None;
     }
@@ -402,7 +404,8 @@ pub fn recover(image: &Path) -> Result<Recovery, ImageError> {
         .map_err(io_err("opening", image))?;
     let cur = img.metadata().map_err(io_err("stat", image))?.len();
     if truncate_to < cur {
-        img.set_len(truncate_to).map_err(io_err("truncating", image))?;
+        img.set_len(truncate_to)
+            .map_err(io_err("truncating", image))?;
     }
     img.set_len(final_len).map_err(io_err("resizing", image))?;
     let mut buf = Vec::new();
@@ -412,7 +415,8 @@ pub fn recover(image: &Path) -> Result<Recovery, ImageError> {
         let len = u32::from_le_bytes(e[16..20].try_into().unwrap_or([0; 4])) as usize;
         let h = u64_at(e, 20).unwrap_or(0);
         buf.resize(len, 0);
-        j.read_exact_at(&mut buf, off).map_err(io_err("reading", &jp))?;
+        j.read_exact_at(&mut buf, off)
+            .map_err(io_err("reading", &jp))?;
         if dwcp_kernels::xxh3_64(&buf) != h {
             return Err(bad_journal(&jp, "block data check failed"));
         }
@@ -592,12 +596,7 @@ impl Target {
 
     /// Verifies the new image (`len` bytes hashing to `expected`) and switches over (see the
     /// module doc). On a hash mismatch nothing changed. Adds phase timings to `phases`.
-    pub fn commit(
-        self,
-        len: u64,
-        expected: u128,
-        phases: &mut Phases,
-    ) -> Result<u64, ImageError> {
+    pub fn commit(self, len: u64, expected: u128, phases: &mut Phases) -> Result<u64, ImageError> {
         let bs = self.bs;
         let image = self.image.clone();
         match &self.mode {
@@ -660,13 +659,7 @@ impl Target {
                     tail.extend_from_slice(&e.hash.to_le_bytes());
                 }
                 tail.extend_from_slice(JOURNAL_MAGIC);
-                for w in [
-                    overlay.len() as u64,
-                    *part_len,
-                    bs as u64,
-                    *min_len,
-                    len,
-                ] {
+                for w in [overlay.len() as u64, *part_len, bs as u64, *min_len, len] {
                     tail.extend_from_slice(&w.to_le_bytes());
                 }
                 tail.extend_from_slice(&got.to_le_bytes());
@@ -687,7 +680,8 @@ impl Target {
                     .open(&image)
                     .map_err(io_err("opening", &image))?;
                 if *min_len < img.metadata().map_err(io_err("stat", &image))?.len() {
-                    img.set_len(*min_len).map_err(io_err("truncating", &image))?;
+                    img.set_len(*min_len)
+                        .map_err(io_err("truncating", &image))?;
                 }
                 img.set_len(len).map_err(io_err("resizing", &image))?;
                 let mut buf = vec![0u8; 1 << 20];
@@ -735,7 +729,8 @@ impl Target {
 }
 
 fn part_read(part: &File, path: &Path, off: u64, buf: &mut [u8]) -> Result<(), ImageError> {
-    part.read_exact_at(buf, off).map_err(io_err("reading", path))
+    part.read_exact_at(buf, off)
+        .map_err(io_err("reading", path))
 }
 
 /// Fills `buf` with the overlaid image's bytes at `off`: journal blocks where present (zero

@@ -74,7 +74,12 @@ fn job_with_failpoint(src_img: &Path, dst_img: &Path, failpoint: &str) -> bool {
     let src_l = TcpListener::bind("127.0.0.1:0").unwrap();
     let src_addr = src_l.local_addr().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_destination", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_destination",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(
             "DWCP_TEST_CHILD_DEST",
             format!("{},{src_addr}", dst_img.display()),
@@ -133,7 +138,10 @@ fn killed_before_the_journal_commit_keeps_the_old_image_exactly() {
         std::fs::read(&dst).unwrap() == v1,
         "old image untouched by the crash"
     );
-    assert!(store::journal_part_path(&dst).exists(), "crash left the part");
+    assert!(
+        store::journal_part_path(&dst).exists(),
+        "crash left the part"
+    );
     assert!(!store::journal_path(&dst).exists(), "not committed");
     assert_eq!(store::recover(&dst).unwrap(), Recovery::Discarded);
     assert!(std::fs::read(&dst).unwrap() == v1, "old image exactly");
@@ -218,7 +226,10 @@ fn in_place_rounds_that_shrink_and_regrow_end_byte_exact() {
     let mut phases = Vec::new();
     let wrong = t.commit(len2, dwcp_kernels::xxh3_128(&old), &mut phases);
     assert!(wrong.is_err(), "hash mismatch refused");
-    assert!(std::fs::read(&p).unwrap() == old, "refused commit left the image");
+    assert!(
+        std::fs::read(&p).unwrap() == old,
+        "refused commit left the image"
+    );
     assert!(!store::journal_part_path(&p).exists());
 
     // Again, with the right hash.
