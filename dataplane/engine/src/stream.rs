@@ -343,6 +343,8 @@ struct SendHandler {
     batch: usize,
     pieces: Rx<Piece>,
     buf: Vec<u8>,
+    /// Input read but not yet in a segment (a piece that did not fit).
+    rest: Vec<u8>,
     starved_since: Option<Instant>,
     next_seq: u64,
     input_end: Option<Option<String>>,
@@ -382,6 +384,7 @@ impl SendHandler {
             batch,
             pieces,
             buf,
+            rest: Vec::new(),
             starved_since: None,
             next_seq: 0,
             input_end: None,
@@ -465,14 +468,28 @@ impl SendHandler {
     fn take_input(&mut self, now: Instant) {
         // Fill the current segment while there is input, whether or not a slot is free (so
         // the source is never stalled by a pipe that is merely busy).
+        // Segments hold exactly `segment_bytes` (the rest of a piece starts the next one), so
+        // what the carrier holds is what the settings say.
         while self.input_end.is_none() && self.buf.len() - PREFIX_LEN < self.cfg.segment_bytes {
+            let room = self.cfg.segment_bytes - (self.buf.len() - PREFIX_LEN);
+            if !self.rest.is_empty() {
+                let n = room.min(self.rest.len());
+                self.buf.extend(self.rest.drain(..n));
+                continue;
+            }
             match self.pieces.try_recv() {
                 Ok(Piece::Data(d)) => {
-                    self.buf.extend_from_slice(&d);
                     self.starved_since = None;
                     self.shared
                         .bytes
                         .fetch_add(d.len() as u64, Ordering::Relaxed);
+                    if d.len() <= room {
+                        self.buf.extend_from_slice(&d);
+                    } else {
+                        self.buf.extend_from_slice(&d[..room]);
+                        self.rest = d;
+                        self.rest.drain(..room);
+                    }
                 }
                 Ok(Piece::Eof) => {
                     tracing::debug!(buffered = self.buf.len() - PREFIX_LEN, "input ended");
