@@ -133,6 +133,11 @@ impl RawView {
         })
     }
 
+    /// The raw file as last converted (or the source itself).
+    pub fn path(&self) -> &Path {
+        self.raw.as_deref().unwrap_or(&self.src)
+    }
+
     /// True for a qcow2 source.
     pub fn is_qcow2(&self) -> bool {
         self.raw.is_some()
@@ -197,6 +202,66 @@ impl BaseCache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err("reading", &p)(e)),
         }
+    }
+
+    /// Stores the file at `src` (hashing to `hash`) as the cached version (a kernel copy).
+    pub fn put_file(&self, hash: u128, src: &Path) -> Result<(), ImageError> {
+        let p = self.path(hash);
+        let tmp = self.dir.join(".incoming");
+        std::fs::copy(src, &tmp).map_err(io_err("copying to", &tmp))?;
+        std::fs::rename(&tmp, &p).map_err(io_err("renaming", &p))?;
+        let entries = std::fs::read_dir(&self.dir).map_err(io_err("listing", &self.dir))?;
+        for e in entries.flatten() {
+            let ep = e.path();
+            if ep != p && ep.extension().is_some_and(|x| x == "img") {
+                let _ = std::fs::remove_file(ep);
+            }
+        }
+        Ok(())
+    }
+
+    /// [`BaseCache::update`] from the sent blocks only: `blocks` (sorted) with their new
+    /// bytes end to end in `bytes`, the new version `len` bytes long.
+    #[allow(clippy::too_many_arguments)]
+    pub fn update_blocks(
+        &self,
+        old: u128,
+        new: u128,
+        len: u64,
+        min_len: u64,
+        blocks: &[u64],
+        bytes: &[u8],
+        block_size: usize,
+    ) -> Result<(), ImageError> {
+        use std::os::unix::fs::FileExt;
+        let op = self.path(old);
+        let tmp = self.dir.join(".incoming");
+        match std::fs::rename(&op, &tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err("renaming", &op)(e)),
+        }
+        let f = File::options()
+            .write(true)
+            .open(&tmp)
+            .map_err(io_err("opening", &tmp))?;
+        let cur = f.metadata().map_err(io_err("stat", &tmp))?.len();
+        if min_len < cur {
+            f.set_len(min_len).map_err(io_err("truncating", &tmp))?;
+        }
+        f.set_len(len).map_err(io_err("resizing", &tmp))?;
+        let bs = block_size as u64;
+        let mut at = 0usize;
+        for &b in blocks {
+            let n = len.saturating_sub(b * bs).min(bs) as usize;
+            f.write_all_at(&bytes[at..at + n], b * bs)
+                .map_err(io_err("writing", &tmp))?;
+            at += n;
+        }
+        drop(f);
+        let p = self.path(new);
+        std::fs::rename(&tmp, &p).map_err(io_err("renaming", &p))?;
+        Ok(())
     }
 
     /// The cached file of the version hashing to `hash`, opened without reading it (its

@@ -192,7 +192,7 @@ pub fn build(
     let encode = |enc: &mut Encoder,
                   first: usize,
                   chunks: &[&[u8]],
-                  sink: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), PatchError>|
+                  sink: &mut Sink<'_>|
      -> Result<(), PatchError> {
         let mut buf = Vec::with_capacity(CONTAINER_BLOCKS * block_size + 1024);
         let mut len_buf = Vec::with_capacity(10);
@@ -260,6 +260,9 @@ pub fn build(
         hde,
     })
 }
+
+/// Receives each coded container as (varint length, bytes).
+type Sink<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), PatchError> + 'a;
 
 /// Patches with at least this many containers are encoded on two threads.
 const PARALLEL_MIN_CONTAINERS: usize = 8;

@@ -135,6 +135,141 @@ impl DestView {
         &self.hashes
     }
 
+    /// Length of the destination's image as known (after the last scan: the image's).
+    pub fn len(&self) -> u64 {
+        self.dest_len
+    }
+
+    /// True for an empty image.
+    pub fn is_empty(&self) -> bool {
+        self.dest_len == 0
+    }
+
+    /// The final scan of a job, streamed: reads the image through a small buffer (no copy
+    /// of the whole image in memory) and returns the dirty blocks and the image's
+    /// XXH3-128. The view keeps no snapshot afterwards ([`DestView::hashes`] and the length
+    /// stay), so no later round can follow.
+    pub fn scan_final(&mut self, path: &Path) -> std::io::Result<(Dirty, u128)> {
+        let bs = self.block_size;
+        let mut f = File::open(path)?;
+        let step = (8 << 20) / bs * bs;
+        let mut buf = vec![0u8; step];
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        let mut hashes = Vec::new();
+        let mut off = 0u64;
+        let mut parts: Vec<Dirty> = Vec::new();
+        let snapshot = std::mem::take(&mut self.snapshot);
+        let manifest = self.manifest.take();
+        let old_file = self.old_file.take();
+        let dest_len = self.dest_len;
+        loop {
+            let n = read_full(&mut f, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            let chunk = &buf[..n];
+            h.update(chunk);
+            let first = hashes.len();
+            hashes.extend(chunk.chunks(bs).map(block_hash));
+            // The same comparison as `scan_read`, on a window of the image.
+            parts.push(Self::compare_window(
+                bs,
+                off,
+                chunk,
+                &hashes[first..],
+                &snapshot,
+                manifest.as_deref(),
+                old_file.as_ref(),
+                dest_len,
+            ));
+            off += n as u64;
+            if n < step {
+                break;
+            }
+        }
+        let mut out = Dirty {
+            image_len: off,
+            ..Dirty::default()
+        };
+        let any_old = parts.iter().any(|p| p.old_compact.is_some());
+        let mut old_compact = Vec::new();
+        for p in parts {
+            if any_old {
+                match &p.old_compact {
+                    Some(o) => old_compact.extend_from_slice(o),
+                    None => old_compact.resize(old_compact.len() + p.new_compact.len(), 0),
+                }
+            }
+            out.blocks.extend_from_slice(&p.blocks);
+            out.new_compact.extend_from_slice(&p.new_compact);
+        }
+        if any_old {
+            out.old_compact = Some(Arc::from(old_compact));
+        }
+        self.hashes = hashes;
+        self.dest_len = off;
+        Ok((out, h.digest128()))
+    }
+
+    /// Dirty blocks of the image window `chunk` starting at byte `off` (a multiple of the
+    /// block size), against `snapshot` bytes or `manifest` hashes (with `old_file` for old
+    /// bytes).
+    #[allow(clippy::too_many_arguments)]
+    fn compare_window(
+        bs: usize,
+        off: u64,
+        chunk: &[u8],
+        hashes: &[u64],
+        snapshot: &[u8],
+        manifest: Option<&[u64]>,
+        old_file: Option<&File>,
+        dest_len: u64,
+    ) -> Dirty {
+        let k = dwcp_kernels::kernels();
+        let mut out = Dirty::default();
+        let mut old_compact: Vec<u8> = Vec::new();
+        let mut old_nonzero = false;
+        let have_bytes = manifest.is_none();
+        let zeros = vec![0u8; bs];
+        let mut old_buf = vec![0u8; bs];
+        for (j, block) in chunk.chunks(bs).enumerate() {
+            let start = off + (j * bs) as u64;
+            let index = start / bs as u64;
+            let held =
+                start.min(dest_len) as usize..(start + block.len() as u64).min(dest_len) as usize;
+            let dirty = if have_bytes {
+                let old = &snapshot[held.clone()];
+                !(k.equal(&block[..old.len()], old) && k.is_zero(&block[old.len()..]))
+            } else if held.len() == block.len() {
+                let m = manifest.unwrap_or(&[]);
+                m.get(index as usize) != hashes.get(j)
+            } else {
+                !(held.is_empty() && k.is_zero(block))
+            };
+            if dirty {
+                out.blocks.push(index);
+                out.new_compact.extend_from_slice(block);
+                if have_bytes {
+                    let old = &snapshot[held.clone()];
+                    old_nonzero |= !k.is_zero(old);
+                    old_compact.extend_from_slice(old);
+                    old_compact.extend_from_slice(&zeros[..block.len() - old.len()]);
+                } else if let Some(f) = old_file {
+                    let old = &mut old_buf[..block.len()];
+                    if crate::patch::read_clipped(f, dest_len, start, old).is_err() {
+                        old.fill(0);
+                    }
+                    old_nonzero |= !k.is_zero(old);
+                    old_compact.extend_from_slice(old);
+                }
+            }
+        }
+        if old_nonzero {
+            out.old_compact = Some(Arc::from(old_compact));
+        }
+        out
+    }
+
     /// Block size.
     pub fn block_size(&self) -> usize {
         self.block_size
@@ -226,6 +361,19 @@ impl DestView {
         self.dest_len = len;
         out
     }
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(m) => n += m,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// An image read into memory with its per-block hashes.

@@ -361,9 +361,14 @@ fn source_inner(
         block_size: bs as u32,
     })?;
     // Round 1's read of the image overlaps the handshake, the manifest transfer and the
-    // base cache read (a second core).
-    let preread = {
-        let path = raw.refresh()?.to_path_buf();
+    // base cache read (a second core). A job whose round 1 is the final round streams the
+    // image instead (no whole copy in memory: that read is several times faster).
+    let preread_path = if last {
+        None
+    } else {
+        Some(raw.refresh()?.to_path_buf())
+    };
+    let preread = preread_path.map(|path| {
         std::thread::spawn(move || {
             let t = Instant::now();
             let r = read_image(&path, bs).map_err(|source| MigrateError::Io {
@@ -373,7 +378,7 @@ fn source_inner(
             });
             (r, t.elapsed())
         })
-    };
+    });
     let (held_len, held_hash) = match wait_for(conn, cancel, |m| matches!(m, Msg::HelloAck { .. }))?
     {
         Msg::HelloAck {
@@ -468,7 +473,8 @@ fn source_inner(
         "migration source: destination state known"
     );
 
-    let mut preread = Some(preread);
+    let mut preread = preread;
+    let mut streamed: Option<(u128, Vec<u64>, Vec<u8>)> = None;
     let mut rounds: Vec<RoundReport> = Vec::new();
     // For the base cache update: every block sent, and the shortest length the image had.
     let mut changed: Vec<u64> = Vec::new();
@@ -486,31 +492,45 @@ fn source_inner(
         prog.eta = None;
         prog.elapsed = start.elapsed();
         hooks.progress(&prog);
-        let img = match preread.take() {
-            Some(h) => {
-                let t = Instant::now();
-                let (r, took) = h
-                    .join()
-                    .map_err(|_| MigrateError::Unexpected("image reader panicked".into()))?;
-                add_phase(&mut phases, "read_wait", t);
-                phases.push(("read_overlapped".into(), took.as_secs_f64()));
-                r?
-            }
-            None => {
-                let t = Instant::now();
-                let path = raw.refresh()?;
-                let r = read_image(path, bs).map_err(|source| MigrateError::Io {
-                    what: "reading the image",
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                add_phase(&mut phases, "read", t);
-                r
-            }
+        let dirty = if round == 1 && last {
+            let t = Instant::now();
+            let path = raw.refresh()?;
+            let (d, h) = view.scan_final(path).map_err(|source| MigrateError::Io {
+                what: "reading the image",
+                path: path.to_path_buf(),
+                source,
+            })?;
+            add_phase(&mut phases, "read_scan", t);
+            streamed = Some((h, d.blocks.clone(), Vec::new()));
+            d
+        } else {
+            let img = match preread.take() {
+                Some(h) => {
+                    let t = Instant::now();
+                    let (r, took) = h
+                        .join()
+                        .map_err(|_| MigrateError::Unexpected("image reader panicked".into()))?;
+                    add_phase(&mut phases, "read_wait", t);
+                    phases.push(("read_overlapped".into(), took.as_secs_f64()));
+                    r?
+                }
+                None => {
+                    let t = Instant::now();
+                    let path = raw.refresh()?;
+                    let r = read_image(path, bs).map_err(|source| MigrateError::Io {
+                        what: "reading the image",
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
+                    add_phase(&mut phases, "read", t);
+                    r
+                }
+            };
+            let t = Instant::now();
+            let d = view.scan_read(img);
+            add_phase(&mut phases, "scan", t);
+            d
         };
-        let t = Instant::now();
-        let dirty = view.scan_read(img);
-        add_phase(&mut phases, "scan", t);
         min_len = min_len.min(dirty.image_len);
         if base == Base::Cached {
             changed.extend_from_slice(&dirty.blocks);
@@ -542,11 +562,14 @@ fn source_inner(
             })?;
             b
         };
-        drop(dirty);
+        if let Some(st) = &mut streamed {
+            // No snapshot: keep the sent bytes for the base cache update.
+            st.2 = dirty.new_compact;
+        }
         let encode = t_enc.elapsed();
         add_phase(&mut phases, "encode", t_enc);
         let scan = t_scan.elapsed();
-        prog.image_bytes = view.snapshot().len() as u64;
+        prog.image_bytes = view.len();
         prog.round_data_bytes = built.data_bytes;
         prog.round_patch_bytes = built.patch_bytes;
         let object_id = obj_base | u64::from(round);
@@ -659,8 +682,11 @@ fn source_inner(
     prog.phase = Phase::Verifying;
     hooks.progress(&prog);
     let t = Instant::now();
-    let hash = hash_bytes(view.snapshot());
-    let image_len = view.snapshot().len() as u64;
+    let hash = match &streamed {
+        Some(st) => st.0,
+        None => hash_bytes(view.snapshot()),
+    };
+    let image_len = view.len();
     add_phase(&mut phases, "hash", t);
     let t = Instant::now();
     conn.send(&Msg::Commit {
@@ -682,12 +708,18 @@ fn source_inner(
     add_phase(&mut phases, "manifest_store", t);
     if let Some(c) = &cache {
         let t = Instant::now();
-        let r = match (base, held_hash) {
-            (Base::Cached, Some(old)) => {
+        let r = match (base, held_hash, &streamed) {
+            (Base::Cached, Some(old), Some((_, blocks, bytes))) => {
+                c.update_blocks(old, hash, image_len, min_len, blocks, bytes, bs)
+            }
+            (Base::Cached, Some(old), None) => {
                 changed.sort_unstable();
                 changed.dedup();
                 c.update(old, hash, view.snapshot(), &changed, min_len, bs)
             }
+            // Streamed (the job's only round, the source paused): the image file is what
+            // was sent.
+            (_, _, Some(_)) => c.put_file(hash, raw.path()),
             _ => c.put(hash, view.snapshot()),
         };
         if let Err(e) = r {
