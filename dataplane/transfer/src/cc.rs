@@ -584,7 +584,15 @@ impl Bbr {
             };
         }
         // full pipe detection: bandwidth plateau for FULL_BW_ROUNDS, or (delay-based, like
-        // HyStart) one round without growth while a standing queue shows in the RTT.
+        // HyStart) one round without growth while a standing queue shows in the RTT: more
+        // than twice cruise control's lower queue bound, so the exit comes a round before
+        // Startup's window (2 x BDP) would fill a one-BDP buffer.
+        let startup_queue = match (self.round_min_rtt, self.min_rtt) {
+            (Some(r), Some(m)) => {
+                r.saturating_sub(m) > (m / CRUISE_QUEUE_DIVISOR).max(CRUISE_QUEUE_MIN) * 2
+            }
+            _ => false,
+        };
         if !self.filled
             && self.state != BbrState::WarmStart
             && self.app_limited_until <= self.delivered
@@ -595,7 +603,7 @@ impl Bbr {
                 self.full_bw_count = 0;
             } else {
                 self.full_bw_count += 1;
-                if self.full_bw_count >= FULL_BW_ROUNDS || queue {
+                if self.full_bw_count >= FULL_BW_ROUNDS || queue || startup_queue {
                     self.filled = true;
                 }
             }
