@@ -155,7 +155,7 @@ pub struct StreamConfig {
 impl Default for StreamConfig {
     fn default() -> Self {
         Self {
-            segment_bytes: 512 << 10,
+            segment_bytes: 768 << 10,
             idle_flush: Duration::from_millis(5),
             in_flight: 8,
             max_version: 3,
@@ -1165,7 +1165,7 @@ pub struct RecvArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct TuningArgs {
     /// Segment size in KiB.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 768)]
     pub segment_kib: usize,
     /// Send a partial segment after this many milliseconds without input.
     #[arg(long, default_value_t = 5)]
