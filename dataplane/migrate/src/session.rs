@@ -868,11 +868,19 @@ fn dest_inner(
         job_id,
         ..DestReport::default()
     };
+    // A message that arrived while an object was still moving and is handled next.
+    let mut pending: Option<Msg> = None;
     loop {
         if cancel.load(Ordering::Relaxed) {
             return Err(MigrateError::Cancelled);
         }
-        let Some(m) = conn.poll()? else { continue };
+        let m = match pending.take() {
+            Some(m) => m,
+            None => match conn.poll()? {
+                Some(m) => m,
+                None => continue,
+            },
+        };
         match m {
             Msg::ManifestRequest { object_id } => {
                 let t = Instant::now();
@@ -888,8 +896,16 @@ fn dest_inner(
                 });
                 let _ = std::fs::remove_file(&path);
                 let (r, early) = r?;
-                no_early(early)?;
-                r.map_err(|e| MigrateError::mv("the manifest", e))?;
+                match early {
+                    // The source asks for round 1 only after its receive of the manifest
+                    // verified: the manifest arrived even if this send has not yet heard
+                    // the final CLOSE (late on a loaded host, or every copy lost).
+                    Some(m @ Msg::Round { .. }) => pending = Some(m),
+                    early => {
+                        no_early(early)?;
+                        r.map_err(|e| MigrateError::mv("the manifest", e))?;
+                    }
+                }
                 add_phase(&mut phases, "manifest", t);
             }
             Msg::Round {
