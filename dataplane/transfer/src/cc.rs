@@ -78,7 +78,7 @@ pub const BETA: f64 = 0.7;
 /// Growth of `inflight_hi` per clean round.
 pub const INFLIGHT_HI_GROWTH: f64 = 1.125;
 /// Smallest initial window in bytes, whatever the frame size: ten 8000-byte chunks. With
-/// MTU-sized frames (1408-byte chunks at MTU 1500) ten frames would be 14 KB, and Startup
+/// MTU-sized frames (1420-byte chunks at MTU 1500) ten frames would be 14 KB, and Startup
 /// would need about 2.5 more round trips to fill a long path.
 pub const MIN_INITIAL_CWND_BYTES: u64 = 80_000;
 

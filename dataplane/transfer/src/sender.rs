@@ -291,15 +291,8 @@ impl Sender {
     ) -> Result<Self, TransferError> {
         let object_hash = hash_source(source.as_mut())?;
         let object_len = source.len();
-        let mut chunk = cfg.chunk_size.max(1) as usize;
-        if let Some(mtu) = cfg.mtu {
-            chunk = chunk.min(
-                mtu.saturating_sub(IP_UDP_OVERHEAD + wire::HEADER_LEN + 16)
-                    .max(64),
-            );
-        }
-        let chunk = chunk.min(wire::MAX_PAYLOAD) as u64;
-        let mss = wire::data_frame_len(chunk as usize) as u64;
+        let chunk = fit_chunk(&cfg, cfg.security.is_some());
+        let mss = frame_len(chunk, cfg.security.is_some());
         let rtt = crate::rtt::RttEstimator::new(cfg.initial_rto, cfg.min_rto, cfg.max_rto);
         let cc_cfg = CcConfig {
             mss,
@@ -381,6 +374,10 @@ impl Sender {
     /// `poll_transmit`). With [`wire::Security::require_sealed`] an unsealed session fails.
     pub fn set_security(&mut self, security: Box<dyn wire::Security>) {
         self.sec.set(security);
+        // a sealed frame's trailer is 16 bytes, not 4: refit the chunk to the MTU
+        if self.session.is_none() {
+            self.chunk_size = self.chunk_size.min(fit_chunk(&self.cfg, true));
+        }
     }
 
     /// Life-cycle state.
@@ -434,7 +431,7 @@ impl Sender {
     }
 
     fn mss(&self) -> u64 {
-        wire::data_frame_len(self.chunk_size as usize) as u64
+        frame_len(self.chunk_size, self.sec.offers_sealed())
     }
 
     fn rto(&self) -> Duration {
@@ -477,7 +474,9 @@ impl Sender {
     /// The capabilities this sender offers.
     fn local_caps(&self) -> Caps {
         let max_payload = match self.cfg.mtu {
-            Some(mtu) => mtu.saturating_sub(IP_UDP_OVERHEAD + wire::HEADER_LEN + 16),
+            Some(mtu) => mtu.saturating_sub(
+                IP_UDP_OVERHEAD + wire::HEADER_LEN + trailer_len(self.sec.offers_sealed()),
+            ),
             None => wire::MAX_PAYLOAD,
         }
         .clamp(self.chunk_size as usize, wire::MAX_PAYLOAD) as u32;
@@ -1069,7 +1068,7 @@ impl Sender {
             got += n;
         }
         let mut enc = std::mem::take(&mut self.enc);
-        let codec = if self.version == VERSION_1 {
+        let mut codec = if self.version == VERSION_1 {
             enc.clear();
             enc.extend_from_slice(&self.raw);
             CODEC_RAW
@@ -1082,6 +1081,13 @@ impl Sender {
                 &mut enc,
             )
         };
+        // The chunk was fit to the MTU: an encoding longer than the raw chunk would not fit
+        // (nor is it worth sending), so the raw bytes go instead.
+        if enc.len() > len {
+            enc.clear();
+            enc.extend_from_slice(&self.raw);
+            codec = CODEC_RAW;
+        }
         let frame = Frame::Data(Data {
             stream,
             seq,
@@ -1275,6 +1281,37 @@ impl Sender {
             drops: self.sec.drops,
         }
     }
+}
+
+/// Trailer bytes of a data frame: the 16-byte AEAD tag when the connection can be sealed (the
+/// sender offers SEALED), else the 4-byte CRC32C. An unsealed connection never carries a tag,
+/// so reserving one would waste 12 bytes of every frame.
+fn trailer_len(sealable: bool) -> usize {
+    if sealable {
+        dwcp_proto::TAG_LEN
+    } else {
+        wire::TRAILER_LEN
+    }
+}
+
+/// Bytes of a data frame (UDP payload) carrying `chunk` payload bytes.
+fn frame_len(chunk: u64, sealable: bool) -> u64 {
+    (wire::HEADER_LEN + chunk as usize + trailer_len(sealable)) as u64
+}
+
+/// Chunk size for `cfg`: the configured size, shrunk so that a data frame fits the IP MTU
+/// (`mtu - 28 - 48 - trailer`, at least 64) when [`SenderConfig::mtu`] is set. With
+/// `sealable` the trailer is the AEAD tag (a sealed connection never exceeds the MTU),
+/// otherwise the CRC32C (1420-byte chunks at MTU 1500 instead of 1408).
+fn fit_chunk(cfg: &SenderConfig, sealable: bool) -> u64 {
+    let mut chunk = cfg.chunk_size.max(1) as usize;
+    if let Some(mtu) = cfg.mtu {
+        chunk = chunk.min(
+            mtu.saturating_sub(IP_UDP_OVERHEAD + wire::HEADER_LEN + trailer_len(sealable))
+                .max(64),
+        );
+    }
+    chunk.min(wire::MAX_PAYLOAD) as u64
 }
 
 /// Codec ids (bitmask) a session allows.

@@ -106,6 +106,8 @@ pub struct LinkStats {
     pub corrupted: u64,
     /// Frames held back.
     pub reordered: u64,
+    /// Largest frame offered (bytes).
+    pub max_frame: usize,
 }
 
 /// One direction of a link with its state.
@@ -133,6 +135,7 @@ impl Link {
     /// Offer a frame at `now`; returns its arrivals (none, one, or two).
     pub fn transmit(&mut self, now: Instant, mut frame: Vec<u8>) -> Vec<(Instant, Vec<u8>)> {
         self.stats.offered += 1;
+        self.stats.max_frame = self.stats.max_frame.max(frame.len());
         if self.cfg.loss_before_queue && self.rng.chance(self.cfg.loss) {
             self.stats.dropped_random += 1;
             return Vec::new();

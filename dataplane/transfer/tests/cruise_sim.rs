@@ -15,9 +15,10 @@ use dwcp_transfer::{
 };
 
 const RATE: f64 = 200e6;
-/// Object bytes per datagram byte at MTU 1500 (1408-byte chunks in 1472-byte datagrams): the
-/// most goodput the simulated link (which counts datagram bytes) can give.
-const CEILING: f64 = 1408.0 / 1472.0;
+/// Object bytes per datagram byte at MTU 1500 (1420-byte chunks in 1472-byte datagrams on an
+/// unsealed connection): the most goodput the simulated link (which counts datagram bytes) can
+/// give.
+const CEILING: f64 = 1420.0 / 1472.0;
 
 fn object(len: usize, seed: u64) -> Vec<u8> {
     let mut r = SimRng::new(seed);
@@ -141,7 +142,17 @@ fn one_flow_fills_the_lab_bottleneck_without_overflowing_its_queue() {
 
 #[test]
 fn two_flows_share_the_lab_bottleneck_without_overflowing_its_queue() {
-    let mut sim = lab_sim(5);
+    // The second flow converges to its share over ~4-6 s after its start: the ratio over a
+    // window that ends early (3..7 s) is mostly that transient and swings with the seed
+    // (1.4-2.4 across seeds 3-10, with either chunk size), so the window runs to 8 s (before
+    // the first flow's tail) and two seeds are checked.
+    for seed in [5u64, 6] {
+        two_flows(seed);
+    }
+}
+
+fn two_flows(seed: u64) {
+    let mut sim = lab_sim(seed);
     let epoch = sim.epoch;
     let data = object(150_000_000, 5);
     for i in 0..2u32 {
@@ -151,8 +162,9 @@ fn two_flows_share_the_lab_bottleneck_without_overflowing_its_queue() {
     // both running and past the second flow's Startup
     let (t1, t2) = (
         epoch + Duration::from_secs(3),
-        epoch + Duration::from_secs(7),
+        epoch + Duration::from_secs(8),
     );
+    let secs = (t2 - t1).as_secs_f64();
     sim.run_until(t1, |_| false);
     let a1: Vec<u64> = sim
         .flows
@@ -165,14 +177,14 @@ fn two_flows_share_the_lab_bottleneck_without_overflowing_its_queue() {
         .flows
         .iter()
         .zip(&a1)
-        .map(|(f, a)| (f.sender.stats().bytes_acked - a) as f64 * 8.0 / 4.0)
+        .map(|(f, a)| (f.sender.stats().bytes_acked - a) as f64 * 8.0 / secs)
         .collect();
     let drops = sim.fwd.stats.dropped_queue - d1;
     let total = rates[0] + rates[1];
     let ratio = rates[0] / rates[1];
     eprintln!(
-        "two flows: {:.1} / {:.1} Mbit/s (ratio {ratio:.2}), {:.1} % of the ceiling; queue drops \
-         in 3..7 s {drops} (before {d1}); congestion events {} / {}",
+        "seed {seed}, two flows: {:.1} / {:.1} Mbit/s (ratio {ratio:.2}), {:.1} % of the \
+         ceiling; queue drops in 3..8 s {drops} (before {d1}); congestion events {} / {}",
         rates[0] / 1e6,
         rates[1] / 1e6,
         total / (RATE * CEILING) * 100.0,
