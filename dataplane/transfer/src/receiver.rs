@@ -32,6 +32,10 @@ const MAX_TRACKED_RANGES: usize = 256;
 /// Spacing of the repeated completion CLOSE.
 const CLOSE_REPEAT: Duration = Duration::from_millis(10);
 
+/// The object hash is advanced over the held prefix whenever this much of it is not hashed
+/// yet, so that completion only reads back the last few round trips of data.
+const HASH_STEP: u64 = 1 << 20;
+
 /// Receiver configuration.
 #[derive(Debug, Clone)]
 pub struct ReceiverConfig {
@@ -98,6 +102,16 @@ struct StreamRx {
     last_data: Option<Instant>,
 }
 
+/// A streaming XXH3-128 state (which has no `Debug` of its own).
+#[derive(Clone, Default)]
+struct HashState(Xxh3);
+
+impl std::fmt::Debug for HashState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Xxh3(..)")
+    }
+}
+
 /// The receiving endpoint.
 #[derive(Debug)]
 pub struct Receiver {
@@ -129,6 +143,9 @@ pub struct Receiver {
     last_activity: Option<Instant>,
     ctrl_seq: u64,
     close_repeats: VecDeque<Instant>,
+    /// XXH3-128 state over the sink content `[0, hashed)`, read back in offset order.
+    hash: HashState,
+    hashed: u64,
     dec: Vec<u8>,
     st: ReceiverStats,
     sec: wire::SecState,
@@ -182,6 +199,8 @@ impl Receiver {
             last_activity: None,
             ctrl_seq: 0,
             close_repeats: VecDeque::new(),
+            hash: HashState::default(),
+            hashed: 0,
             dec: Vec::new(),
             st: ReceiverStats::default(),
             sec,
@@ -396,6 +415,8 @@ impl Receiver {
             self.held = RangeSet::default();
             self.held_count = 0;
             self.durable_chunks = 0;
+            self.hash = HashState::default();
+            self.hashed = 0;
             let durable = match self.journal.begin(h.object_id, h.object_len, h.object_hash) {
                 Ok(d) => d,
                 Err(e) => {
@@ -568,8 +589,14 @@ impl Receiver {
         }
         if self.held_count == self.n_chunks {
             self.finish(now);
-        } else if self.pending_bytes >= self.cfg.durable_batch_bytes {
-            let _ = self.flush(now);
+            return;
+        }
+        if self.pending_bytes >= self.cfg.durable_batch_bytes && self.flush(now).is_err() {
+            return;
+        }
+        let prefix = (self.first_missing * self.chunk_size).min(self.object_len);
+        if prefix >= self.hashed + HASH_STEP {
+            let _ = self.hash_to(prefix);
         }
     }
 
@@ -605,25 +632,20 @@ impl Receiver {
         Ok(())
     }
 
-    fn finish(&mut self, now: Instant) {
-        for s in &mut self.streams {
-            s.immediate = true;
-        }
-        if self.flush(now).is_err() {
-            return;
-        }
-        self.durable_chunks = self.n_chunks;
-        let mut h = Xxh3::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut off = 0u64;
-        while off < self.object_len {
-            let want = ((self.object_len - off) as usize).min(buf.len());
-            match self.sink.read_at(off, &mut buf[..want]) {
+    /// Advances the object hash over the sink content up to byte `end` (held chunks only),
+    /// reading it back in offset order. Spread over the transfer, so that completion does not
+    /// stop the receiver (and its final ACK) for a read of the whole object.
+    fn hash_to(&mut self, end: u64) -> Result<(), ()> {
+        let mut buf = vec![0u8; (end.saturating_sub(self.hashed) as usize).min(1 << 20)];
+        while self.hashed < end {
+            let want = ((end - self.hashed) as usize).min(buf.len());
+            match self.sink.read_at(self.hashed, &mut buf[..want]) {
                 Ok(n) if n > 0 => {
-                    h.update(&buf[..n]);
-                    off += n as u64;
+                    self.hash.0.update(&buf[..n]);
+                    self.hashed += n as u64;
                 }
                 Ok(_) => {
+                    let off = self.hashed;
                     self.fail(TransferError::Sink {
                         op: "read",
                         offset: off,
@@ -632,19 +654,34 @@ impl Receiver {
                             "sink shorter than the object",
                         ),
                     });
-                    return;
+                    return Err(());
                 }
                 Err(e) => {
+                    let off = self.hashed;
                     self.fail(TransferError::Sink {
                         op: "read",
                         offset: off,
                         source: e,
                     });
-                    return;
+                    return Err(());
                 }
             }
         }
-        let actual = h.digest128();
+        Ok(())
+    }
+
+    fn finish(&mut self, now: Instant) {
+        for s in &mut self.streams {
+            s.immediate = true;
+        }
+        if self.flush(now).is_err() {
+            return;
+        }
+        self.durable_chunks = self.n_chunks;
+        if self.hash_to(self.object_len).is_err() {
+            return;
+        }
+        let actual = self.hash.0.digest128();
         if actual == self.object_hash {
             self.state = ReceiverState::Complete;
             self.queue_close();
