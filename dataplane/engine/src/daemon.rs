@@ -947,6 +947,10 @@ impl dwcp_migrate::Mover for SealTally {
         let r = self.inner.recv(path, object_id, cancel, ready);
         self.count(r)
     }
+
+    fn set_path_hint(&mut self, hint: Option<dwcp_migrate::PathEstimate>) {
+        dwcp_migrate::Mover::set_path_hint(&mut self.inner, hint);
+    }
 }
 
 /// The error with its causes, `a: b: c`.

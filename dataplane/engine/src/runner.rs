@@ -342,6 +342,17 @@ pub struct RunnerMover {
     pub linger: Duration,
 }
 
+impl RunnerMover {
+    /// The worker yields its core when idle: a pipelined migration round reads, encodes
+    /// (source) and decodes, applies (destination) on the same cores while objects move.
+    fn shared_core_opts(&self) -> RunOptions {
+        RunOptions {
+            idle_yield: true,
+            ..self.opts.clone()
+        }
+    }
+}
+
 impl dwcp_migrate::Mover for RunnerMover {
     fn send(
         &mut self,
@@ -354,7 +365,8 @@ impl dwcp_migrate::Mover for RunnerMover {
             object_id,
             ..self.sender.clone()
         };
-        let r = send_file_cancellable(path, cfg, &self.opts, Some(cancel), &mut |s| {
+        let opts = self.shared_core_opts();
+        let r = send_file_cancellable(path, cfg, &opts, Some(cancel), &mut |s| {
             progress(&dwcp_migrate::MoveProgress {
                 object_bytes: s.bytes_acked,
                 wire_bytes: s.bytes_sent,
@@ -369,14 +381,35 @@ impl dwcp_migrate::Mover for RunnerMover {
             wire_bytes: r.stats.bytes_sent,
             elapsed: r.elapsed,
             detail: format!(
-                "v{} {} {} streams, {} retransmitted, {}",
+                "v{} {} {} streams, {} retransmitted, {}{}",
                 r.stats.version,
                 r.stats.mode,
                 r.stats.streams,
                 r.stats.data_frames_retransmitted,
+                if self.sender.path_hint.is_some() {
+                    "warm start, "
+                } else {
+                    ""
+                },
                 r.stats.sealed.unwrap_or("unsealed")
             ),
+            // The controller's estimate at the end (what `Sender::path_estimate` reports).
+            path: match r.stats.min_rtt {
+                Some(min_rtt) if r.stats.btlbw >= 1.0 => Some(dwcp_migrate::PathEstimate {
+                    btl_bw_bytes_per_sec: r.stats.btlbw as u64,
+                    min_rtt,
+                }),
+                _ => None,
+            },
         })
+    }
+
+    /// The next send starts from `hint` (`SenderConfig::path_hint`: a warm start).
+    fn set_path_hint(&mut self, hint: Option<dwcp_migrate::PathEstimate>) {
+        self.sender.path_hint = hint.map(|h| dwcp_transfer::PathHint {
+            btl_bw_bytes_per_sec: h.btl_bw_bytes_per_sec,
+            min_rtt: h.min_rtt,
+        });
     }
 
     fn recv(
@@ -391,20 +424,14 @@ impl dwcp_migrate::Mover for RunnerMover {
             security: self.sender.security.clone(),
             ..ReceiverConfig::default()
         };
-        let r = recv_file_cancellable(
-            path,
-            cfg,
-            &self.opts,
-            self.linger,
-            Some(cancel),
-            &mut |_| {
-                // The worker polls (its port is open) once it publishes progress.
-                if !signalled {
-                    signalled = true;
-                    ready();
-                }
-            },
-        )
+        let opts = self.shared_core_opts();
+        let r = recv_file_cancellable(path, cfg, &opts, self.linger, Some(cancel), &mut |_| {
+            // The worker polls (its port is open) once it publishes progress.
+            if !signalled {
+                signalled = true;
+                ready();
+            }
+        })
         .map_err(|e| match e {
             RunError::Cancelled => dwcp_migrate::MoveError::Cancelled,
             e => dwcp_migrate::MoveError::failed("DWCP receive", e),
@@ -418,6 +445,7 @@ impl dwcp_migrate::Mover for RunnerMover {
                 r.stats.version,
                 r.stats.sealed.unwrap_or("unsealed")
             ),
+            path: None,
         })
     }
 }

@@ -93,7 +93,7 @@ appliance() { # case rep src_image dst_holds(empty|v1|kept) cache(yes|no) [tool 
   local w0 t0 t1 w1
   w0=$(txa); t0=$(now)
   A "$dwcp" --json migrate send --iface veth-a --local "$ip_a:$port" --peer "$ip_b:$port" --core 0 \
-    --timeout 600 --job-id "$port" --scratch "$dir/a/scratch" "${extra[@]}" "$src" \
+    --timeout 600 --job-id "$port" --scratch "$dir/a/scratch" "${extra[@]}" ${SEND_ARGS:-} "$src" \
     >"$dir/logs/send-$c-$tool-$rep.json" 2>"$dir/logs/send.err"
   t1=$(now); w1=$(txa)
   wait "$rp"
@@ -140,9 +140,10 @@ for c in "$@"; do
     full)
       for rep in $(seq "$reps"); do
         rm -rf "$dir/a/cache" "$dir/a/cache.v1"
-        appliance full "$rep" "$v1" empty yes
-        rsync_run full "$rep" "$v1" empty
-        nc_run full "$rep" "$v1"
+        tools=" ${TOOLS:-dwcp rsync nc} "
+        if [[ $tools == *" dwcp "* ]]; then appliance full "$rep" "$v1" empty yes; fi
+        if [[ $tools == *" rsync "* ]]; then rsync_run full "$rep" "$v1" empty; fi
+        if [[ $tools == *" nc "* ]]; then nc_run full "$rep" "$v1"; fi
       done
       ;;
     inc*)

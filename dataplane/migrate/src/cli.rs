@@ -56,6 +56,14 @@ pub struct SendArgs {
     /// Control connection address (default: the peer's DWCP address and port, over TCP).
     #[arg(long)]
     pub control: Option<SocketAddrV4>,
+    /// A job's only round is cut into parts of this many MiB of dirty data, moved while
+    /// the next part is read and encoded, applied while the next arrives (0: one part).
+    #[arg(long, default_value_t = crate::session::DEFAULT_PART_BYTES >> 20)]
+    pub part_mib: u64,
+    /// Moves after a pipelined round's first part start from the previous move's path
+    /// estimate (the transport's warm start).
+    #[arg(long)]
+    pub warm_start: bool,
 }
 
 /// `dwcp migrate recv` arguments.
@@ -197,6 +205,8 @@ pub fn run(
             cfg.block_size = a.block_size;
             cfg.base_cache = a.base_cache;
             cfg.scratch = scratch_for(&a.image, a.scratch);
+            cfg.part_bytes = a.part_mib << 20;
+            cfg.warm_start = a.warm_start;
             cfg.policy = if a.zstd_level == 0 {
                 dwcp_hde::Policy::Datacenter
             } else {
@@ -219,7 +229,8 @@ pub fn run(
                     "data_bytes": x.data_bytes, "patch_bytes": x.patch_bytes,
                     "wire_bytes": x.wire_bytes, "scan_s": x.scan.as_secs_f64(),
                     "encode_s": x.encode.as_secs_f64(),
-                    "move_apply_s": x.moved.as_secs_f64(),
+                    "move_apply_s": x.moved.as_secs_f64(), "parts": x.parts,
+                    "container_zstd": {"in": x.zstd_in_out.0, "out": x.zstd_in_out.1},
                     "kinds": dwcp_hde::BlockKind::ALL.iter().map(|k| {
                         let s = x.hde.kind(*k);
                         (k.name().to_string(), json!({"blocks": s.blocks, "in": s.in_bytes, "out": s.out_bytes}))
@@ -240,6 +251,14 @@ pub fn run(
                 "phases": phases_json(&r.phases),
                 "dest_phases": phases_json(&r.dest_phases),
                 "rounds": rounds,
+                "pipeline": r.pipeline.as_ref().map(|p| json!({
+                    "parts": p.parts, "part_bytes": p.part_bytes,
+                    "first_part_s": p.first_part.as_secs_f64(),
+                    "waited_for_parts_s": p.waited_for_parts.as_secs_f64(),
+                    "encoder_blocked_s": p.encoder_blocked.as_secs_f64(),
+                    "apply_tail_s": p.apply_tail.as_secs_f64(),
+                    "hinted_moves": p.hinted_moves,
+                })),
             });
             if json {
                 println!("{doc}");

@@ -18,7 +18,9 @@
 //! Versioning: the control conversation starts with `Hello{version}`; a peer answering with
 //! another version is refused ([`MigrateError::Version`]). The patch format carries its own
 //! magic (`DWCPPAT1`); any change to either gets a new version number. Version 2: `Committed`
-//! carries the destination's phase timings.
+//! carries the destination's phase timings. Version 3: rounds cut into parts (`part` in
+//! `Round`/`Ready`/`Applied`, pipelined: the source does not wait for `Applied` before the
+//! next part).
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -30,14 +32,14 @@ pub mod session;
 pub mod store;
 pub mod wire;
 
-pub use mover::{MoveError, MoveProgress, MoveReport, Mover, TcpMover};
+pub use mover::{MoveError, MoveProgress, MoveReport, Mover, PathEstimate, TcpMover};
 pub use session::{
-    DestConfig, DestReport, MigrateError, Phase, Progress, RoundReport, SourceConfig, SourceHooks,
-    SourceReport, run_dest, run_source,
+    DEFAULT_PART_BYTES, DestConfig, DestReport, MigrateError, Phase, PipelineReport, Progress,
+    RoundReport, SourceConfig, SourceHooks, SourceReport, run_dest, run_source,
 };
 
 /// Default block size of the diff and of the HDE containers.
 pub const DEFAULT_BLOCK_SIZE: usize = 4096;
 
 /// Version of the control conversation ([`wire`]).
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;

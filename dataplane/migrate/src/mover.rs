@@ -34,6 +34,20 @@ pub struct MoveReport {
     pub elapsed: Duration,
     /// Free text (backend, mode, version) for logs.
     pub detail: String,
+    /// The transport's path estimate at the end of the move (bottleneck rate and minimum
+    /// RTT), if it measures one: the next move to the same peer may start from it
+    /// ([`Mover::set_path_hint`]).
+    pub path: Option<PathEstimate>,
+}
+
+/// A transport's estimate of the path to the peer, carried from one move to the next so a
+/// move that follows closely does not pay a cold start (the DWCP engine's warm start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathEstimate {
+    /// Bottleneck bandwidth, datagram bytes per second.
+    pub btl_bw_bytes_per_sec: u64,
+    /// Propagation round-trip time.
+    pub min_rtt: Duration,
 }
 
 /// Why a move failed.
@@ -87,6 +101,11 @@ pub trait Mover {
         cancel: &AtomicBool,
         ready: &mut dyn FnMut(),
     ) -> Result<MoveReport, MoveError>;
+
+    /// The path estimate the next `send` may start from (`None`: a cold start). Set by a
+    /// pipelined round between its parts from the previous part's [`MoveReport::path`], and
+    /// cleared after the round. Default: ignored (a transport without a warm start).
+    fn set_path_hint(&mut self, _hint: Option<PathEstimate>) {}
 }
 
 /// Objects over plain TCP: a connection per object carrying `object_id u64, len u64`, the
@@ -154,6 +173,7 @@ impl Mover for TcpMover {
             wire_bytes: len + TCP_HEADER,
             elapsed: start.elapsed(),
             detail: "tcp".into(),
+            path: None,
         })
     }
 
@@ -212,6 +232,7 @@ impl Mover for TcpMover {
             wire_bytes: 1,
             elapsed: start.elapsed(),
             detail: "tcp".into(),
+            path: None,
         })
     }
 }

@@ -16,7 +16,7 @@
 //!
 //! ## Format (all integers unsigned LEB128 varints unless noted)
 //! ```text
-//! magic        8 bytes "DWCPPAT1"
+//! magic        8 bytes "DWCPPAT2" (version 1, per-block zstd inside HDE, is refused)
 //! block_size   64 ..= 1 MiB
 //! image_len    length of the image after this patch (the destination truncates/extends)
 //! round        1-based round number
@@ -24,7 +24,9 @@
 //!              1 = XorDelta records refer to the compacted baseline (HDE baseline id 1)
 //! runs         number of runs, then per run: gap (blocks since the end of the previous run),
 //!              length (blocks, >= 1)
-//! containers   number of HDE containers, then per container: byte length, bytes
+//! containers   number of HDE containers, then per container: stored length (varint), kind
+//!              (1 byte: 0 = the HDE container as is, 1 = a zstd frame holding it, whose
+//!              content size is in the frame header), stored bytes
 //! check        8 bytes, big-endian XXH3-64 of C (checked before anything is written)
 //! ```
 //! The file ends right after `check` (else [`PatchError::Trailing`]).
@@ -39,7 +41,11 @@ use dwcp_kernels::varint;
 use thiserror::Error;
 
 /// Patch file magic.
-pub const MAGIC: &[u8; 8] = b"DWCPPAT1";
+pub const MAGIC: &[u8; 8] = b"DWCPPAT2";
+/// Container kind byte: the HDE container as is.
+pub const KIND_PLAIN: u8 = 0;
+/// Container kind byte: a zstd frame holding the HDE container.
+pub const KIND_ZSTD: u8 = 1;
 /// Blocks per HDE container (1 MiB at 4 KiB blocks).
 pub const CONTAINER_BLOCKS: usize = 256;
 /// HDE baseline id of the compacted baseline.
@@ -110,6 +116,12 @@ pub struct BuildStats {
     pub patch_bytes: u64,
     /// HDE counters per block kind.
     pub hde: Stats,
+    /// Containers stored as zstd frames, their HDE bytes and their stored bytes.
+    pub zstd_containers: u64,
+    /// HDE bytes of the containers stored compressed.
+    pub zstd_in: u64,
+    /// Their stored (zstd) bytes.
+    pub zstd_out: u64,
 }
 
 /// Block `index`'s length in an image of `image_len` bytes.
@@ -178,9 +190,16 @@ pub fn build(
     out.write_all(&head).map_err(io)?;
     let mut written = head.len() as u64;
 
+    let level = match policy {
+        Policy::Datacenter => None,
+        Policy::Internet { level } | Policy::Hybrid { level, .. } => Some(level),
+    };
     let make_enc = || -> Result<Encoder, PatchError> {
-        let mut enc = Encoder::new(EncoderConfig { block_size, policy })
-            .map_err(|source| PatchError::Encode { index: 0, source })?;
+        let mut enc = Encoder::new(EncoderConfig {
+            block_size,
+            policy: Policy::Datacenter,
+        })
+        .map_err(|source| PatchError::Encode { index: 0, source })?;
         if let Some(old) = &old_compact {
             let b = Baseline::new(BASELINE_ID, old.clone())
                 .map_err(|source| PatchError::Encode { index: 0, source })?;
@@ -188,24 +207,53 @@ pub fn build(
         }
         Ok(enc)
     };
-    // Containers `first..` coded by `enc`, each as varint length + bytes, into `sink`.
+    // Containers `first..` coded by `enc`, each as varint length, kind, stored bytes, into
+    // `sink`; returns (containers, HDE bytes, stored bytes) of the zstd-stored ones.
     let encode = |enc: &mut Encoder,
                   first: usize,
                   chunks: &[&[u8]],
                   sink: &mut Sink<'_>|
-     -> Result<(), PatchError> {
+     -> Result<(u64, u64, u64), PatchError> {
         let mut buf = Vec::with_capacity(CONTAINER_BLOCKS * block_size + 1024);
-        let mut len_buf = Vec::with_capacity(10);
+        let mut len_buf = Vec::with_capacity(11);
+        let mut zc = level
+            .map(zstd::bulk::Compressor::new)
+            .transpose()
+            .map_err(|source| PatchError::Io {
+                what: "starting zstd",
+                source,
+            })?;
+        let mut z = Vec::new();
+        let mut zs = (0u64, 0u64, 0u64);
         for (c, chunk) in chunks.iter().enumerate() {
             buf.clear();
             let index = ((first + c) * CONTAINER_BLOCKS) as u64;
             enc.encode_chunk(index, chunk, &mut buf)
                 .map_err(|source| PatchError::Encode { index, source })?;
+            let mut stored: &[u8] = &buf;
+            let mut kind = KIND_PLAIN;
+            if let Some(zc) = &mut zc {
+                z.clear();
+                z.reserve(zstd::zstd_safe::compress_bound(buf.len()));
+                zc.compress_to_buffer(&buf, &mut z)
+                    .map_err(|source| PatchError::Io {
+                        what: "zstd",
+                        source,
+                    })?;
+                if z.len() + 8 < buf.len() {
+                    stored = &z;
+                    kind = KIND_ZSTD;
+                    zs.0 += 1;
+                    zs.1 += buf.len() as u64;
+                    zs.2 += z.len() as u64;
+                }
+            }
             len_buf.clear();
-            varint::put(&mut len_buf, buf.len() as u64);
-            sink(&len_buf, &buf)?;
+            varint::put(&mut len_buf, stored.len() as u64);
+            len_buf.push(kind);
+            sink(&len_buf, stored)?;
         }
-        Ok(())
+        Ok(zs)
     };
     // Two encoders on two cores for large patches: the second half's containers go to
     // memory and follow the first half's. Each encoder finds duplicates within its half
@@ -219,34 +267,37 @@ pub fn build(
     };
     let (front, back) = chunks.split_at(split);
     let mut hde = Stats::default();
+    let mut zs = (0u64, 0u64, 0u64);
     std::thread::scope(|s| -> Result<(), PatchError> {
         let back_job = (!back.is_empty()).then(|| {
-            s.spawn(|| -> Result<(Vec<u8>, Stats), PatchError> {
+            s.spawn(|| -> Result<Coded, PatchError> {
                 let mut enc = make_enc()?;
                 let mut mem = Vec::new();
-                encode(&mut enc, split, back, &mut |l, b| {
+                let z = encode(&mut enc, split, back, &mut |l, b| {
                     mem.extend_from_slice(l);
                     mem.extend_from_slice(b);
                     Ok(())
                 })?;
-                Ok((mem, *enc.stats()))
+                Ok((mem, *enc.stats(), z))
             })
         });
         let mut enc = make_enc()?;
-        encode(&mut enc, 0, front, &mut |l, b| {
+        let z = encode(&mut enc, 0, front, &mut |l, b| {
             out.write_all(l).map_err(io)?;
             out.write_all(b).map_err(io)?;
             written += (l.len() + b.len()) as u64;
             Ok(())
         })?;
+        zs = z;
         merge(&mut hde, enc.stats());
         if let Some(j) = back_job {
-            let (mem, st) = j
+            let (mem, st, z) = j
                 .join()
                 .map_err(|_| PatchError::Input("encoder thread panicked"))??;
             out.write_all(&mem).map_err(io)?;
             written += mem.len() as u64;
             merge(&mut hde, &st);
+            zs = (zs.0 + z.0, zs.1 + z.1, zs.2 + z.2);
         }
         Ok(())
     })?;
@@ -258,8 +309,14 @@ pub fn build(
         data_bytes: new_compact.len() as u64,
         patch_bytes: written,
         hde,
+        zstd_containers: zs.0,
+        zstd_in: zs.1,
+        zstd_out: zs.2,
     })
 }
+
+/// The second encoder's output: its containers, HDE counters, zstd counters.
+type Coded = (Vec<u8>, Stats, (u64, u64, u64));
 
 /// Receives each coded container as (varint length, bytes).
 type Sink<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), PatchError> + 'a;
@@ -483,9 +540,36 @@ pub fn decode(
     }
     let mut r = Reader { buf: patch, pos };
     let n_containers = r.varint("container count")?;
+    // An HDE container holds at most CONTAINER_BLOCKS blocks, raw at worst, plus headers.
+    let max_container = CONTAINER_BLOCKS * bs + CONTAINER_BLOCKS * 16 + 4096;
+    let mut zd = zstd::bulk::Decompressor::new().map_err(|source| PatchError::Io {
+        what: "starting zstd",
+        source,
+    })?;
+    let mut plain = Vec::with_capacity(max_container);
     for index in 0..n_containers as usize {
         let len = r.varint("container length")?;
+        let at = r.pos;
+        let kind = r.bytes(1, "container kind")?[0];
         let c = r.bytes(len, "container")?;
+        let c = match kind {
+            KIND_PLAIN => c,
+            KIND_ZSTD => {
+                plain.clear();
+                zd.decompress_to_buffer(c, &mut plain)
+                    .map_err(|_| PatchError::Malformed {
+                        what: "zstd container",
+                        at,
+                    })?;
+                &plain[..]
+            }
+            _ => {
+                return Err(PatchError::Malformed {
+                    what: "container kind",
+                    at,
+                });
+            }
+        };
         dec.decode(c)
             .map_err(|source| PatchError::Decode { index, source })?;
     }
@@ -683,6 +767,33 @@ mod tests {
             apply(&out, &f).unwrap();
             assert!(std::fs::read(&path).unwrap() == new);
         }
+    }
+
+    #[test]
+    fn containers_are_zstd_frames_and_version_1_patches_are_refused() {
+        let bs = 4096;
+        let new = image(64 * bs, 8);
+        let dirty: Vec<u64> = (0..64).collect();
+        let mut out = Vec::new();
+        let st = build(
+            &mut out,
+            bs,
+            new.len() as u64,
+            1,
+            &dirty,
+            &new,
+            None,
+            DEFAULT_POLICY,
+        )
+        .unwrap();
+        assert_eq!(st.zstd_containers, 1);
+        assert!(st.zstd_out < st.zstd_in / 2, "{st:?}");
+        assert!(out.len() < new.len() / 2);
+        out[..8].copy_from_slice(b"DWCPPAT1");
+        assert!(matches!(
+            parse_header(&out),
+            Err(PatchError::Malformed { what: "magic", .. })
+        ));
     }
 
     #[test]

@@ -150,14 +150,41 @@ impl DestView {
     /// XXH3-128. The view keeps no snapshot afterwards ([`DestView::hashes`] and the length
     /// stay), so no later round can follow.
     pub fn scan_final(&mut self, path: &Path) -> std::io::Result<(Dirty, u128)> {
+        let mut all = None;
+        let (_, h) =
+            self.scan_final_parts(path, u64::MAX, u64::MAX, |d, _| -> std::io::Result<()> {
+                all = Some(d);
+                Ok(())
+            })?;
+        Ok((all.unwrap_or_default(), h))
+    }
+
+    /// [`DestView::scan_final`] cut into parts: `emit(part, end)` is called, in image order,
+    /// with the dirty blocks of a stretch of the image ending at byte `end` as soon as they
+    /// reach `first_bytes` of data for the first part, `part_bytes` for the others (and
+    /// with the rest at the end; at least once). Every
+    /// part's `image_len` is the image's length. A pipelined round encodes and moves a part
+    /// while the next one is read. Returns the image length and XXH3-128; fails if the
+    /// image's length changes while it is read (the source is paused for a final round).
+    pub fn scan_final_parts<E: From<std::io::Error>>(
+        &mut self,
+        path: &Path,
+        first_bytes: u64,
+        part_bytes: u64,
+        mut emit: impl FnMut(Dirty, u64) -> Result<(), E>,
+    ) -> Result<(u64, u128), E> {
         let bs = self.block_size;
         let mut f = File::open(path)?;
-        let step = (8 << 20) / bs * bs;
+        let image_len = f.metadata()?.len();
+        // Windows of 8 MiB, smaller when parts are smaller (a part ends on a window).
+        let step = (first_bytes.clamp(64 << 10, 8 << 20) as usize / bs * bs).max(bs);
         let mut buf = vec![0u8; step];
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         let mut hashes = Vec::new();
         let mut off = 0u64;
-        let mut parts: Vec<Dirty> = Vec::new();
+        let mut windows: Vec<Dirty> = Vec::new();
+        let mut pending = 0u64;
+        let mut emitted = false;
         let snapshot = std::mem::take(&mut self.snapshot);
         let manifest = self.manifest.take();
         let old_file = self.old_file.take();
@@ -172,7 +199,7 @@ impl DestView {
             let first = hashes.len();
             hashes.extend(chunk.chunks(bs).map(block_hash));
             // The same comparison as `scan_read`, on a window of the image.
-            parts.push(Self::compare_window(
+            let w = Self::compare_window(
                 bs,
                 off,
                 chunk,
@@ -181,34 +208,36 @@ impl DestView {
                 manifest.as_deref(),
                 old_file.as_ref(),
                 dest_len,
-            ));
+            );
+            pending += w.new_compact.len() as u64;
+            windows.push(w);
             off += n as u64;
+            if off > image_len {
+                break;
+            }
+            let limit = if emitted { part_bytes } else { first_bytes };
+            if pending >= limit && off < image_len {
+                emit(merge_windows(std::mem::take(&mut windows), image_len), off)?;
+                emitted = true;
+                pending = 0;
+            }
             if n < step {
                 break;
             }
         }
-        let mut out = Dirty {
-            image_len: off,
-            ..Dirty::default()
-        };
-        let any_old = parts.iter().any(|p| p.old_compact.is_some());
-        let mut old_compact = Vec::new();
-        for p in parts {
-            if any_old {
-                match &p.old_compact {
-                    Some(o) => old_compact.extend_from_slice(o),
-                    None => old_compact.resize(old_compact.len() + p.new_compact.len(), 0),
-                }
-            }
-            out.blocks.extend_from_slice(&p.blocks);
-            out.new_compact.extend_from_slice(&p.new_compact);
+        if off != image_len {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the image changed length while read ({image_len} then {off} bytes)"),
+            )
+            .into());
         }
-        if any_old {
-            out.old_compact = Some(Arc::from(old_compact));
+        if pending > 0 || !emitted {
+            emit(merge_windows(windows, image_len), off)?;
         }
         self.hashes = hashes;
         self.dest_len = off;
-        Ok((out, h.digest128()))
+        Ok((off, h.digest128()))
     }
 
     /// Dirty blocks of the image window `chunk` starting at byte `off` (a multiple of the
@@ -361,6 +390,30 @@ impl DestView {
         self.dest_len = len;
         out
     }
+}
+
+/// The windows of one part as one [`Dirty`] (old bytes zero-filled for windows without).
+fn merge_windows(windows: Vec<Dirty>, image_len: u64) -> Dirty {
+    let mut out = Dirty {
+        image_len,
+        ..Dirty::default()
+    };
+    let any_old = windows.iter().any(|p| p.old_compact.is_some());
+    let mut old_compact = Vec::new();
+    for p in windows {
+        if any_old {
+            match &p.old_compact {
+                Some(o) => old_compact.extend_from_slice(o),
+                None => old_compact.resize(old_compact.len() + p.new_compact.len(), 0),
+            }
+        }
+        out.blocks.extend_from_slice(&p.blocks);
+        out.new_compact.extend_from_slice(&p.new_compact);
+    }
+    if any_old {
+        out.old_compact = Some(Arc::from(old_compact));
+    }
+    out
 }
 
 fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {

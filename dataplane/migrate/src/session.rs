@@ -21,7 +21,7 @@ use thiserror::Error;
 use crate::image::{BaseCache, ImageError, ManifestCache, RawView, hash_bytes};
 use crate::mover::{MoveError, MoveProgress, Mover};
 use crate::patch::{self, PatchError};
-use crate::scan::{DestView, manifest_bytes, parse_manifest, read_image};
+use crate::scan::{DestView, Dirty, manifest_bytes, parse_manifest, read_image};
 use crate::store::{Phases, Target, add_phase};
 use crate::wire::{Conn, Msg, WireError, send_on};
 
@@ -155,14 +155,43 @@ pub struct RoundReport {
     pub patch_bytes: u64,
     /// Bytes on the wire moving the patch.
     pub wire_bytes: u64,
-    /// HDE counters of the patch.
+    /// HDE counters of the patch (before container zstd).
     pub hde: dwcp_hde::Stats,
+    /// HDE bytes of the containers stored as zstd frames, and their stored bytes.
+    pub zstd_in_out: (u64, u64),
     /// Time to read, scan and build the patch.
     pub scan: Duration,
     /// Of which building (encoding) the patch.
     pub encode: Duration,
     /// Time to move and apply.
     pub moved: Duration,
+    /// Parts the round was cut into (1: not pipelined; see [`SourceConfig::part_bytes`]).
+    pub parts: u32,
+}
+
+/// How a pipelined round overlapped its stages (see [`SourceConfig::part_bytes`]): the
+/// source reads, scans and encodes part i+1 while part i moves, and the destination
+/// applies part i while part i+1 arrives. The round's `read_scan`/`encode` phases then ran
+/// during `move` (their sum exceeds the wall time).
+#[derive(Debug, Clone, Default)]
+pub struct PipelineReport {
+    /// Parts moved.
+    pub parts: u32,
+    /// Dirty data per part (the setting).
+    pub part_bytes: u64,
+    /// From the start of the round until the first part was ready to move (the stage the
+    /// link waits for once).
+    pub first_part: Duration,
+    /// Time the mover waited for the encoder between parts (first part excluded): encoding
+    /// slower than the link.
+    pub waited_for_parts: Duration,
+    /// Time the encoder waited for the mover (a finished part queued): the link is the
+    /// bottleneck.
+    pub encoder_blocked: Duration,
+    /// From the end of the last part's move until the destination applied every part.
+    pub apply_tail: Duration,
+    /// Moves that started from the previous part's path estimate (warm start).
+    pub hinted_moves: u32,
 }
 
 /// Callbacks of the source side.
@@ -214,7 +243,19 @@ pub struct SourceConfig {
     pub scratch: PathBuf,
     /// Base cache directory (one per image), if any.
     pub base_cache: Option<PathBuf>,
+    /// A final round read in one pass (the job's only round: not live) is cut into parts
+    /// of this much dirty data, each its own patch object, and pipelined (see
+    /// [`PipelineReport`]); 0 = never cut. The first part is a quarter of this (the link
+    /// starts sooner).
+    pub part_bytes: u64,
+    /// Moves after the first part of a pipelined round start from the previous move's path
+    /// estimate ([`Mover::set_path_hint`]). Off by default: on the WAN lab the DWCP warm
+    /// start made those moves slower, not faster (docs/perf-migrate.md).
+    pub warm_start: bool,
 }
+
+/// Default [`SourceConfig::part_bytes`].
+pub const DEFAULT_PART_BYTES: u64 = 256 << 20;
 
 impl SourceConfig {
     /// Defaults for `image`: 4 KiB blocks, hybrid zstd, not live, 30 rounds, scratch in
@@ -234,6 +275,8 @@ impl SourceConfig {
                 .unwrap_or(Path::new("."))
                 .to_path_buf(),
             base_cache: None,
+            part_bytes: DEFAULT_PART_BYTES,
+            warm_start: false,
         }
     }
 }
@@ -269,6 +312,8 @@ pub struct SourceReport {
     /// held), "destination" (a manifest transfer), "source cache" (this source sent that
     /// version before and kept its manifest).
     pub manifest_source: &'static str,
+    /// How the pipelined round overlapped its stages, if the job had one.
+    pub pipeline: Option<PipelineReport>,
 }
 
 const POLL: Duration = Duration::from_millis(100);
@@ -479,6 +524,7 @@ fn source_inner(
     // For the base cache update: every block sent, and the shortest length the image had.
     let mut changed: Vec<u64> = Vec::new();
     let mut min_len = held_len;
+    let mut pipeline = None;
     let mut round = 0u32;
     loop {
         if cancel.load(Ordering::Relaxed) {
@@ -492,18 +538,32 @@ fn source_inner(
         prog.eta = None;
         prog.elapsed = start.elapsed();
         hooks.progress(&prog);
-        let dirty = if round == 1 && last {
-            let t = Instant::now();
-            let path = raw.refresh()?;
-            let (d, h) = view.scan_final(path).map_err(|source| MigrateError::Io {
-                what: "reading the image",
-                path: path.to_path_buf(),
-                source,
-            })?;
-            add_phase(&mut phases, "read_scan", t);
-            streamed = Some((h, d.blocks.clone(), Vec::new()));
-            d
-        } else {
+        if round == 1 && last {
+            // The job's only round (the source is paused): streamed and pipelined.
+            let path = raw.refresh()?.to_path_buf();
+            let keep_bytes = cache.is_some() && base == Base::Cached;
+            let (rep, produced, pl) = pipelined_final_round(
+                cfg,
+                conn,
+                mover,
+                hooks,
+                cancel,
+                &mut view,
+                &path,
+                keep_bytes,
+                round,
+                &mut prog,
+                &mut phases,
+                start,
+            )?;
+            min_len = min_len.min(produced.image_len);
+            streamed = Some((produced.hash, produced.blocks, produced.bytes));
+            pipeline = Some(pl);
+            hooks.round_done(&rep);
+            rounds.push(rep);
+            break;
+        }
+        let dirty = {
             let img = match preread.take() {
                 Some(h) => {
                     let t = Instant::now();
@@ -537,35 +597,7 @@ fn source_inner(
         }
         let t_enc = Instant::now();
         let patch_path = cfg.scratch.join(format!("patch-{}-{round}", cfg.job_id));
-        let built = {
-            let f = std::fs::File::create(&patch_path).map_err(|source| MigrateError::Io {
-                what: "creating",
-                path: patch_path.clone(),
-                source,
-            })?;
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-            let b = patch::build(
-                &mut w,
-                bs,
-                dirty.image_len,
-                round,
-                &dirty.blocks,
-                &dirty.new_compact,
-                dirty.old_compact.clone(),
-                cfg.policy,
-            )
-            .map_err(|source| MigrateError::Patch { round, source })?;
-            std::io::Write::flush(&mut w).map_err(|source| MigrateError::Io {
-                what: "writing",
-                path: patch_path.clone(),
-                source,
-            })?;
-            b
-        };
-        if let Some(st) = &mut streamed {
-            // No snapshot: keep the sent bytes for the base cache update.
-            st.2 = dirty.new_compact;
-        }
+        let built = write_patch(cfg, &patch_path, round, &dirty)?;
         let encode = t_enc.elapsed();
         add_phase(&mut phases, "encode", t_enc);
         let scan = t_scan.elapsed();
@@ -576,6 +608,7 @@ fn source_inner(
         let t_move = Instant::now();
         conn.send(&Msg::Round {
             round,
+            part: 0,
             object_id,
             patch_len: built.patch_bytes,
             blocks: built.blocks,
@@ -585,7 +618,7 @@ fn source_inner(
         wait_for(
             conn,
             cancel,
-            |m| matches!(m, Msg::Ready { round: r } if *r == round),
+            |m| matches!(m, Msg::Ready { round: r, .. } if *r == round),
         )?;
         prog.phase = Phase::Sending;
         hooks.progress(&prog);
@@ -629,13 +662,13 @@ fn source_inner(
         hooks.progress(&prog);
         match early {
             // The destination applied the patch before the sender heard the final CLOSE.
-            Some(Msg::Applied { round: r }) if r == round => {}
+            Some(Msg::Applied { round: r, .. }) if r == round => {}
             Some(m) => return Err(MigrateError::Unexpected(format!("{m:?}"))),
             None => {
                 wait_for(
                     conn,
                     cancel,
-                    |m| matches!(m, Msg::Applied { round: r } if *r == round),
+                    |m| matches!(m, Msg::Applied { round: r, .. } if *r == round),
                 )?;
             }
         }
@@ -648,9 +681,11 @@ fn source_inner(
             patch_bytes: built.patch_bytes,
             wire_bytes: moved.wire_bytes,
             hde: built.hde,
+            zstd_in_out: (built.zstd_in, built.zstd_out),
             scan,
             encode,
             moved: t_move.elapsed(),
+            parts: 1,
         };
         tracing::info!(
             job_id = cfg.job_id,
@@ -744,7 +779,410 @@ fn source_inner(
         phases,
         dest_phases,
         manifest_source,
+        pipeline,
     })
+}
+
+/// Builds the patch of `dirty` into the file `path`.
+fn write_patch(
+    cfg: &SourceConfig,
+    path: &Path,
+    round: u32,
+    dirty: &Dirty,
+) -> Result<patch::BuildStats, MigrateError> {
+    let io = |source| MigrateError::Io {
+        what: "writing",
+        path: path.to_path_buf(),
+        source,
+    };
+    let f = std::fs::File::create(path).map_err(io)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    let b = patch::build(
+        &mut w,
+        cfg.block_size,
+        dirty.image_len,
+        round,
+        &dirty.blocks,
+        &dirty.new_compact,
+        dirty.old_compact.clone(),
+        cfg.policy,
+    )
+    .map_err(|source| MigrateError::Patch { round, source })?;
+    std::io::Write::flush(&mut w).map_err(io)?;
+    Ok(b)
+}
+
+/// One encoded part of a pipelined round, ready to move.
+struct Part {
+    index: u32,
+    path: PathBuf,
+    built: patch::BuildStats,
+    /// Image byte where the part's stretch ends.
+    end: u64,
+}
+
+/// What the reader/encoder of a pipelined round produced besides the parts.
+struct Produced {
+    hash: u128,
+    image_len: u64,
+    /// Every dirty block, and (when kept) their bytes end to end: the base cache update.
+    blocks: Vec<u64>,
+    bytes: Vec<u8>,
+    scan: Duration,
+    encode: Duration,
+    blocked: Duration,
+}
+
+enum ProduceError {
+    Io(std::io::Error),
+    Job(MigrateError),
+}
+
+impl From<std::io::Error> for ProduceError {
+    fn from(e: std::io::Error) -> Self {
+        ProduceError::Io(e)
+    }
+}
+
+fn add_secs(p: &mut Phases, name: &str, d: Duration) {
+    let secs = d.as_secs_f64();
+    if let Some(e) = p.iter_mut().find(|e| e.0 == name) {
+        e.1 += secs;
+    } else {
+        p.push((name.to_string(), secs));
+    }
+}
+
+/// The job's only round, read in one pass and pipelined: a second thread reads, scans and
+/// encodes the image part by part ([`SourceConfig::part_bytes`] of dirty data each) while
+/// this one moves the parts, one object each, without waiting for the destination to apply
+/// the previous one; moves after the first start from the previous move's path estimate.
+/// Returns once the destination applied every part.
+#[allow(clippy::too_many_arguments)]
+fn pipelined_final_round(
+    cfg: &SourceConfig,
+    conn: &mut Conn,
+    mover: &mut dyn Mover,
+    hooks: &mut dyn SourceHooks,
+    cancel: &AtomicBool,
+    view: &mut DestView,
+    image: &Path,
+    keep_bytes: bool,
+    round: u32,
+    prog: &mut Progress,
+    phases: &mut Phases,
+    start: Instant,
+) -> Result<(RoundReport, Produced, PipelineReport), MigrateError> {
+    let t_round = Instant::now();
+    let part_bytes = if cfg.part_bytes == 0 {
+        u64::MAX
+    } else {
+        cfg.part_bytes
+    };
+    let obj_base = cfg.job_id << 16;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Part>(1);
+    let stop = AtomicBool::new(false);
+    let mut pl = PipelineReport {
+        part_bytes: cfg.part_bytes,
+        ..PipelineReport::default()
+    };
+    let mut rep = RoundReport {
+        round,
+        last: true,
+        ..RoundReport::default()
+    };
+    let image_len = prog.image_bytes.max(1);
+    prog.round_data_bytes = 0;
+    prog.round_patch_bytes = 0;
+    let (consumed, produced) = std::thread::scope(|s| {
+        let producer = s.spawn(|| -> Result<Produced, MigrateError> {
+            let tx = tx;
+            let t0 = Instant::now();
+            let mut encode = Duration::ZERO;
+            let mut blocked = Duration::ZERO;
+            let mut in_emit = Duration::ZERO;
+            let mut blocks = Vec::new();
+            let mut bytes = Vec::new();
+            let mut index = 0u32;
+            // A smaller first part: the link starts sooner.
+            let first = (part_bytes / 4).max(1);
+            let r = view.scan_final_parts(image, first, part_bytes, |d, end| {
+                let t = Instant::now();
+                if stop.load(Ordering::Relaxed) {
+                    return Err(ProduceError::Job(MigrateError::Cancelled));
+                }
+                let path = cfg
+                    .scratch
+                    .join(format!("patch-{}-{round}-{index}", cfg.job_id));
+                let built = write_patch(cfg, &path, round, &d).map_err(ProduceError::Job)?;
+                encode += t.elapsed();
+                blocks.extend_from_slice(&d.blocks);
+                if keep_bytes {
+                    bytes.extend_from_slice(&d.new_compact);
+                }
+                drop(d);
+                let tb = Instant::now();
+                let sent = tx.send(Part {
+                    index,
+                    path,
+                    built,
+                    end,
+                });
+                blocked += tb.elapsed();
+                in_emit += t.elapsed();
+                index += 1;
+                // The mover stopped (failed or cancelled): its error is the job's.
+                sent.map_err(|_| ProduceError::Job(MigrateError::Cancelled))
+            });
+            let (len, hash) = r.map_err(|e| match e {
+                ProduceError::Io(source) => MigrateError::Io {
+                    what: "reading the image",
+                    path: image.to_path_buf(),
+                    source,
+                },
+                ProduceError::Job(e) => e,
+            })?;
+            Ok(Produced {
+                hash,
+                image_len: len,
+                blocks,
+                bytes,
+                scan: t0.elapsed().saturating_sub(in_emit),
+                encode,
+                blocked,
+            })
+        });
+        let consumed = move_parts(
+            conn,
+            mover,
+            hooks,
+            cancel,
+            rx,
+            PartsCtx {
+                round,
+                obj_base,
+                image_len,
+                warm_start: cfg.warm_start,
+                t_round,
+                start,
+            },
+            prog,
+            &mut pl,
+            &mut rep,
+        );
+        if consumed.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        let produced = producer
+            .join()
+            .unwrap_or_else(|_| Err(MigrateError::Unexpected("image reader panicked".into())));
+        (consumed, produced)
+    });
+    mover.set_path_hint(None);
+    // A failed move is the cause when both failed (the reader then saw the mover gone).
+    let mut applied = consumed?;
+    let produced = produced?;
+    // Every part moved; the destination may still be applying the last ones.
+    let t = Instant::now();
+    prog.phase = Phase::Applying;
+    prog.eta = None;
+    hooks.progress(prog);
+    while rep.parts > applied {
+        match wait_for(conn, cancel, |m| matches!(m, Msg::Applied { .. }))? {
+            Msg::Applied { round: r, .. } if r == round => applied += 1,
+            m => return Err(MigrateError::Unexpected(format!("{m:?}"))),
+        }
+    }
+    pl.apply_tail = t.elapsed();
+    add_secs(phases, "read_scan", produced.scan);
+    add_secs(phases, "encode", produced.encode);
+    add_secs(phases, "move", rep.moved);
+    add_secs(phases, "part_wait", pl.first_part + pl.waited_for_parts);
+    add_secs(phases, "apply_wait", pl.apply_tail);
+    rep.scan = produced.scan + produced.encode;
+    rep.encode = produced.encode;
+    rep.moved = t_round.elapsed().saturating_sub(pl.first_part);
+    pl.encoder_blocked = produced.blocked;
+    pl.parts = rep.parts;
+    tracing::info!(
+        round,
+        parts = rep.parts,
+        data = rep.data_bytes,
+        patch = rep.patch_bytes,
+        wire = rep.wire_bytes,
+        "pipelined round applied"
+    );
+    Ok((rep, produced, pl))
+}
+
+/// Fixed inputs of [`move_parts`].
+struct PartsCtx {
+    round: u32,
+    obj_base: u64,
+    image_len: u64,
+    warm_start: bool,
+    t_round: Instant,
+    start: Instant,
+}
+
+/// The mover's side of [`pipelined_final_round`]: announces and moves each part as the
+/// encoder hands it over; counts the destination's `Applied` messages that arrive
+/// meanwhile and returns their number.
+#[allow(clippy::too_many_arguments)]
+fn move_parts(
+    conn: &mut Conn,
+    mover: &mut dyn Mover,
+    hooks: &mut dyn SourceHooks,
+    cancel: &AtomicBool,
+    rx: std::sync::mpsc::Receiver<Part>,
+    ctx: PartsCtx,
+    prog: &mut Progress,
+    pl: &mut PipelineReport,
+    rep: &mut RoundReport,
+) -> Result<u32, MigrateError> {
+    let PartsCtx {
+        round,
+        obj_base,
+        image_len,
+        warm_start,
+        t_round,
+        start,
+    } = ctx;
+    let mut applied = 0u32;
+    let mut count = |m: &Msg| -> Result<(), MigrateError> {
+        match m {
+            Msg::Applied { round: r, .. } if *r == round => {
+                applied += 1;
+                Ok(())
+            }
+            m => Err(MigrateError::Unexpected(format!("{m:?}"))),
+        }
+    };
+    let mut hint = None;
+    let mut acked_before = 0u64;
+    loop {
+        let tw = Instant::now();
+        let part = loop {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(MigrateError::Cancelled);
+            }
+            match rx.recv_timeout(POLL) {
+                Ok(p) => break Some(p),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break None,
+            }
+        };
+        let Some(part) = part else { break };
+        if part.index == 0 {
+            pl.first_part = t_round.elapsed();
+        } else {
+            pl.waited_for_parts += tw.elapsed();
+        }
+        let built = &part.built;
+        let object_id = obj_base | (u64::from(part.index.min(0xfe)) << 8) | u64::from(round & 0xff);
+        if part.index >= 0xfe {
+            return Err(MigrateError::Unexpected("more than 254 parts".into()));
+        }
+        prog.round_data_bytes += built.data_bytes;
+        prog.round_patch_bytes += built.patch_bytes;
+        conn.send(&Msg::Round {
+            round,
+            part: part.index,
+            object_id,
+            patch_len: built.patch_bytes,
+            blocks: built.blocks,
+            data_bytes: built.data_bytes,
+            last: true,
+        })?;
+        loop {
+            let m = wait_for(conn, cancel, |m| {
+                matches!(m, Msg::Ready { .. } | Msg::Applied { .. })
+            })?;
+            match m {
+                Msg::Ready { round: r, part: p } if r == round && p == part.index => break,
+                m => count(&m)?,
+            }
+        }
+        let t_move = Instant::now();
+        prog.phase = Phase::Sending;
+        hooks.progress(prog);
+        if part.index > 0 && warm_start {
+            mover.set_path_hint(hint);
+            if hint.is_some() {
+                pl.hinted_moves += 1;
+            }
+        }
+        let wire_before = prog.wire_bytes;
+        let data_before = prog.data_bytes_done;
+        let mut last_tick = Instant::now();
+        // The round's patch bytes so far, extrapolated over the image not read yet.
+        let est_total = (prog.round_patch_bytes as f64 * image_len as f64 / part.end.max(1) as f64)
+            .max(prog.round_patch_bytes as f64);
+        let (moved, early, absorbed) =
+            watch_absorbing(conn, cancel, &|m| matches!(m, Msg::Applied { .. }), |c| {
+                mover.send(&part.path, object_id, c, &mut |mp: &MoveProgress| {
+                    if last_tick.elapsed() < Duration::from_millis(100) {
+                        return;
+                    }
+                    last_tick = Instant::now();
+                    let secs = t_move.elapsed().as_secs_f64().max(1e-3);
+                    prog.wire_bytes = wire_before + mp.wire_bytes;
+                    prog.rate_bps = (mp.wire_bytes as f64 / secs) as u64;
+                    let frac = if built.patch_bytes == 0 {
+                        1.0
+                    } else {
+                        (mp.object_bytes as f64 / built.patch_bytes as f64).min(1.0)
+                    };
+                    prog.data_bytes_done = data_before + (frac * built.data_bytes as f64) as u64;
+                    let obj_rate = mp.object_bytes as f64 / secs;
+                    let left = est_total - (acked_before + mp.object_bytes) as f64;
+                    prog.eta =
+                        (obj_rate > 0.0).then(|| Duration::from_secs_f64(left.max(0.0) / obj_rate));
+                    prog.elapsed = start.elapsed();
+                    hooks.progress(prog);
+                })
+            })?;
+        for m in &absorbed {
+            count(m)?;
+        }
+        no_early(early)?;
+        let moved = moved
+            .map_err(|e| MigrateError::mv(&format!("part {} of round {round}", part.index), e))?;
+        let _ = std::fs::remove_file(&part.path);
+        hint = moved.path;
+        acked_before += built.patch_bytes;
+        prog.wire_bytes = wire_before + moved.wire_bytes;
+        prog.data_bytes_done = data_before + built.data_bytes;
+        rep.parts += 1;
+        rep.blocks += built.blocks;
+        rep.data_bytes += built.data_bytes;
+        rep.patch_bytes += built.patch_bytes;
+        rep.wire_bytes += moved.wire_bytes;
+        merge_stats(&mut rep.hde, &built.hde);
+        rep.zstd_in_out.0 += built.zstd_in;
+        rep.zstd_in_out.1 += built.zstd_out;
+        rep.moved += t_move.elapsed();
+        tracing::info!(
+            round,
+            part = part.index,
+            patch = built.patch_bytes,
+            wire = moved.wire_bytes,
+            secs = t_move.elapsed().as_secs_f64(),
+            detail = %moved.detail,
+            "part moved"
+        );
+    }
+    Ok(applied)
+}
+
+fn merge_stats(into: &mut dwcp_hde::Stats, s: &dwcp_hde::Stats) {
+    for (a, b) in into.kinds.iter_mut().zip(s.kinds.iter()) {
+        a.blocks += b.blocks;
+        a.in_bytes += b.in_bytes;
+        a.out_bytes += b.out_bytes;
+    }
+    into.containers += s.containers;
+    into.header_bytes += s.header_bytes;
 }
 
 /// Destination settings.
@@ -849,7 +1287,8 @@ fn dest_inner(
     let t = Instant::now();
     crate::store::recover(&cfg.image)?;
     let held = crate::store::held(&cfg.image, bs)?;
-    let mut target = Target::begin(&cfg.image, bs)?;
+    let mut target = Some(Target::begin(&cfg.image, bs)?);
+    let mut applier: Option<Applier> = None;
     add_phase(
         &mut phases,
         if held.as_ref().is_some_and(|h| h.from_sidecar) {
@@ -873,6 +1312,12 @@ fn dest_inner(
     loop {
         if cancel.load(Ordering::Relaxed) {
             return Err(MigrateError::Cancelled);
+        }
+        if applier.as_ref().is_some_and(Applier::failed) {
+            if let Some(a) = applier.take() {
+                a.finish()?;
+            }
+            return Err(MigrateError::Unexpected("the applier stopped".into()));
         }
         let m = match pending.take() {
             Some(m) => m,
@@ -909,44 +1354,64 @@ fn dest_inner(
                 add_phase(&mut phases, "manifest", t);
             }
             Msg::Round {
-                round, object_id, ..
+                round,
+                part,
+                object_id,
+                ..
             } => {
                 let t = Instant::now();
-                let path = cfg.scratch.join(format!("patch-{job_id}-{round}"));
+                let path = cfg.scratch.join(format!("patch-{job_id}-{round}-{part}"));
                 let mut writer = conn.writer().map_err(WireError::from)?;
                 let mut sent = Ok(());
                 let r = watch(conn, cancel, |c| {
                     mover.recv(&path, object_id, c, &mut || {
-                        sent = send_on(&mut writer, &Msg::Ready { round });
+                        sent = send_on(&mut writer, &Msg::Ready { round, part });
                     })
                 });
                 let (r, early) = r?;
                 sent?;
-                no_early(early)?;
-                r.map_err(|e| MigrateError::mv(&format!("the patch of round {round}"), e))?;
-                add_phase(&mut phases, "receive", t);
-                let t = Instant::now();
-                let bytes = std::fs::read(&path).map_err(|source| MigrateError::Io {
-                    what: "reading",
-                    path: path.clone(),
-                    source,
+                match early {
+                    // A pipelined round: the source announces the next part as soon as its
+                    // move of this one ended (this receive may still be lingering).
+                    Some(m @ Msg::Round { .. }) => pending = Some(m),
+                    early => no_early(early)?,
+                }
+                let r = r.map_err(|e| {
+                    MigrateError::mv(&format!("part {part} of the patch of round {round}"), e)
                 })?;
-                let _ = std::fs::remove_file(&path);
-                let d = patch::decode(&bytes, &mut |off, buf| target.read_current(off, buf))
-                    .map_err(|source| MigrateError::Patch { round, source })?;
-                add_phase(&mut phases, "decode", t);
-                let t = Instant::now();
-                let runs: Vec<_> = d.runs().map(|(s, _, r)| (s, r)).collect();
-                target.write_round(d.header.image_len, &runs, &d.compact)?;
-                add_phase(&mut phases, "write", t);
+                add_phase(&mut phases, "receive", t);
                 rep.rounds = round;
-                rep.data_bytes += d.compact.len() as u64;
-                rep.patch_bytes += bytes.len() as u64;
-                conn.send(&Msg::Applied { round })?;
+                rep.patch_bytes += r.object_len;
+                // Decoded and written on the applier thread while the next part arrives.
+                if applier.is_none() {
+                    let target = target.take().ok_or_else(|| {
+                        MigrateError::Unexpected("no target for the round".into())
+                    })?;
+                    applier = Some(Applier::spawn(
+                        target,
+                        conn.writer().map_err(WireError::from)?,
+                    ));
+                }
+                if let Some(a) = &applier {
+                    a.push(round, part, path)?;
+                }
             }
             Msg::Commit { len, hash } => {
                 let expected = parse_hash(&hash)
                     .ok_or_else(|| MigrateError::Unexpected(format!("hash {hash:?}")))?;
+                let mut target = target.take();
+                if let Some(a) = applier.take() {
+                    let t = Instant::now();
+                    let out = a.finish()?;
+                    add_phase(&mut phases, "apply_tail", t);
+                    for (k, v) in out.phases {
+                        add_secs(&mut phases, &k, Duration::from_secs_f64(v));
+                    }
+                    rep.data_bytes += out.data_bytes;
+                    target = Some(out.target);
+                }
+                let target =
+                    target.ok_or_else(|| MigrateError::Unexpected("no target at commit".into()))?;
                 let got_len = target.commit(len, expected, &mut phases)?;
                 if got_len != len {
                     return Err(MigrateError::Unexpected(format!(
@@ -969,6 +1434,103 @@ fn dest_inner(
     }
 }
 
+/// What the destination's applier thread hands back at commit.
+struct ApplyOut {
+    target: Target,
+    phases: Phases,
+    data_bytes: u64,
+}
+
+/// The destination's applier: a thread that decodes received patches (parts) in order and
+/// writes them to the job's target (journal or working copy), answering `Applied` for each,
+/// so a part is applied while the next one arrives. On a failure it tells the source
+/// (`Failed`) and stops; [`Applier::finish`] returns the error.
+struct Applier {
+    jobs: std::sync::mpsc::Sender<(u32, u32, PathBuf)>,
+    handle: std::thread::JoinHandle<Result<ApplyOut, MigrateError>>,
+}
+
+impl Applier {
+    fn spawn(mut target: Target, mut writer: TcpStream) -> Self {
+        let (jobs, rx) = std::sync::mpsc::channel::<(u32, u32, PathBuf)>();
+        let handle = std::thread::spawn(move || {
+            let mut phases: Phases = Vec::new();
+            let mut data_bytes = 0u64;
+            for (round, part, path) in rx {
+                let r = apply_part(&mut target, &mut phases, round, part, &path);
+                let _ = std::fs::remove_file(&path);
+                match r {
+                    Ok(n) => {
+                        data_bytes += n;
+                        if part > 0 {
+                            crate::store::failpoint("mid-round");
+                        }
+                        send_on(&mut writer, &Msg::Applied { round, part })?;
+                    }
+                    Err(e) => {
+                        let _ = send_on(
+                            &mut writer,
+                            &Msg::Failed {
+                                reason: format!("{e}: {}", chain(&e)),
+                            },
+                        );
+                        return Err(e);
+                    }
+                }
+            }
+            Ok(ApplyOut {
+                target,
+                phases,
+                data_bytes,
+            })
+        });
+        Applier { jobs, handle }
+    }
+
+    fn push(&self, round: u32, part: u32, path: PathBuf) -> Result<(), MigrateError> {
+        self.jobs
+            .send((round, part, path))
+            .map_err(|_| MigrateError::Unexpected("the applier stopped".into()))
+    }
+
+    fn failed(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    fn finish(self) -> Result<ApplyOut, MigrateError> {
+        drop(self.jobs);
+        self.handle
+            .join()
+            .unwrap_or_else(|_| Err(MigrateError::Unexpected("applier panicked".into())))
+    }
+}
+
+/// Decodes the patch at `path` against `target` and writes it; returns the image bytes
+/// written.
+fn apply_part(
+    target: &mut Target,
+    phases: &mut Phases,
+    round: u32,
+    part: u32,
+    path: &Path,
+) -> Result<u64, MigrateError> {
+    let t = Instant::now();
+    let bytes = std::fs::read(path).map_err(|source| MigrateError::Io {
+        what: "reading",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let d = patch::decode(&bytes, &mut |off, buf| target.read_current(off, buf))
+        .map_err(|source| MigrateError::Patch { round, source })?;
+    add_phase(phases, "decode", t);
+    let t = Instant::now();
+    let runs: Vec<_> = d.runs().map(|(s, _, r)| (s, r)).collect();
+    target.write_round(d.header.image_len, &runs, &d.compact)?;
+    add_phase(phases, "write", t);
+    tracing::debug!(round, part, blocks = d.header.blocks(), "part applied");
+    Ok(d.compact.len() as u64)
+}
+
 /// Runs `f` (a move) while a helper thread watches the control connection: an `Abort` or
 /// `Failed`, a closed connection or the caller's cancel flag cancel the move. Any other
 /// message that arrives meanwhile ends the watch and is returned for the caller to handle.
@@ -977,14 +1539,25 @@ fn watch<T>(
     cancel: &AtomicBool,
     f: impl FnOnce(&AtomicBool) -> T,
 ) -> Result<(T, Option<Msg>), MigrateError> {
+    watch_absorbing(conn, cancel, &|_| false, f).map(|(t, early, _)| (t, early))
+}
+
+/// [`watch`] that keeps watching past the messages `absorb` accepts (returned in order).
+fn watch_absorbing<T>(
+    conn: &mut Conn,
+    cancel: &AtomicBool,
+    absorb: &(dyn Fn(&Msg) -> bool + Sync),
+    f: impl FnOnce(&AtomicBool) -> T,
+) -> Result<(T, Option<Msg>, Vec<Msg>), MigrateError> {
     let stop = AtomicBool::new(false);
     let inner_cancel = AtomicBool::new(false);
     std::thread::scope(|s| {
-        let watcher = s.spawn(|| -> Result<Option<Msg>, MigrateError> {
+        let watcher = s.spawn(|| -> Result<(Option<Msg>, Vec<Msg>), MigrateError> {
             let fail = |e: MigrateError| {
                 inner_cancel.store(true, Ordering::Relaxed);
                 Err(e)
             };
+            let mut absorbed = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 if cancel.load(Ordering::Relaxed) {
                     return fail(MigrateError::Cancelled);
@@ -993,18 +1566,19 @@ fn watch<T>(
                     Ok(None) => {}
                     Ok(Some(Msg::Abort { reason })) => return fail(MigrateError::Aborted(reason)),
                     Ok(Some(Msg::Failed { reason })) => return fail(MigrateError::Remote(reason)),
-                    Ok(Some(m)) => return Ok(Some(m)),
+                    Ok(Some(m)) if absorb(&m) => absorbed.push(m),
+                    Ok(Some(m)) => return Ok((Some(m), absorbed)),
                     Err(e) => return fail(e.into()),
                 }
             }
-            Ok(None)
+            Ok((None, absorbed))
         });
         let out = f(&inner_cancel);
         stop.store(true, Ordering::Relaxed);
         let w = watcher
             .join()
             .unwrap_or_else(|_| Err(MigrateError::Unexpected("watcher panicked".into())));
-        w.map(|early| (out, early))
+        w.map(|(early, absorbed)| (out, early, absorbed))
     })
 }
 

@@ -106,8 +106,9 @@ fn sync_dir(p: &Path) -> Result<(), ImageError> {
 }
 
 /// Test hook: `DWCP_MIGRATE_FAILPOINT=NAME` aborts the process at that point (no
-/// destructors run, like a kill). Points: `before-journal-commit`, `mid-apply`.
-fn failpoint(name: &str) {
+/// destructors run, like a kill). Points: `before-journal-commit`, `mid-apply`, `mid-round`
+/// (the destination applied the second part of a pipelined round).
+pub(crate) fn failpoint(name: &str) {
     if std::env::var("DWCP_MIGRATE_FAILPOINT").is_ok_and(|v| v == name) {
         eprintln!("failpoint {name}: aborting");
         std::process::abort();

@@ -10,10 +10,13 @@
 //! S: Hello{version, job_id, block_size}
 //! D: HelloAck{version, held_len?, held_hash?}         what D's image is now (or nothing)
 //! [S: ManifestRequest{object_id}  once S receives;  D sends its per-block hashes as an object]
-//! repeat per round:
-//!   S: Round{round, object_id, patch_len, blocks, data_bytes, last}
-//!   D: Ready{round}                                   D receives; S sends the patch object
-//!   D: Applied{round}                                 patch applied to D's working copy
+//! repeat per round, and per part of a round (part 0, 1, ...):
+//!   S: Round{round, part, object_id, patch_len, blocks, data_bytes, last}
+//!   D: Ready{round, part}                             D receives; S sends the patch object
+//!   D: Applied{round, part}                           patch applied to D's journal
+//! (pipelined: S announces part i+1 as soon as part i's move ends, without waiting for
+//! Applied{i}; D applies part i on a second thread while part i+1 arrives, so Applied
+//! messages may arrive while S waits for a Ready or moves the next part)
 //! S: Commit{len, hash}
 //! D: Committed{len, phases} | Failed{reason}          new image verified and in place
 //! either side, any time: Abort{reason}                D drops its working copy
@@ -59,6 +62,9 @@ pub enum Msg {
     Round {
         /// Round number (1-based).
         round: u32,
+        /// Part of the round (0-based; a round cut into parts moves one patch per part).
+        #[serde(default)]
+        part: u32,
         /// Object id of the patch.
         object_id: u64,
         /// Patch bytes.
@@ -74,11 +80,17 @@ pub enum Msg {
     Ready {
         /// Round.
         round: u32,
+        /// Part.
+        #[serde(default)]
+        part: u32,
     },
     /// D applied round `round`.
     Applied {
         /// Round.
         round: u32,
+        /// Part.
+        #[serde(default)]
+        part: u32,
     },
     /// S: switch over to the image of this length and hash.
     Commit {
@@ -218,6 +230,7 @@ mod tests {
     fn messages_round_trip_and_unknown_fields_are_refused() {
         let m = Msg::Round {
             round: 2,
+            part: 3,
             object_id: 7,
             patch_len: 9,
             blocks: 1,

@@ -71,6 +71,23 @@ fn child_destination() {
 /// Runs a job from `src_img` to a destination process with `failpoint`; returns whether the
 /// source succeeded.
 fn job_with_failpoint(src_img: &Path, dst_img: &Path, failpoint: &str) -> bool {
+    job(
+        src_img,
+        dst_img,
+        failpoint,
+        dwcp_migrate::DEFAULT_PART_BYTES,
+    )
+    .is_some()
+}
+
+/// [`job_with_failpoint`] with rounds cut into parts of `part_bytes`; the source's report if
+/// it succeeded.
+fn job(
+    src_img: &Path,
+    dst_img: &Path,
+    failpoint: &str,
+    part_bytes: u64,
+) -> Option<dwcp_migrate::SourceReport> {
     let src_l = TcpListener::bind("127.0.0.1:0").unwrap();
     let src_addr = src_l.local_addr().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -106,6 +123,7 @@ fn job_with_failpoint(src_img: &Path, dst_img: &Path, failpoint: &str) -> bool {
     let c = TcpStream::connect(ctl).unwrap();
     let mut cfg = SourceConfig::new(src_img, 77);
     cfg.scratch = src_img.parent().unwrap().join("scratch-src");
+    cfg.part_bytes = part_bytes;
     let mut m = TcpMover::new(src_l, mv);
     let r = run_source(&cfg, c, &mut m, &mut (), &AtomicBool::new(false));
     let st = child.wait().unwrap();
@@ -114,7 +132,7 @@ fn job_with_failpoint(src_img: &Path, dst_img: &Path, failpoint: &str) -> bool {
     } else {
         assert!(!st.success(), "the destination was killed at {failpoint}");
     }
-    r.is_ok()
+    r.ok()
 }
 
 fn setup(blocks: usize) -> (tempfile::TempDir, PathBuf, PathBuf, Vec<u8>, Vec<u8>) {
@@ -167,6 +185,53 @@ fn killed_in_the_middle_of_the_apply_recovers_the_new_image_exactly() {
     std::fs::write(&src, &v3).unwrap();
     assert!(job_with_failpoint(&src, &dst, ""));
     assert!(std::fs::read(&dst).unwrap() == v3);
+}
+
+#[test]
+fn a_round_cut_into_parts_yields_the_image_exactly() {
+    // 8 MiB images, 3/4 of the blocks non-zero: parts of 1 MiB of dirty data (the first a
+    // quarter of that), so a dozen parts, applied while the next ones arrive.
+    let (_d, src, dst, _v1, v2) = setup(2048);
+    let r = job(&src, &dst, "", 1 << 20).expect("in-place job");
+    assert!(
+        std::fs::read(&dst).unwrap() == v2,
+        "in place: new image exactly"
+    );
+    let p = r.pipeline.as_ref().unwrap();
+    assert!(p.parts > 1 && p.parts == r.rounds[0].parts, "{p:?}");
+    assert_eq!(r.hash, dwcp_kernels::xxh3_128(&v2));
+    assert_eq!(r.rounds[0].data_bytes, r.data_bytes);
+    assert!(!store::journal_part_path(&dst).exists());
+    // Fresh destination (nothing held): every non-zero block crosses, in parts.
+    std::fs::remove_file(&dst).unwrap();
+    let _ = std::fs::remove_file(store::sidecar_path(&dst));
+    let r = job(&src, &dst, "", 1 << 20).expect("fresh job");
+    assert!(
+        std::fs::read(&dst).unwrap() == v2,
+        "fresh: new image exactly"
+    );
+    let parts = r.pipeline.as_ref().unwrap().parts;
+    assert!(parts >= 6, "{parts} parts");
+    let nonzero = v2.chunks(BS).filter(|b| b.iter().any(|&x| x != 0)).count();
+    assert_eq!(r.data_bytes, (nonzero * BS) as u64);
+    assert!(
+        r.rounds[0].patch_bytes < r.data_bytes,
+        "containers compressed"
+    );
+}
+
+#[test]
+fn killed_in_the_middle_of_a_round_in_parts_keeps_the_old_image_exactly() {
+    let (_d, src, dst, v1, v2) = setup(2048);
+    // The destination dies once it applied the second part (more parts were to come).
+    assert!(job(&src, &dst, "mid-round", 1 << 20).is_none());
+    assert!(std::fs::read(&dst).unwrap() == v1, "old image untouched");
+    assert!(!store::journal_path(&dst).exists(), "not committed");
+    assert_eq!(store::recover(&dst).unwrap(), Recovery::Discarded);
+    assert!(std::fs::read(&dst).unwrap() == v1, "old image exactly");
+    // The next job completes.
+    assert!(job(&src, &dst, "", 1 << 20).is_some());
+    assert!(std::fs::read(&dst).unwrap() == v2);
 }
 
 #[test]
