@@ -1118,36 +1118,58 @@ fn move_parts(
         // The round's patch bytes so far, extrapolated over the image not read yet.
         let est_total = (prog.round_patch_bytes as f64 * image_len as f64 / part.end.max(1) as f64)
             .max(prog.round_patch_bytes as f64);
-        let (moved, early, absorbed) =
-            watch_absorbing(conn, cancel, &|m| matches!(m, Msg::Applied { .. }), |c| {
-                mover.send(&part.path, object_id, c, &mut |mp: &MoveProgress| {
-                    if last_tick.elapsed() < Duration::from_millis(100) {
-                        return;
-                    }
-                    last_tick = Instant::now();
-                    let secs = t_move.elapsed().as_secs_f64().max(1e-3);
-                    prog.wire_bytes = wire_before + mp.wire_bytes;
-                    prog.rate_bps = (mp.wire_bytes as f64 / secs) as u64;
-                    let frac = if built.patch_bytes == 0 {
-                        1.0
-                    } else {
-                        (mp.object_bytes as f64 / built.patch_bytes as f64).min(1.0)
-                    };
-                    prog.data_bytes_done = data_before + (frac * built.data_bytes as f64) as u64;
-                    let obj_rate = mp.object_bytes as f64 / secs;
-                    let left = est_total - (acked_before + mp.object_bytes) as f64;
-                    prog.eta =
-                        (obj_rate > 0.0).then(|| Duration::from_secs_f64(left.max(0.0) / obj_rate));
-                    prog.elapsed = start.elapsed();
-                    hooks.progress(prog);
-                })
-            })?;
-        for m in &absorbed {
-            count(m)?;
-        }
-        no_early(early)?;
-        let moved = moved
-            .map_err(|e| MigrateError::mv(&format!("part {} of round {round}", part.index), e))?;
+        // A part whose transfer failed (e.g. no HELLO_ACK: the destination's receiver keeps
+        // listening for the object) is sent again, at most twice.
+        let mut attempt = 0u32;
+        let moved = loop {
+            attempt += 1;
+            let (moved, early, absorbed) =
+                watch_absorbing(conn, cancel, &|m| matches!(m, Msg::Applied { .. }), |c| {
+                    mover.send(&part.path, object_id, c, &mut |mp: &MoveProgress| {
+                        if last_tick.elapsed() < Duration::from_millis(100) {
+                            return;
+                        }
+                        last_tick = Instant::now();
+                        let secs = t_move.elapsed().as_secs_f64().max(1e-3);
+                        prog.wire_bytes = wire_before + mp.wire_bytes;
+                        prog.rate_bps = (mp.wire_bytes as f64 / secs) as u64;
+                        let frac = if built.patch_bytes == 0 {
+                            1.0
+                        } else {
+                            (mp.object_bytes as f64 / built.patch_bytes as f64).min(1.0)
+                        };
+                        prog.data_bytes_done =
+                            data_before + (frac * built.data_bytes as f64) as u64;
+                        let obj_rate = mp.object_bytes as f64 / secs;
+                        let left = est_total - (acked_before + mp.object_bytes) as f64;
+                        prog.eta = (obj_rate > 0.0)
+                            .then(|| Duration::from_secs_f64(left.max(0.0) / obj_rate));
+                        prog.elapsed = start.elapsed();
+                        hooks.progress(prog);
+                    })
+                })?;
+            for m in &absorbed {
+                count(m)?;
+            }
+            no_early(early)?;
+            match moved {
+                Err(MoveError::Failed { what, source }) if attempt < 3 => {
+                    tracing::warn!(
+                        round,
+                        part = part.index,
+                        attempt,
+                        error = %what,
+                        cause = %source,
+                        "part move failed; sending it again"
+                    );
+                }
+                moved => {
+                    break moved.map_err(|e| {
+                        MigrateError::mv(&format!("part {} of round {round}", part.index), e)
+                    })?;
+                }
+            }
+        };
         let _ = std::fs::remove_file(&part.path);
         hint = moved.path;
         acked_before += built.patch_bytes;
