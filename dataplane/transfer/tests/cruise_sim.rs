@@ -142,11 +142,11 @@ fn one_flow_fills_the_lab_bottleneck_without_overflowing_its_queue() {
 
 #[test]
 fn two_flows_share_the_lab_bottleneck_without_overflowing_its_queue() {
-    // The second flow converges to its share over ~4-6 s after its start: the ratio over a
-    // window that ends early (3..7 s) is mostly that transient and swings with the seed
-    // (1.4-2.4 across seeds 3-10, with either chunk size), so the window runs to 8 s (before
-    // the first flow's tail) and two seeds are checked.
-    for seed in [5u64, 6] {
+    // The second flow (started 1 s after the first) takes a few seconds to reach its share:
+    // over 2..7 s after its start the first flow still gets 1.3-2.1x as much (seeds 1-10);
+    // over 4..10 s after its start the ratio is 0.90-1.30 on the same seeds. This checks the
+    // converged share, on four seeds, with a tighter bound than the old 3..7 s window's 0.5-2.
+    for seed in 1u64..=4 {
         two_flows(seed);
     }
 }
@@ -154,15 +154,15 @@ fn two_flows_share_the_lab_bottleneck_without_overflowing_its_queue() {
 fn two_flows(seed: u64) {
     let mut sim = lab_sim(seed);
     let epoch = sim.epoch;
-    let data = object(150_000_000, 5);
+    let data = object(300_000_000, 5);
     for i in 0..2u32 {
         let (s, r) = flow(&data, 40 + i, epoch);
         sim.add_flow(s, r, epoch + Duration::from_secs(1) * i);
     }
     // both running and past the second flow's Startup
     let (t1, t2) = (
-        epoch + Duration::from_secs(3),
-        epoch + Duration::from_secs(8),
+        epoch + Duration::from_secs(5),
+        epoch + Duration::from_secs(11),
     );
     let secs = (t2 - t1).as_secs_f64();
     sim.run_until(t1, |_| false);
@@ -184,7 +184,7 @@ fn two_flows(seed: u64) {
     let ratio = rates[0] / rates[1];
     eprintln!(
         "seed {seed}, two flows: {:.1} / {:.1} Mbit/s (ratio {ratio:.2}), {:.1} % of the \
-         ceiling; queue drops in 3..8 s {drops} (before {d1}); congestion events {} / {}",
+         ceiling; queue drops in 5..11 s {drops} (before {d1}); congestion events {} / {}",
         rates[0] / 1e6,
         rates[1] / 1e6,
         total / (RATE * CEILING) * 100.0,
@@ -193,5 +193,5 @@ fn two_flows(seed: u64) {
     );
     assert!(drops <= 50, "queue drops {drops}");
     assert!(total >= 0.95 * RATE * CEILING, "{:.1}", total / 1e6);
-    assert!((0.5..=2.0).contains(&ratio), "unfair: {ratio:.2}");
+    assert!((0.67..=1.5).contains(&ratio), "seed {seed}: unfair: {ratio:.2}");
 }
