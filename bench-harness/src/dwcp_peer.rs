@@ -120,6 +120,9 @@ pub struct DwcpRun {
     pub timeout: Duration,
     /// Extra environment for both processes (e.g. `RUST_LOG`).
     pub env: Vec<(String, String)>,
+    /// When set, [`compare`] writes each dwcp run's JSON reports here as
+    /// `rep-N-send.json` and `rep-N-recv.json` (N from 1).
+    pub keep_reports: Option<PathBuf>,
 }
 
 impl DwcpRun {
@@ -139,6 +142,7 @@ impl DwcpRun {
             recv_core: 1,
             timeout: Duration::from_secs(120),
             env: Vec::new(),
+            keep_reports: None,
         }
     }
 }
@@ -565,6 +569,19 @@ fn dwcp_detail(r: &DwcpResult) -> String {
     )
 }
 
+/// Writes `r`'s send and receive reports as `dir/rep-{rep}-send.json` and
+/// `dir/rep-{rep}-recv.json` (pretty JSON), creating `dir` if needed.
+pub fn keep_reports(dir: &Path, rep: u32, r: &DwcpResult) -> Result<(), PeerError> {
+    let io = |what: String| move |source| PeerError::Io { what, source };
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    for (side, v) in [("send", &r.send_report), ("recv", &r.recv_report)] {
+        let path = dir.join(format!("rep-{rep}-{side}.json"));
+        let text = serde_json::to_string_pretty(v).expect("a JSON value serialises");
+        std::fs::write(&path, text + "\n").map_err(io(format!("writing {}", path.display())))?;
+    }
+    Ok(())
+}
+
 /// Runs every peer `reps` times, interleaved (rep 1 of each peer, then rep 2 of each...) so
 /// all peers see the same conditions; iperf3 runs last `secs` seconds, dwcp moves
 /// `run.source` (a failed dwcp transfer counts as goodput 0, its error in the details).
@@ -592,6 +609,9 @@ pub fn compare(
                 // comparison: a benchmark that hides its failures would overstate the median.
                 PeerKind::Dwcp => match dwcp_transfer(lab, run) {
                     Ok(r) => {
+                        if let Some(dir) = &run.keep_reports {
+                            keep_reports(dir, rep, &r)?;
+                        }
                         let d = dwcp_detail(&r);
                         let g = r.goodput_gbps();
                         dwcp_runs.push(r);

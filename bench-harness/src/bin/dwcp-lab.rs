@@ -86,6 +86,10 @@ struct DwcpArgs {
     /// Directory for the object and its copy.
     #[arg(long, default_value = "/dev/shm")]
     dwcp_dir: std::path::PathBuf,
+    /// Keep each dwcp run's JSON reports in this directory (`rep-N-send.json`,
+    /// `rep-N-recv.json`).
+    #[arg(long)]
+    keep_reports: Option<std::path::PathBuf>,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum, PartialEq)]
@@ -345,6 +349,7 @@ fn bench_peers(args: &LabArgs, d: &DwcpArgs, reps: u32, secs: u32) -> Result<()>
     );
     run.backend = d.dwcp_backend.clone();
     run.streams = d.dwcp_streams;
+    run.keep_reports = d.keep_reports.clone();
     if peers.contains(&PeerKind::Dwcp) {
         dwcp_peer::write_source(&run.source, mib << 20, 1)?;
     }

@@ -33,7 +33,7 @@ pub use io::{Journal, MemJournal, MemSink, MemSource, Sink, Source};
 pub use mode::{LinkMode, ModeReason};
 pub use receiver::{Receiver, ReceiverConfig, ReceiverState};
 pub use sender::{Sender, SenderConfig, SenderState};
-pub use stats::{ReceiverStats, SenderStats};
+pub use stats::{ReceiverStats, SenderStats, SenderTimeline};
 
 /// Protocol version 1: one stream, raw chunks only.
 pub const VERSION_1: u8 = 1;

@@ -28,7 +28,7 @@ use dwcp_proto::{Capabilities, Codec, VersionSet};
 use crate::codec::{BasicCodec, CODEC_RAW, ChunkEncoder};
 use crate::io::Source;
 use crate::mode::{LinkMode, ModeDetector, ModeThresholds};
-use crate::stats::SenderStats;
+use crate::stats::{SenderStats, SenderTimeline};
 use crate::streams::{MIN_INTERVAL_ROUNDS, StreamAdapter};
 use crate::wire::{self, Caps, CloseCode, Data, Frame, Hello, Session};
 use crate::{TransferError, VERSION_1, VERSION_3};
@@ -226,6 +226,8 @@ pub struct Sender {
     enc: Vec<u8>,
     st: Counters,
     sec: wire::SecState,
+    created: Instant,
+    timeline: SenderTimeline,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -290,6 +292,10 @@ impl Sender {
         now: Instant,
     ) -> Result<Self, TransferError> {
         let object_hash = hash_source(source.as_mut())?;
+        let timeline = SenderTimeline {
+            source_hashed: Some(Instant::now().saturating_duration_since(now)),
+            ..SenderTimeline::default()
+        };
         let object_len = source.len();
         let chunk = fit_chunk(&cfg, cfg.security.is_some());
         let mss = frame_len(chunk, cfg.security.is_some());
@@ -367,6 +373,8 @@ impl Sender {
             enc: Vec::new(),
             st: Counters::default(),
             sec,
+            created: now,
+            timeline,
         })
     }
 
@@ -547,6 +555,8 @@ impl Sender {
                     && self.state != SenderState::Handshake
                 {
                     self.state = SenderState::Complete;
+                    let t = self.since_created(now);
+                    self.timeline.verified_close.get_or_insert(t);
                 } else {
                     self.state = SenderState::Failed;
                     self.error = Some(TransferError::PeerClosed {
@@ -640,6 +650,9 @@ impl Sender {
         self.state = SenderState::Transfer;
         self.next_send = now;
         self.interval_start = now;
+        let t = self.since_created(now);
+        self.timeline.handshake_done.get_or_insert(t);
+        self.note_cc_state(now);
         self.check_all_acked(now);
     }
 
@@ -696,6 +709,8 @@ impl Sender {
     fn check_all_acked(&mut self, now: Instant) {
         if self.state == SenderState::Transfer && self.chunks_acked == self.n_chunks {
             self.state = SenderState::AwaitClose;
+            let t = self.since_created(now);
+            self.timeline.all_acked.get_or_insert(t);
             self.rto_backoff = 0;
             self.keepalive_due = Some(now + self.rto());
         }
@@ -772,6 +787,7 @@ impl Sender {
         let round = self
             .cc
             .on_ack(now, &acked, rtt_sample, self.bytes_in_flight);
+        self.note_cc_state(now);
         if round {
             self.on_round(now);
         }
@@ -915,6 +931,7 @@ impl Sender {
         let rto = self.rto();
         self.st.rto_count += 1;
         self.cc.on_rto();
+        self.note_cc_state(now);
         while let Some((tx, s, seq, sent)) = self.oldest_in_flight() {
             if sent + rto > now {
                 break;
@@ -985,6 +1002,10 @@ impl Sender {
                 }
                 let hello = Frame::Hello(hello);
                 self.hello_count += 1;
+                self.timeline.hellos_sent += 1;
+                if self.hello_count > 1 {
+                    self.timeline.hello_retransmissions += 1;
+                }
                 self.hello_sent = Some(now);
                 self.hello_due = now + self.rtt.rto_backoff(Duration::ZERO, self.hello_count - 1);
                 self.emit(&hello)
@@ -1037,6 +1058,10 @@ impl Sender {
             }
             Job::New(c) => {
                 self.next_new = c + 1;
+                if self.next_new == self.n_chunks {
+                    let t = self.since_created(now);
+                    self.timeline.last_new_chunk_sent.get_or_insert(t);
+                }
                 (c, false)
             }
             Job::Probe(c) => (c, true),
@@ -1279,6 +1304,26 @@ impl Sender {
             chunks_remaining: self.n_chunks - self.chunks_acked,
             sealed: self.sec.suite(),
             drops: self.sec.drops,
+            timeline: self.timeline,
+        }
+    }
+
+    /// Time since the sender was created.
+    fn since_created(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.created)
+    }
+
+    /// Records the first Startup exit and the first ProbeBw (cheap: two comparisons).
+    fn note_cc_state(&mut self, now: Instant) {
+        use crate::cc::BbrState;
+        let st = self.cc.state();
+        if self.timeline.startup_exit.is_none()
+            && !matches!(st, BbrState::Startup | BbrState::WarmStart)
+        {
+            self.timeline.startup_exit = Some(self.since_created(now));
+        }
+        if self.timeline.probe_bw.is_none() && st == BbrState::ProbeBw {
+            self.timeline.probe_bw = Some(self.since_created(now));
         }
     }
 }

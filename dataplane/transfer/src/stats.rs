@@ -79,6 +79,35 @@ pub struct SenderStats {
     pub sealed: Option<&'static str>,
     /// Received frames dropped, by reason (auth_failed, replay, unauthenticated, ...).
     pub drops: DropCounts,
+    /// When the milestones of the transfer happened.
+    pub timeline: SenderTimeline,
+}
+
+/// When a sender's milestones happened, as time since the instant given to
+/// [`crate::Sender::new`] (the start of the send, before the source is hashed). Each is the
+/// first occurrence (a reconnect does not move them); `None` = not reached. Recorded on state
+/// transitions only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SenderTimeline {
+    /// The whole source was hashed (XXH3-128), just before the first HELLO can go out.
+    pub source_hashed: Option<Duration>,
+    /// The first HELLO_ACK was accepted (handshake done).
+    pub handshake_done: Option<Duration>,
+    /// The congestion controller first left Startup (or a warm start) for Drain or ProbeBw.
+    pub startup_exit: Option<Duration>,
+    /// The congestion controller first entered ProbeBw.
+    pub probe_bw: Option<Duration>,
+    /// The last chunk not sent before was sent for the first time (only retransmissions and
+    /// probes follow).
+    pub last_new_chunk_sent: Option<Duration>,
+    /// Every chunk was acknowledged.
+    pub all_acked: Option<Duration>,
+    /// The receiver's verified CLOSE arrived.
+    pub verified_close: Option<Duration>,
+    /// HELLOs sent (all connections).
+    pub hellos_sent: u64,
+    /// HELLOs that were retransmissions (no HELLO_ACK in time).
+    pub hello_retransmissions: u64,
 }
 
 /// Receiver snapshot.

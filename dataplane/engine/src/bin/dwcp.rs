@@ -338,10 +338,28 @@ fn send_json(r: &SendReport) -> Value {
         "data_frames_retransmitted": s.data_frames_retransmitted,
         "spurious_losses": s.spurious_losses,
         "tail_probes": s.tail_probes,
+        "reconnects": s.reconnects,
+        "timeline": timeline_json(&s.timeline),
         "security": dwcp_secure::cli::stats_json(s.sealed, &s.drops),
         "selection": selection_json(&r.selection),
         "io": format!("{:?}", r.worker.io),
         "xdp_counters": r.xdp.as_ref().map(|c| format!("{c:?}")),
+    })
+}
+
+/// The sender's milestones, seconds since the start of the send (`null` = not reached).
+fn timeline_json(t: &dwcp_transfer::SenderTimeline) -> Value {
+    let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+    json!({
+        "source_hashed_s": secs(t.source_hashed),
+        "handshake_done_s": secs(t.handshake_done),
+        "startup_exit_s": secs(t.startup_exit),
+        "probe_bw_s": secs(t.probe_bw),
+        "last_new_chunk_sent_s": secs(t.last_new_chunk_sent),
+        "all_acked_s": secs(t.all_acked),
+        "verified_close_s": secs(t.verified_close),
+        "hellos_sent": t.hellos_sent,
+        "hello_retransmissions": t.hello_retransmissions,
     })
 }
 
