@@ -44,6 +44,14 @@ pub const RECONNECT_MIN_SILENCE: Duration = Duration::from_secs(1);
 /// HELLOs sent before giving up (docs/protocol.md 9.2).
 pub const MAX_HELLOS: u32 = 5;
 
+/// First HELLO retransmission while the path's RTT is unknown (`initial_rto` of 1 s or
+/// more): a HELLO is one small datagram, so retrying it early is cheap, while waiting the
+/// whole initial RTO for a lost HELLO or HELLO_ACK (1 % loss each way: about 2 % of
+/// connections) costs a second. Later retries follow `initial_rto` with backoff. A path
+/// slower than this sees one duplicate HELLO (answered with the same HELLO_ACK) and loses
+/// the handshake RTT sample.
+pub const HELLO_FIRST_RETRY: Duration = Duration::from_millis(250);
+
 /// IPv4 + UDP header bytes, used to fit a chunk to an MTU.
 pub const IP_UDP_OVERHEAD: usize = 28;
 
@@ -66,7 +74,8 @@ pub struct SenderConfig {
     pub initial_streams: u16,
     /// Adapt the stream count to measured goodput.
     pub adapt_streams: bool,
-    /// RTO before any RTT sample; also the first HELLO retransmission interval.
+    /// RTO before any RTT sample; also the HELLO retransmission interval (the first retry
+    /// comes after [`HELLO_FIRST_RETRY`] when this is 1 s or more, i.e. the RTT is unknown).
     pub initial_rto: Duration,
     /// Lower RTO bound.
     pub min_rto: Duration,
@@ -228,6 +237,8 @@ pub struct Sender {
     sec: wire::SecState,
     created: Instant,
     timeline: SenderTimeline,
+    /// Last accepted frame, kept across reconnects (unlike `last_recv`).
+    last_heard: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -375,6 +386,7 @@ impl Sender {
             sec,
             created: now,
             timeline,
+            last_heard: None,
         })
     }
 
@@ -525,6 +537,15 @@ impl Sender {
             return;
         }
         self.st.frames_received += 1;
+        // the longest silence between accepted frames (a stall of either host or the path)
+        if let Some(t) = self.last_heard {
+            let gap = now.saturating_duration_since(t);
+            if gap > self.timeline.longest_silence {
+                self.timeline.longest_silence = gap;
+                self.timeline.longest_silence_end = Some(self.since_created(now));
+            }
+        }
+        self.last_heard = Some(now);
         self.last_recv = now;
         match env.frame {
             Frame::HelloAck(a) if self.state == SenderState::Handshake => {
@@ -1007,7 +1028,7 @@ impl Sender {
                     self.timeline.hello_retransmissions += 1;
                 }
                 self.hello_sent = Some(now);
-                self.hello_due = now + self.rtt.rto_backoff(Duration::ZERO, self.hello_count - 1);
+                self.hello_due = now + self.hello_interval();
                 self.emit(&hello)
             }
             SenderState::Transfer => {
@@ -1305,6 +1326,17 @@ impl Sender {
             sealed: self.sec.suite(),
             drops: self.sec.drops,
             timeline: self.timeline,
+        }
+    }
+
+    /// Wait after the `hello_count`-th HELLO: [`HELLO_FIRST_RETRY`] after the first when the
+    /// RTT is unknown, then the initial RTO with exponential backoff.
+    fn hello_interval(&self) -> Duration {
+        let cold = self.cfg.initial_rto >= Duration::from_secs(1);
+        match (cold, self.hello_count) {
+            (true, 1) => HELLO_FIRST_RETRY.min(self.cfg.initial_rto),
+            (true, n) => self.rtt.rto_backoff(Duration::ZERO, n - 2),
+            (false, n) => self.rtt.rto_backoff(Duration::ZERO, n - 1),
         }
     }
 

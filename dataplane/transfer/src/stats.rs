@@ -108,6 +108,11 @@ pub struct SenderTimeline {
     pub hellos_sent: u64,
     /// HELLOs that were retransmissions (no HELLO_ACK in time).
     pub hello_retransmissions: u64,
+    /// Longest time between two accepted frames from the receiver (a stall of either host,
+    /// or of the path), across reconnects; zero before the second frame.
+    pub longest_silence: Duration,
+    /// When that silence ended.
+    pub longest_silence_end: Option<Duration>,
 }
 
 /// Receiver snapshot.

@@ -193,5 +193,8 @@ fn two_flows(seed: u64) {
     );
     assert!(drops <= 50, "queue drops {drops}");
     assert!(total >= 0.95 * RATE * CEILING, "{:.1}", total / 1e6);
-    assert!((0.67..=1.5).contains(&ratio), "seed {seed}: unfair: {ratio:.2}");
+    assert!(
+        (0.67..=1.5).contains(&ratio),
+        "seed {seed}: unfair: {ratio:.2}"
+    );
 }

@@ -360,6 +360,8 @@ fn timeline_json(t: &dwcp_transfer::SenderTimeline) -> Value {
         "verified_close_s": secs(t.verified_close),
         "hellos_sent": t.hellos_sent,
         "hello_retransmissions": t.hello_retransmissions,
+        "longest_silence_s": t.longest_silence.as_secs_f64(),
+        "longest_silence_end_s": secs(t.longest_silence_end),
     })
 }
 
