@@ -948,6 +948,20 @@ impl dwcp_migrate::Mover for SealTally {
         self.count(r)
     }
 
+    fn recv_until_next(
+        &mut self,
+        path: &Path,
+        object_id: u64,
+        cancel: &AtomicBool,
+        next: &AtomicBool,
+        ready: &mut dyn FnMut(),
+    ) -> Result<dwcp_migrate::MoveReport, dwcp_migrate::MoveError> {
+        let r = self
+            .inner
+            .recv_until_next(path, object_id, cancel, next, ready);
+        self.count(r)
+    }
+
     fn set_path_hint(&mut self, hint: Option<dwcp_migrate::PathEstimate>) {
         dwcp_migrate::Mover::set_path_hint(&mut self.inner, hint);
     }

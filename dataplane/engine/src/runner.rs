@@ -358,6 +358,104 @@ impl RunnerMover {
             ..self.opts.clone()
         }
     }
+
+    /// [`recv_file_cancellable`] for a migration object: the linger after completion also
+    /// ends once `next` is set (the peer announced its next object, so its send of this one
+    /// verified and it needs no more CLOSE), and the report is the mover's.
+    fn recv_object(
+        &self,
+        path: &Path,
+        cancel: &AtomicBool,
+        next: Option<&AtomicBool>,
+        ready: &mut dyn FnMut(),
+    ) -> Result<dwcp_migrate::MoveReport, dwcp_migrate::MoveError> {
+        let failed = |e: RunError| match e {
+            RunError::Cancelled => dwcp_migrate::MoveError::Cancelled,
+            e => dwcp_migrate::MoveError::failed("DWCP receive", e),
+        };
+        let file_err = |source| RunError::File {
+            what: "destination",
+            path: path.to_path_buf(),
+            source,
+        };
+        let cfg = ReceiverConfig {
+            security: self.sender.security.clone(),
+            ..ReceiverConfig::default()
+        };
+        let opts = self.shared_core_opts();
+        let sink = FileSink::open(path).map_err(file_err).map_err(failed)?;
+        let keep = sink.try_clone().map_err(file_err).map_err(failed)?;
+        let (decoder, _control) = crate::codec::receiver_codec().map_err(|e| {
+            failed(RunError::Failed(format!(
+                "chunk codec: {}",
+                crate::io::error_chain(&e)
+            )))
+        })?;
+        let receiver = Receiver::with_decoder(
+            cfg,
+            Box::new(sink),
+            Box::new(FileJournal::open(path)),
+            decoder,
+        );
+        let (handler, progress) = EndpointHandler::new(receiver);
+        let start = Instant::now();
+        let workers = Workers::spawn_one(&worker_cfg(&opts), handler)
+            .map_err(RunError::from)
+            .map_err(failed)?;
+        let mut signalled = false;
+        let res = wait(&progress, start, opts.timeout, Some(cancel), &mut |_| {
+            // The worker polls (its port is open) once it publishes progress.
+            if !signalled {
+                signalled = true;
+                ready();
+            }
+        });
+        let elapsed = start.elapsed();
+        if let Ok(done) = &res {
+            let mut l = CloseLinger::new(
+                Instant::now(),
+                done.stats.frames_received,
+                self.linger,
+                LINGER_CAP,
+            );
+            loop {
+                let now = Instant::now();
+                if let Some(s) = progress.get() {
+                    l.observe(now, s.stats.frames_received);
+                }
+                let stop = cancel.load(Ordering::Relaxed)
+                    || next.is_some_and(|n| n.load(Ordering::Relaxed));
+                if l.done(now) || stop {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        let mut stopped = workers.stop().map_err(RunError::from).map_err(failed)?;
+        let (handler, worker) = stopped.remove(0);
+        let snap = res.map_err(failed)?;
+        let object_len = handler
+            .into_endpoint()
+            .map(|r| r.object_len())
+            .unwrap_or_default();
+        keep.finish(object_len)
+            .map_err(|source| RunError::Finish {
+                path: path.to_path_buf(),
+                source,
+            })
+            .map_err(failed)?;
+        Ok(dwcp_migrate::MoveReport {
+            object_len,
+            wire_bytes: worker.io.tx_bytes,
+            elapsed,
+            detail: format!(
+                "v{}, {}",
+                snap.stats.version,
+                snap.stats.sealed.unwrap_or("unsealed")
+            ),
+            path: None,
+        })
+    }
 }
 
 impl dwcp_migrate::Mover for RunnerMover {
@@ -426,33 +524,17 @@ impl dwcp_migrate::Mover for RunnerMover {
         cancel: &AtomicBool,
         ready: &mut dyn FnMut(),
     ) -> Result<dwcp_migrate::MoveReport, dwcp_migrate::MoveError> {
-        let mut signalled = false;
-        let cfg = ReceiverConfig {
-            security: self.sender.security.clone(),
-            ..ReceiverConfig::default()
-        };
-        let opts = self.shared_core_opts();
-        let r = recv_file_cancellable(path, cfg, &opts, self.linger, Some(cancel), &mut |_| {
-            // The worker polls (its port is open) once it publishes progress.
-            if !signalled {
-                signalled = true;
-                ready();
-            }
-        })
-        .map_err(|e| match e {
-            RunError::Cancelled => dwcp_migrate::MoveError::Cancelled,
-            e => dwcp_migrate::MoveError::failed("DWCP receive", e),
-        })?;
-        Ok(dwcp_migrate::MoveReport {
-            object_len: r.object_len,
-            wire_bytes: r.worker.io.tx_bytes,
-            elapsed: r.elapsed,
-            detail: format!(
-                "v{}, {}",
-                r.stats.version,
-                r.stats.sealed.unwrap_or("unsealed")
-            ),
-            path: None,
-        })
+        self.recv_object(path, cancel, None, ready)
+    }
+
+    fn recv_until_next(
+        &mut self,
+        path: &Path,
+        _object_id: u64,
+        cancel: &AtomicBool,
+        next: &AtomicBool,
+        ready: &mut dyn FnMut(),
+    ) -> Result<dwcp_migrate::MoveReport, dwcp_migrate::MoveError> {
+        self.recv_object(path, cancel, Some(next), ready)
     }
 }

@@ -102,6 +102,23 @@ pub trait Mover {
         ready: &mut dyn FnMut(),
     ) -> Result<MoveReport, MoveError>;
 
+    /// [`Mover::recv`] whose linger after completion (a transport that keeps answering for a
+    /// while so a peer that missed its final acknowledgement hears it again) ends as soon as
+    /// `next` is set. The session sets it when the peer announced its next object, which the
+    /// peer does only after its send of this one verified: it needs no more answers, and the
+    /// next object's receive should not wait out the linger. Default: [`Mover::recv`].
+    fn recv_until_next(
+        &mut self,
+        path: &Path,
+        object_id: u64,
+        cancel: &AtomicBool,
+        next: &AtomicBool,
+        ready: &mut dyn FnMut(),
+    ) -> Result<MoveReport, MoveError> {
+        let _ = next;
+        self.recv(path, object_id, cancel, ready)
+    }
+
     /// The path estimate the next `send` may start from (`None`: a cold start). Set by a
     /// pipelined round between its parts from the previous part's [`MoveReport::path`], and
     /// cleared after the round. Default: ignored (a transport without a warm start).

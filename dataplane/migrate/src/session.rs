@@ -1123,8 +1123,12 @@ fn move_parts(
         let mut attempt = 0u32;
         let moved = loop {
             attempt += 1;
-            let (moved, early, absorbed) =
-                watch_absorbing(conn, cancel, &|m| matches!(m, Msg::Applied { .. }), |c| {
+            let (moved, early, absorbed) = watch_absorbing(
+                conn,
+                cancel,
+                &|m| matches!(m, Msg::Applied { .. }),
+                None,
+                |c| {
                     mover.send(&part.path, object_id, c, &mut |mp: &MoveProgress| {
                         if last_tick.elapsed() < Duration::from_millis(100) {
                             return;
@@ -1147,7 +1151,8 @@ fn move_parts(
                         prog.elapsed = start.elapsed();
                         hooks.progress(prog);
                     })
-                })?;
+                },
+            )?;
             for m in &absorbed {
                 count(m)?;
             }
@@ -1385,12 +1390,15 @@ fn dest_inner(
                 let path = cfg.scratch.join(format!("patch-{job_id}-{round}-{part}"));
                 let mut writer = conn.writer().map_err(WireError::from)?;
                 let mut sent = Ok(());
-                let r = watch(conn, cancel, |c| {
-                    mover.recv(&path, object_id, c, &mut || {
+                // Any message during the receive ends its linger: the source sends the next
+                // one (the next part's `Round`, or `Commit`) only once this move verified.
+                let next = AtomicBool::new(false);
+                let r = watch_absorbing(conn, cancel, &|_| false, Some(&next), |c| {
+                    mover.recv_until_next(&path, object_id, c, &next, &mut || {
                         sent = send_on(&mut writer, &Msg::Ready { round, part });
                     })
                 });
-                let (r, early) = r?;
+                let (r, early, _) = r?;
                 sent?;
                 match early {
                     // A pipelined round: the source announces the next part as soon as its
@@ -1561,7 +1569,7 @@ fn watch<T>(
     cancel: &AtomicBool,
     f: impl FnOnce(&AtomicBool) -> T,
 ) -> Result<(T, Option<Msg>), MigrateError> {
-    watch_absorbing(conn, cancel, &|_| false, f).map(|(t, early, _)| (t, early))
+    watch_absorbing(conn, cancel, &|_| false, None, f).map(|(t, early, _)| (t, early))
 }
 
 /// [`watch`] that keeps watching past the messages `absorb` accepts (returned in order).
@@ -1569,6 +1577,7 @@ fn watch_absorbing<T>(
     conn: &mut Conn,
     cancel: &AtomicBool,
     absorb: &(dyn Fn(&Msg) -> bool + Sync),
+    early_flag: Option<&AtomicBool>,
     f: impl FnOnce(&AtomicBool) -> T,
 ) -> Result<(T, Option<Msg>, Vec<Msg>), MigrateError> {
     let stop = AtomicBool::new(false);
@@ -1589,7 +1598,14 @@ fn watch_absorbing<T>(
                     Ok(Some(Msg::Abort { reason })) => return fail(MigrateError::Aborted(reason)),
                     Ok(Some(Msg::Failed { reason })) => return fail(MigrateError::Remote(reason)),
                     Ok(Some(m)) if absorb(&m) => absorbed.push(m),
-                    Ok(Some(m)) => return Ok((Some(m), absorbed)),
+                    Ok(Some(m)) => {
+                        // Set at once: `f` may still be running (e.g. a receiver's linger
+                        // that the next part's announcement ends).
+                        if let Some(flag) = early_flag {
+                            flag.store(true, Ordering::Relaxed);
+                        }
+                        return Ok((Some(m), absorbed));
+                    }
                     Err(e) => return fail(e.into()),
                 }
             }
