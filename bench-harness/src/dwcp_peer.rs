@@ -397,16 +397,20 @@ pub fn dwcp_transfer(lab: &Lab, run: &DwcpRun) -> Result<DwcpResult, PeerError> 
     let send_cmd = send.cmd.clone();
     let recv_cmd = recv.cmd.clone();
     let (sout, serr, sok, cpu_send) = send.finish(deadline)?;
-    let (rout, rerr, rok, cpu_recv) = recv.finish(deadline)?;
-    let after = lab.counters();
-    remove_dest(&run.dest);
     if !sok.success() {
+        // the receiver would wait out its whole timeout for a sender that gave up: drop
+        // (kill) it now
+        drop(recv);
+        remove_dest(&run.dest);
         return Err(PeerError::Failed {
             cmd: send_cmd,
             status: sok,
             stderr: serr,
         });
     }
+    let (rout, rerr, rok, cpu_recv) = recv.finish(deadline)?;
+    let after = lab.counters();
+    remove_dest(&run.dest);
     if !rok.success() {
         return Err(PeerError::Failed {
             cmd: recv_cmd,
