@@ -402,10 +402,26 @@ pub fn dwcp_transfer(lab: &Lab, run: &DwcpRun) -> Result<DwcpResult, PeerError> 
         // (kill) it now
         drop(recv);
         remove_dest(&run.dest);
+        // what crossed the emulator tells a dead path from a deaf receiver
+        let emu = match (before, lab.counters()) {
+            (Some(b0), Some(a0)) => {
+                let (ab, ba) = (delta(a0.0, b0.0), delta(a0.1, b0.1));
+                format!(
+                    "\nemulator during the run: A->B in {} out {} loss {} / B->A in {} out {} loss {}",
+                    ab.in_frames,
+                    ab.out_frames,
+                    ab.dropped_loss,
+                    ba.in_frames,
+                    ba.out_frames,
+                    ba.dropped_loss
+                )
+            }
+            _ => String::new(),
+        };
         return Err(PeerError::Failed {
             cmd: send_cmd,
             status: sok,
-            stderr: serr,
+            stderr: serr + &emu,
         });
     }
     let (rout, rerr, rok, cpu_recv) = recv.finish(deadline)?;
