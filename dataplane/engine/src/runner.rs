@@ -245,6 +245,7 @@ fn linger_after_completion(
     frames: u64,
     linger: Duration,
     cancel: Option<&AtomicBool>,
+    next: Option<&AtomicBool>,
 ) {
     let mut l = CloseLinger::new(Instant::now(), frames, linger, LINGER_CAP);
     loop {
@@ -252,7 +253,9 @@ fn linger_after_completion(
         if let Some(s) = progress.get() {
             l.observe(now, s.stats.frames_received);
         }
-        if l.done(now) || cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+        let stop = cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+            || next.is_some_and(|n| n.load(Ordering::Relaxed));
+        if l.done(now) || stop {
             if now.duration_since(l.started()) > linger + Duration::from_millis(50) {
                 tracing::debug!(
                     lingered = ?now.duration_since(l.started()),
@@ -261,7 +264,7 @@ fn linger_after_completion(
             }
             return;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -286,6 +289,21 @@ pub fn recv_file_cancellable(
     cancel: Option<&AtomicBool>,
     on_progress: &mut dyn FnMut(&ReceiverStats),
 ) -> Result<RecvReport, RunError> {
+    recv_file_with(dest, cfg, opts, linger, cancel, None, on_progress)
+}
+
+/// [`recv_file_cancellable`] whose linger after completion also ends once `next` is set (the
+/// peer announced its next object, so its send of this one verified and it needs no more
+/// CLOSE).
+fn recv_file_with(
+    dest: &Path,
+    cfg: ReceiverConfig,
+    opts: &RunOptions,
+    linger: Duration,
+    cancel: Option<&AtomicBool>,
+    next: Option<&AtomicBool>,
+    on_progress: &mut dyn FnMut(&ReceiverStats),
+) -> Result<RecvReport, RunError> {
     let file_err = |source| RunError::File {
         what: "destination",
         path: dest.to_path_buf(),
@@ -307,7 +325,7 @@ pub fn recv_file_cancellable(
     let res = wait(&progress, start, opts.timeout, cancel, on_progress);
     let elapsed = start.elapsed();
     if let Ok(done) = &res {
-        linger_after_completion(&progress, done.stats.frames_received, linger, cancel);
+        linger_after_completion(&progress, done.stats.frames_received, linger, cancel, next);
     }
     let xdp = workers.program_counters();
     let mut stopped = workers.stop()?;
@@ -359,9 +377,8 @@ impl RunnerMover {
         }
     }
 
-    /// [`recv_file_cancellable`] for a migration object: the linger after completion also
-    /// ends once `next` is set (the peer announced its next object, so its send of this one
-    /// verified and it needs no more CLOSE), and the report is the mover's.
+    /// [`recv_file_with`] for a migration object: the linger after completion also ends once
+    /// `next` is set, `ready` is called once the worker polls, and the report is the mover's.
     fn recv_object(
         &self,
         path: &Path,
@@ -369,89 +386,38 @@ impl RunnerMover {
         next: Option<&AtomicBool>,
         ready: &mut dyn FnMut(),
     ) -> Result<dwcp_migrate::MoveReport, dwcp_migrate::MoveError> {
-        let failed = |e: RunError| match e {
-            RunError::Cancelled => dwcp_migrate::MoveError::Cancelled,
-            e => dwcp_migrate::MoveError::failed("DWCP receive", e),
-        };
-        let file_err = |source| RunError::File {
-            what: "destination",
-            path: path.to_path_buf(),
-            source,
-        };
         let cfg = ReceiverConfig {
             security: self.sender.security.clone(),
             ..ReceiverConfig::default()
         };
-        let opts = self.shared_core_opts();
-        let sink = FileSink::open(path).map_err(file_err).map_err(failed)?;
-        let keep = sink.try_clone().map_err(file_err).map_err(failed)?;
-        let (decoder, _control) = crate::codec::receiver_codec().map_err(|e| {
-            failed(RunError::Failed(format!(
-                "chunk codec: {}",
-                crate::io::error_chain(&e)
-            )))
-        })?;
-        let receiver = Receiver::with_decoder(
-            cfg,
-            Box::new(sink),
-            Box::new(FileJournal::open(path)),
-            decoder,
-        );
-        let (handler, progress) = EndpointHandler::new(receiver);
-        let start = Instant::now();
-        let workers = Workers::spawn_one(&worker_cfg(&opts), handler)
-            .map_err(RunError::from)
-            .map_err(failed)?;
         let mut signalled = false;
-        let res = wait(&progress, start, opts.timeout, Some(cancel), &mut |_| {
-            // The worker polls (its port is open) once it publishes progress.
-            if !signalled {
-                signalled = true;
-                ready();
-            }
-        });
-        let elapsed = start.elapsed();
-        if let Ok(done) = &res {
-            let mut l = CloseLinger::new(
-                Instant::now(),
-                done.stats.frames_received,
-                self.linger,
-                LINGER_CAP,
-            );
-            loop {
-                let now = Instant::now();
-                if let Some(s) = progress.get() {
-                    l.observe(now, s.stats.frames_received);
+        let r = recv_file_with(
+            path,
+            cfg,
+            &self.shared_core_opts(),
+            self.linger,
+            Some(cancel),
+            next,
+            &mut |_| {
+                // The worker polls (its port is open) once it publishes progress.
+                if !signalled {
+                    signalled = true;
+                    ready();
                 }
-                let stop = cancel.load(Ordering::Relaxed)
-                    || next.is_some_and(|n| n.load(Ordering::Relaxed));
-                if l.done(now) || stop {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
-        let mut stopped = workers.stop().map_err(RunError::from).map_err(failed)?;
-        let (handler, worker) = stopped.remove(0);
-        let snap = res.map_err(failed)?;
-        let object_len = handler
-            .into_endpoint()
-            .map(|r| r.object_len())
-            .unwrap_or_default();
-        keep.finish(object_len)
-            .map_err(|source| RunError::Finish {
-                path: path.to_path_buf(),
-                source,
-            })
-            .map_err(failed)?;
+            },
+        )
+        .map_err(|e| match e {
+            RunError::Cancelled => dwcp_migrate::MoveError::Cancelled,
+            e => dwcp_migrate::MoveError::failed("DWCP receive", e),
+        })?;
         Ok(dwcp_migrate::MoveReport {
-            object_len,
-            wire_bytes: worker.io.tx_bytes,
-            elapsed,
+            object_len: r.object_len,
+            wire_bytes: r.worker.io.tx_bytes,
+            elapsed: r.elapsed,
             detail: format!(
                 "v{}, {}",
-                snap.stats.version,
-                snap.stats.sealed.unwrap_or("unsealed")
+                r.stats.version,
+                r.stats.sealed.unwrap_or("unsealed")
             ),
             path: None,
         })
