@@ -104,6 +104,18 @@ impl Stats {
         &self.kinds[k.tag() as usize]
     }
 
+    /// Adds another encoding's counters to these (e.g. the parts of one patch encoded on
+    /// several threads).
+    pub fn merge(&mut self, other: &Stats) {
+        for (a, b) in self.kinds.iter_mut().zip(other.kinds.iter()) {
+            a.blocks += b.blocks;
+            a.in_bytes += b.in_bytes;
+            a.out_bytes += b.out_bytes;
+        }
+        self.containers += other.containers;
+        self.header_bytes += other.header_bytes;
+    }
+
     pub(crate) fn add(&mut self, k: BlockKind, in_bytes: usize, out_bytes: usize) {
         let s = &mut self.kinds[k.tag() as usize];
         s.blocks += 1;

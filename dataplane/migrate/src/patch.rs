@@ -289,14 +289,14 @@ pub fn build(
             Ok(())
         })?;
         zs = z;
-        merge(&mut hde, enc.stats());
+        hde.merge(enc.stats());
         if let Some(j) = back_job {
             let (mem, st, z) = j
                 .join()
                 .map_err(|_| PatchError::Input("encoder thread panicked"))??;
             out.write_all(&mem).map_err(io)?;
             written += mem.len() as u64;
-            merge(&mut hde, &st);
+            hde.merge(&st);
             zs = (zs.0 + z.0, zs.1 + z.1, zs.2 + z.2);
         }
         Ok(())
@@ -323,16 +323,6 @@ type Sink<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), PatchError> + 'a;
 
 /// Patches with at least this many containers are encoded on two threads.
 const PARALLEL_MIN_CONTAINERS: usize = 8;
-
-fn merge(into: &mut Stats, s: &Stats) {
-    for (a, b) in into.kinds.iter_mut().zip(s.kinds.iter()) {
-        a.blocks += b.blocks;
-        a.in_bytes += b.in_bytes;
-        a.out_bytes += b.out_bytes;
-    }
-    into.containers += s.containers;
-    into.header_bytes += s.header_bytes;
-}
 
 /// Sorted unique indices as `(start, len)` runs.
 fn runs(sorted: &[u64]) -> Vec<(u64, u64)> {

@@ -1185,7 +1185,7 @@ fn move_parts(
         rep.data_bytes += built.data_bytes;
         rep.patch_bytes += built.patch_bytes;
         rep.wire_bytes += moved.wire_bytes;
-        merge_stats(&mut rep.hde, &built.hde);
+        rep.hde.merge(&built.hde);
         rep.zstd_in_out.0 += built.zstd_in;
         rep.zstd_in_out.1 += built.zstd_out;
         rep.moved += t_move.elapsed();
@@ -1200,16 +1200,6 @@ fn move_parts(
         );
     }
     Ok(applied)
-}
-
-fn merge_stats(into: &mut dwcp_hde::Stats, s: &dwcp_hde::Stats) {
-    for (a, b) in into.kinds.iter_mut().zip(s.kinds.iter()) {
-        a.blocks += b.blocks;
-        a.in_bytes += b.in_bytes;
-        a.out_bytes += b.out_bytes;
-    }
-    into.containers += s.containers;
-    into.header_bytes += s.header_bytes;
 }
 
 /// Destination settings.
