@@ -631,16 +631,8 @@ fn source_inner(
                     return;
                 }
                 last_tick = Instant::now();
-                let secs = t_move.elapsed().as_secs_f64().max(1e-3);
-                prog.wire_bytes = wire_before + mp.wire_bytes;
-                prog.rate_bps = (mp.wire_bytes as f64 / secs) as u64;
-                let frac = if built.patch_bytes == 0 {
-                    1.0
-                } else {
-                    (mp.object_bytes as f64 / built.patch_bytes as f64).min(1.0)
-                };
-                prog.data_bytes_done = data_before + (frac * built.data_bytes as f64) as u64;
-                let obj_rate = mp.object_bytes as f64 / secs;
+                let obj_rate =
+                    move_progress(&mut prog, mp, t_move, wire_before, data_before, &built);
                 prog.eta = (obj_rate > 0.0).then(|| {
                     Duration::from_secs_f64(
                         built.patch_bytes.saturating_sub(mp.object_bytes) as f64 / obj_rate,
@@ -1134,17 +1126,8 @@ fn move_parts(
                             return;
                         }
                         last_tick = Instant::now();
-                        let secs = t_move.elapsed().as_secs_f64().max(1e-3);
-                        prog.wire_bytes = wire_before + mp.wire_bytes;
-                        prog.rate_bps = (mp.wire_bytes as f64 / secs) as u64;
-                        let frac = if built.patch_bytes == 0 {
-                            1.0
-                        } else {
-                            (mp.object_bytes as f64 / built.patch_bytes as f64).min(1.0)
-                        };
-                        prog.data_bytes_done =
-                            data_before + (frac * built.data_bytes as f64) as u64;
-                        let obj_rate = mp.object_bytes as f64 / secs;
+                        let obj_rate =
+                            move_progress(prog, mp, t_move, wire_before, data_before, built);
                         let left = est_total - (acked_before + mp.object_bytes) as f64;
                         prog.eta = (obj_rate > 0.0)
                             .then(|| Duration::from_secs_f64(left.max(0.0) / obj_rate));
@@ -1200,6 +1183,28 @@ fn move_parts(
         );
     }
     Ok(applied)
+}
+
+/// Updates `prog` from a move's progress (wire bytes, wire rate, and the round's data bytes in
+/// proportion to the patch bytes moved) and returns the patch bytes per second so far.
+fn move_progress(
+    prog: &mut Progress,
+    mp: &MoveProgress,
+    since: Instant,
+    wire_before: u64,
+    data_before: u64,
+    built: &patch::BuildStats,
+) -> f64 {
+    let secs = since.elapsed().as_secs_f64().max(1e-3);
+    prog.wire_bytes = wire_before + mp.wire_bytes;
+    prog.rate_bps = (mp.wire_bytes as f64 / secs) as u64;
+    let frac = if built.patch_bytes == 0 {
+        1.0
+    } else {
+        (mp.object_bytes as f64 / built.patch_bytes as f64).min(1.0)
+    };
+    prog.data_bytes_done = data_before + (frac * built.data_bytes as f64) as u64;
+    mp.object_bytes as f64 / secs
 }
 
 /// Destination settings.
