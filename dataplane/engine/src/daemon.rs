@@ -965,6 +965,35 @@ impl dwcp_migrate::Mover for SealTally {
     fn set_path_hint(&mut self, hint: Option<dwcp_migrate::PathEstimate>) {
         dwcp_migrate::Mover::set_path_hint(&mut self.inner, hint);
     }
+
+    fn streams(&self) -> bool {
+        dwcp_migrate::Mover::streams(&self.inner)
+    }
+
+    fn send_stream(
+        &mut self,
+        input: Box<dyn std::io::Read + Send>,
+        stream_id: u64,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(&dwcp_migrate::MoveProgress),
+    ) -> Result<dwcp_migrate::MoveReport, dwcp_migrate::MoveError> {
+        let r = self.inner.send_stream(input, stream_id, cancel, progress);
+        self.count(r)
+    }
+
+    fn recv_stream(
+        &mut self,
+        output: Box<dyn std::io::Write + Send>,
+        stream_id: u64,
+        cancel: &AtomicBool,
+        next: &AtomicBool,
+        ready: &mut dyn FnMut(),
+    ) -> Result<dwcp_migrate::MoveReport, dwcp_migrate::MoveError> {
+        let r = self
+            .inner
+            .recv_stream(output, stream_id, cancel, next, ready);
+        self.count(r)
+    }
 }
 
 /// The error with its causes, `a: b: c`.

@@ -744,8 +744,10 @@ fn wait_shared(
     idle: Option<Duration>,
     cancel: Option<&AtomicBool>,
     extra_done: &mut dyn FnMut() -> bool,
+    tick: &mut dyn FnMut(),
 ) -> Result<(), StreamError> {
     loop {
+        tick();
         if let Some(e) = shared.take_failure() {
             return Err(e);
         }
@@ -776,6 +778,18 @@ pub fn send_stream(
     opts: &RunOptions,
     cancel: Option<&AtomicBool>,
 ) -> Result<StreamSendReport, StreamError> {
+    send_stream_with(input, cfg, opts, cancel, &mut |_, _| {})
+}
+
+/// [`send_stream`] that calls `progress(stream bytes taken from the input, wire bytes of
+/// the segments verified so far)` every few milliseconds, on the calling thread.
+pub fn send_stream_with(
+    input: StreamInput,
+    cfg: &StreamConfig,
+    opts: &RunOptions,
+    cancel: Option<&AtomicBool>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<StreamSendReport, StreamError> {
     let shared = Arc::new(Shared::default());
     // Little buffering before the segmenter: what the carrier holds is data the source
     // believes sent, and it all must cross before the destination can resume.
@@ -788,7 +802,12 @@ pub fn send_stream(
     // The worker runs before the input is opened, so a source connecting finds the carrier
     // ready.
     spawn_reader(input, conn.clone(), ptx);
-    let res = wait_shared(&shared, start, opts.timeout, None, cancel, &mut || true);
+    let res = wait_shared(&shared, start, opts.timeout, None, cancel, &mut || true, &mut || {
+        progress(
+            shared.bytes.load(Ordering::Relaxed),
+            shared.wire.load(Ordering::Relaxed),
+        )
+    });
     let elapsed = start.elapsed();
     let stopped = workers.stop();
     if res.is_err()
@@ -1019,6 +1038,21 @@ pub fn recv_stream(
     opts: &RunOptions,
     cancel: Option<&AtomicBool>,
 ) -> Result<StreamRecvReport, StreamError> {
+    recv_stream_with(open, cfg, opts, cancel, None, &mut || {})
+}
+
+/// [`recv_stream`] that calls `ready` once the worker polls the port (the peer may start),
+/// and whose linger after the end (`cfg.linger`, answering late CLOSE repeats) also ends
+/// as soon as `linger_end` is set: the caller sets it when the peer said it heard every
+/// close.
+pub fn recv_stream_with(
+    open: OutputOpener,
+    cfg: &StreamConfig,
+    opts: &RunOptions,
+    cancel: Option<&AtomicBool>,
+    linger_end: Option<&AtomicBool>,
+    ready: &mut dyn FnMut(),
+) -> Result<StreamRecvReport, StreamError> {
     let shared = Arc::new(Shared::default());
     let (otx, orx) = mpsc::channel::<Delivery>();
     let writer = std::thread::Builder::new()
@@ -1080,6 +1114,7 @@ pub fn recv_stream(
     };
     let start = Instant::now();
     let workers = Workers::spawn_one(&crate::runner::worker_cfg(opts), handler)?;
+    ready();
     let mut writer = Some(writer);
     let mut wres: Option<Result<(), StreamError>> = None;
     let res = wait_shared(
@@ -1101,10 +1136,15 @@ pub fn recv_stream(
             }
             wres.is_some()
         },
+        &mut || {},
     );
     let end = Instant::now();
     if res.is_ok() {
-        std::thread::sleep(cfg.linger);
+        while end.elapsed() < cfg.linger
+            && !linger_end.is_some_and(|f| f.load(Ordering::Relaxed))
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
     let mut stopped = workers.stop()?;
     // Dropping the handler closes the writer's channel: on failure the output is closed

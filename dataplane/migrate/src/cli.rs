@@ -64,6 +64,14 @@ pub struct SendArgs {
     /// estimate (the transport's warm start).
     #[arg(long)]
     pub warm_start: bool,
+    /// Move a pipelined round's parts as one object each instead of one stream (the
+    /// transport pays a start-up and a tail per part; for comparison).
+    #[arg(long)]
+    pub part_objects: bool,
+    /// Keep `--zstd-level` for every part of a pipelined round instead of adapting it to
+    /// whether the link or the encoder is the bottleneck.
+    #[arg(long)]
+    pub zstd_fixed: bool,
 }
 
 /// `dwcp migrate recv` arguments.
@@ -207,6 +215,8 @@ pub fn run(
             cfg.scratch = scratch_for(&a.image, a.scratch);
             cfg.part_bytes = a.part_mib << 20;
             cfg.warm_start = a.warm_start;
+            cfg.part_stream = !a.part_objects;
+            cfg.zstd_adapt = !a.zstd_fixed;
             cfg.policy = if a.zstd_level == 0 {
                 dwcp_hde::Policy::Datacenter
             } else {
@@ -258,6 +268,7 @@ pub fn run(
                     "encoder_blocked_s": p.encoder_blocked.as_secs_f64(),
                     "apply_tail_s": p.apply_tail.as_secs_f64(),
                     "hinted_moves": p.hinted_moves,
+                    "zstd_levels": p.zstd_levels, "stream": p.stream,
                 })),
             });
             if json {

@@ -20,12 +20,15 @@
 //! magic (`DWCPPAT1`); any change to either gets a new version number. Version 2: `Committed`
 //! carries the destination's phase timings. Version 3: rounds cut into parts (`part` in
 //! `Round`/`Ready`/`Applied`, pipelined: the source does not wait for `Applied` before the
-//! next part).
+//! next part). Version 4: a pipelined round moves as one stream (`Stream`, [`partstream`]) when
+//! the movers carry streams.
 #![forbid(unsafe_code)]
 
+pub mod adapt;
 pub mod cli;
 pub mod image;
 mod mover;
+pub mod partstream;
 pub mod patch;
 pub mod scan;
 pub mod session;
@@ -42,4 +45,4 @@ pub use session::{
 pub const DEFAULT_BLOCK_SIZE: usize = 4096;
 
 /// Version of the control conversation ([`wire`]).
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;

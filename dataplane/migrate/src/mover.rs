@@ -1,8 +1,10 @@
 //! The seam between migration rounds and the transport: a [`Mover`] moves one file as one
-//! object to the peer (`send`) or receives one (`recv`).
+//! object to the peer (`send`) or receives one (`recv`), and, if it can, one ordered byte
+//! stream (`send_stream`/`recv_stream`: a pipelined round's parts, end to end).
 //!
 //! Owns the trait and [`TcpMover`], a plain-TCP implementation (length-prefixed file over a
-//! fresh connection) used as a fallback and by this crate's tests. The appliance's DWCP
+//! fresh connection; a stream is one connection) used as a fallback and by this crate's
+//! tests. The appliance's DWCP
 //! implementation lives in `dwcp-engine` (`runner::RunnerMover`), which depends on this
 //! crate; this crate does not depend on the engine.
 
@@ -123,6 +125,45 @@ pub trait Mover {
     /// pipelined round between its parts from the previous part's [`MoveReport::path`], and
     /// cleared after the round. Default: ignored (a transport without a warm start).
     fn set_path_hint(&mut self, _hint: Option<PathEstimate>) {}
+
+    /// Whether this mover carries a byte stream ([`Mover::send_stream`],
+    /// [`Mover::recv_stream`]). A pipelined round then moves all its parts as one ordered
+    /// stream instead of one object per part. Default: no.
+    fn streams(&self) -> bool {
+        false
+    }
+
+    /// Carries everything `input` yields, in order, to the peer's [`Mover::recv_stream`] of
+    /// stream `stream_id` (the peer is already receiving). Returns once the peer holds all of
+    /// it, verified. `progress` is called now and then from the calling thread with the
+    /// stream bytes taken from `input` so far (`object_bytes`) and the wire bytes. Default:
+    /// unsupported.
+    fn send_stream(
+        &mut self,
+        input: Box<dyn Read + Send>,
+        stream_id: u64,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(&MoveProgress),
+    ) -> Result<MoveReport, MoveError> {
+        let _ = (input, stream_id, cancel, progress);
+        Err(MoveError::failed("send_stream", "this mover carries no streams"))
+    }
+
+    /// Receives stream `stream_id` and writes it, in order and verified, to `output`; calls
+    /// `ready` once, as soon as the peer may start sending. Returns after the end of the
+    /// stream was written and `output` flushed; a linger after that ends once `next` is set
+    /// (as for [`Mover::recv_until_next`]). Default: unsupported.
+    fn recv_stream(
+        &mut self,
+        output: Box<dyn Write + Send>,
+        stream_id: u64,
+        cancel: &AtomicBool,
+        next: &AtomicBool,
+        ready: &mut dyn FnMut(),
+    ) -> Result<MoveReport, MoveError> {
+        let _ = (output, stream_id, cancel, next, ready);
+        Err(MoveError::failed("recv_stream", "this mover carries no streams"))
+    }
 }
 
 /// Objects over plain TCP: a connection per object carrying `object_id u64, len u64`, the
@@ -137,6 +178,28 @@ impl TcpMover {
     /// A mover that listens on `listener` and sends to `peer` (the other side's listener).
     pub fn new(listener: TcpListener, peer: SocketAddr) -> Self {
         TcpMover { listener, peer }
+    }
+
+    /// The next connection to the listener (blocking, but the cancel flag is checked).
+    fn accept(&self, cancel: &AtomicBool) -> Result<TcpStream, MoveError> {
+        self.listener
+            .set_nonblocking(true)
+            .map_err(|e| MoveError::failed("listener", e))?;
+        let s = loop {
+            match self.listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if cancel.load(Ordering::Relaxed) {
+                        return Err(MoveError::Cancelled);
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => return Err(MoveError::failed("accept", e)),
+            }
+        };
+        s.set_nonblocking(false)
+            .map_err(|e| MoveError::failed("socket", e))?;
+        Ok(s)
     }
 }
 
@@ -203,23 +266,7 @@ impl Mover for TcpMover {
     ) -> Result<MoveReport, MoveError> {
         let start = Instant::now();
         ready();
-        self.listener
-            .set_nonblocking(true)
-            .map_err(|e| MoveError::failed("listener", e))?;
-        let s = loop {
-            match self.listener.accept() {
-                Ok((s, _)) => break s,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if cancel.load(Ordering::Relaxed) {
-                        return Err(MoveError::Cancelled);
-                    }
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err(e) => return Err(MoveError::failed("accept", e)),
-            }
-        };
-        s.set_nonblocking(false)
-            .map_err(|e| MoveError::failed("socket", e))?;
+        let s = self.accept(cancel)?;
         let rerr = |e| MoveError::failed("tcp read", e);
         let mut r = BufReader::with_capacity(1 << 20, &s);
         let mut h = [0u8; 16];
@@ -249,6 +296,96 @@ impl Mover for TcpMover {
             wire_bytes: 1,
             elapsed: start.elapsed(),
             detail: "tcp".into(),
+            path: None,
+        })
+    }
+
+    fn streams(&self) -> bool {
+        true
+    }
+
+    /// The stream over one connection: `stream_id u64`, the bytes, the sender's half-close;
+    /// then a one-byte acknowledgement from the receiver after it flushed its output.
+    fn send_stream(
+        &mut self,
+        mut input: Box<dyn Read + Send>,
+        stream_id: u64,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(&MoveProgress),
+    ) -> Result<MoveReport, MoveError> {
+        let start = Instant::now();
+        let s = TcpStream::connect(self.peer).map_err(|e| MoveError::failed("connect", e))?;
+        let werr = |e| MoveError::failed("tcp write", e);
+        (&s).write_all(&stream_id.to_be_bytes()).map_err(werr)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut done = 0u64;
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(MoveError::Cancelled);
+            }
+            let n = match input.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(MoveError::failed("reading the stream's input", e)),
+            };
+            if n == 0 {
+                break;
+            }
+            (&s).write_all(&buf[..n]).map_err(werr)?;
+            done += n as u64;
+            progress(&MoveProgress {
+                object_bytes: done,
+                wire_bytes: done + 8,
+            });
+        }
+        s.shutdown(std::net::Shutdown::Write).map_err(werr)?;
+        let mut ack = [0u8; 1];
+        (&s).read_exact(&mut ack)
+            .map_err(|e| MoveError::failed("waiting for the receiver's acknowledgement", e))?;
+        Ok(MoveReport {
+            object_len: done,
+            wire_bytes: done + 8,
+            elapsed: start.elapsed(),
+            detail: "tcp stream".into(),
+            path: None,
+        })
+    }
+
+    fn recv_stream(
+        &mut self,
+        mut output: Box<dyn Write + Send>,
+        stream_id: u64,
+        cancel: &AtomicBool,
+        _next: &AtomicBool,
+        ready: &mut dyn FnMut(),
+    ) -> Result<MoveReport, MoveError> {
+        let start = Instant::now();
+        ready();
+        let s = self.accept(cancel)?;
+        let rerr = |e| MoveError::failed("tcp read", e);
+        let mut r = BufReader::with_capacity(1 << 20, &s);
+        let mut h = [0u8; 8];
+        r.read_exact(&mut h).map_err(rerr)?;
+        let id = u64::from_be_bytes(h);
+        if id != stream_id {
+            return Err(MoveError::failed(
+                format!("expected stream {stream_id}, peer sent {id}"),
+                "stream id mismatch",
+            ));
+        }
+        let len = std::io::copy(&mut r, &mut output)
+            .map_err(|e| MoveError::failed("writing the stream's output", e))?;
+        output
+            .flush()
+            .map_err(|e| MoveError::failed("flushing the stream's output", e))?;
+        drop(output);
+        (&s).write_all(&[1])
+            .map_err(|e| MoveError::failed("ack", e))?;
+        Ok(MoveReport {
+            object_len: len,
+            wire_bytes: 1,
+            elapsed: start.elapsed(),
+            detail: "tcp stream".into(),
             path: None,
         })
     }

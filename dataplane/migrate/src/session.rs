@@ -18,12 +18,13 @@ use std::time::{Duration, Instant};
 use dwcp_hde::Policy;
 use thiserror::Error;
 
+use crate::adapt::LevelGovernor;
 use crate::image::{BaseCache, ImageError, ManifestCache, RawView, hash_bytes};
 use crate::mover::{MoveError, MoveProgress, Mover};
 use crate::patch::{self, PatchError};
 use crate::scan::{DestView, Dirty, manifest_bytes, parse_manifest, read_image};
 use crate::store::{Phases, Target, add_phase};
-use crate::wire::{Conn, Msg, WireError, send_on};
+use crate::wire::{Conn, Msg, STREAM_PART, WireError, send_on};
 
 /// Errors of a migration job.
 #[derive(Debug, Error)]
@@ -192,6 +193,10 @@ pub struct PipelineReport {
     pub apply_tail: Duration,
     /// Moves that started from the previous part's path estimate (warm start).
     pub hinted_moves: u32,
+    /// Container zstd level of each part ([`crate::adapt`]; 0 for a policy without zstd).
+    pub zstd_levels: Vec<i32>,
+    /// The parts moved as one stream ([`crate::partstream`]), not one object each.
+    pub stream: bool,
 }
 
 /// Callbacks of the source side.
@@ -252,6 +257,13 @@ pub struct SourceConfig {
     /// estimate ([`Mover::set_path_hint`]). Off by default: on the WAN lab the DWCP warm
     /// start made those moves slower, not faster (docs/perf-migrate.md).
     pub warm_start: bool,
+    /// A pipelined round moves as one stream of its parts ([`crate::partstream`]) when the
+    /// mover carries streams: one transport start-up and tail per round, not per part. False:
+    /// one object per part, as movers without streams do.
+    pub part_stream: bool,
+    /// The container zstd level of a pipelined round's parts adapts to the bottleneck,
+    /// starting from the policy's ([`crate::adapt`]). False: the policy's level throughout.
+    pub zstd_adapt: bool,
 }
 
 /// Default [`SourceConfig::part_bytes`].
@@ -277,6 +289,8 @@ impl SourceConfig {
             base_cache: None,
             part_bytes: DEFAULT_PART_BYTES,
             warm_start: false,
+            part_stream: true,
+            zstd_adapt: true,
         }
     }
 }
@@ -597,7 +611,7 @@ fn source_inner(
         }
         let t_enc = Instant::now();
         let patch_path = cfg.scratch.join(format!("patch-{}-{round}", cfg.job_id));
-        let built = write_patch(cfg, &patch_path, round, &dirty)?;
+        let built = write_patch(cfg, cfg.policy, &patch_path, round, &dirty)?;
         let encode = t_enc.elapsed();
         add_phase(&mut phases, "encode", t_enc);
         let scan = t_scan.elapsed();
@@ -778,6 +792,7 @@ fn source_inner(
 /// Builds the patch of `dirty` into the file `path`.
 fn write_patch(
     cfg: &SourceConfig,
+    policy: Policy,
     path: &Path,
     round: u32,
     dirty: &Dirty,
@@ -797,7 +812,7 @@ fn write_patch(
         &dirty.blocks,
         &dirty.new_compact,
         dirty.old_compact.clone(),
-        cfg.policy,
+        policy,
     )
     .map_err(|source| MigrateError::Patch { round, source })?;
     std::io::Write::flush(&mut w).map_err(io)?;
@@ -813,6 +828,15 @@ struct Part {
     end: u64,
 }
 
+impl crate::partstream::StreamPart for Part {
+    fn part(&self) -> u32 {
+        self.index
+    }
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// What the reader/encoder of a pipelined round produced besides the parts.
 struct Produced {
     hash: u128,
@@ -823,6 +847,8 @@ struct Produced {
     scan: Duration,
     encode: Duration,
     blocked: Duration,
+    /// zstd level of each part.
+    levels: Vec<i32>,
 }
 
 enum ProduceError {
@@ -896,6 +922,12 @@ fn pipelined_final_round(
             let mut blocks = Vec::new();
             let mut bytes = Vec::new();
             let mut index = 0u32;
+            let mut gov = match crate::adapt::level_of(cfg.policy) {
+                Some(l) => LevelGovernor::new(l, cfg.zstd_adapt),
+                None => LevelGovernor::new(0, false),
+            };
+            let mut levels = Vec::new();
+            let mut t_work = Instant::now();
             // A smaller first part: the link starts sooner.
             let first = (part_bytes / 4).max(1);
             let r = view.scan_final_parts(image, first, part_bytes, |d, end| {
@@ -906,7 +938,10 @@ fn pipelined_final_round(
                 let path = cfg
                     .scratch
                     .join(format!("patch-{}-{round}-{index}", cfg.job_id));
-                let built = write_patch(cfg, &path, round, &d).map_err(ProduceError::Job)?;
+                let policy = crate::adapt::with_level(cfg.policy, gov.level());
+                levels.push(gov.level());
+                let built =
+                    write_patch(cfg, policy, &path, round, &d).map_err(ProduceError::Job)?;
                 encode += t.elapsed();
                 blocks.extend_from_slice(&d.blocks);
                 if keep_bytes {
@@ -922,6 +957,12 @@ fn pipelined_final_round(
                 });
                 blocked += tb.elapsed();
                 in_emit += t.elapsed();
+                // Parts 0 and 1 never wait (the mover takes part 0 at once, part 1 fills the
+                // queue): the signal starts with part 2.
+                if index >= 2 {
+                    gov.after_part(tb.duration_since(t_work), tb.elapsed());
+                }
+                t_work = Instant::now();
                 index += 1;
                 // The mover stopped (failed or cancelled): its error is the job's.
                 sent.map_err(|_| ProduceError::Job(MigrateError::Cancelled))
@@ -942,26 +983,22 @@ fn pipelined_final_round(
                 scan: t0.elapsed().saturating_sub(in_emit),
                 encode,
                 blocked,
+                levels,
             })
         });
-        let consumed = move_parts(
-            conn,
-            mover,
-            hooks,
-            cancel,
-            rx,
-            PartsCtx {
-                round,
-                obj_base,
-                image_len,
-                warm_start: cfg.warm_start,
-                t_round,
-                start,
-            },
-            prog,
-            &mut pl,
-            &mut rep,
-        );
+        let ctx = PartsCtx {
+            round,
+            obj_base,
+            image_len,
+            warm_start: cfg.warm_start,
+            t_round,
+            start,
+        };
+        let consumed = if cfg.part_stream && mover.streams() {
+            move_stream(conn, mover, hooks, cancel, rx, ctx, prog, &mut pl, &mut rep)
+        } else {
+            move_parts(conn, mover, hooks, cancel, rx, ctx, prog, &mut pl, &mut rep)
+        };
         if consumed.is_err() {
             stop.store(true, Ordering::Relaxed);
         }
@@ -995,6 +1032,7 @@ fn pipelined_final_round(
     rep.encode = produced.encode;
     rep.moved = t_round.elapsed().saturating_sub(pl.first_part);
     pl.encoder_blocked = produced.blocked;
+    pl.zstd_levels.clone_from(&produced.levels);
     pl.parts = rep.parts;
     tracing::info!(
         round,
@@ -1185,6 +1223,132 @@ fn move_parts(
     Ok(applied)
 }
 
+/// [`move_parts`] for a mover that carries streams: the whole round is one stream
+/// ([`crate::partstream`]), so it pays one transport start-up and one tail. The parts
+/// enter the stream as the encoder hands them over; `Applied` messages are counted as they
+/// arrive. A failed stream fails the round (no per-part retry).
+#[allow(clippy::too_many_arguments)]
+fn move_stream(
+    conn: &mut Conn,
+    mover: &mut dyn Mover,
+    hooks: &mut dyn SourceHooks,
+    cancel: &AtomicBool,
+    rx: std::sync::mpsc::Receiver<Part>,
+    ctx: PartsCtx,
+    prog: &mut Progress,
+    pl: &mut PipelineReport,
+    rep: &mut RoundReport,
+) -> Result<u32, MigrateError> {
+    let PartsCtx {
+        round,
+        obj_base,
+        image_len,
+        t_round,
+        start,
+        ..
+    } = ctx;
+    let mut applied = 0u32;
+    let mut count = |m: &Msg| -> Result<(), MigrateError> {
+        match m {
+            Msg::Applied { round: r, .. } if *r == round => {
+                applied += 1;
+                Ok(())
+            }
+            m => Err(MigrateError::Unexpected(format!("{m:?}"))),
+        }
+    };
+    // Part object ids use bits 8..16 below 0xfe: this one is apart from them.
+    let stream_id = obj_base | 0xff00 | u64::from(round & 0xff);
+    conn.send(&Msg::Stream { round, stream_id })?;
+    loop {
+        match wait_for(conn, cancel, |m| {
+            matches!(m, Msg::Ready { .. } | Msg::Applied { .. })
+        })? {
+            Msg::Ready { round: r, part } if r == round && part == STREAM_PART => break,
+            m => count(&m)?,
+        }
+    }
+    let t_move = Instant::now();
+    pl.stream = true;
+    prog.phase = Phase::Sending;
+    hooks.progress(prog);
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<Part>();
+    let reader = crate::partstream::PartReader::new(rx, started_tx);
+    let wire_before = prog.wire_bytes;
+    let data_before = prog.data_bytes_done;
+    // Parts whose header entered the stream: accounted here, on the calling thread.
+    let mut take = |part: Part, prog: &mut Progress, pl: &mut PipelineReport| {
+        let b = &part.built;
+        if part.index == 0 {
+            pl.first_part = t_round.elapsed();
+        }
+        prog.round_data_bytes += b.data_bytes;
+        prog.round_patch_bytes += b.patch_bytes + crate::partstream::HEADER_LEN as u64;
+        rep.parts += 1;
+        rep.blocks += b.blocks;
+        rep.data_bytes += b.data_bytes;
+        rep.patch_bytes += b.patch_bytes;
+        rep.hde.merge(&b.hde);
+        rep.zstd_in_out.0 += b.zstd_in;
+        rep.zstd_in_out.1 += b.zstd_out;
+        part.end
+    };
+    let mut end = 0u64;
+    let mut last_tick = Instant::now();
+    let (moved, early, absorbed) = watch_absorbing(
+        conn,
+        cancel,
+        &|m| matches!(m, Msg::Applied { .. }),
+        None,
+        |c| {
+            mover.send_stream(Box::new(reader), stream_id, c, &mut |mp: &MoveProgress| {
+                for part in started_rx.try_iter() {
+                    end = take(part, prog, pl);
+                }
+                if last_tick.elapsed() < Duration::from_millis(100) {
+                    return;
+                }
+                last_tick = Instant::now();
+                let so_far = patch::BuildStats {
+                    patch_bytes: prog.round_patch_bytes,
+                    data_bytes: prog.round_data_bytes,
+                    ..patch::BuildStats::default()
+                };
+                let rate = move_progress(prog, mp, t_move, wire_before, data_before, &so_far);
+                // The round's patch bytes so far, extrapolated over the image not read yet.
+                let est = (prog.round_patch_bytes as f64 * image_len as f64 / end.max(1) as f64)
+                    .max(prog.round_patch_bytes as f64);
+                let left = est - mp.object_bytes as f64;
+                prog.eta = (rate > 0.0).then(|| Duration::from_secs_f64(left.max(0.0) / rate));
+                prog.elapsed = start.elapsed();
+                hooks.progress(prog);
+            })
+        },
+    )?;
+    for part in started_rx.try_iter() {
+        take(part, prog, pl);
+    }
+    for m in &absorbed {
+        count(m)?;
+    }
+    no_early(early)?;
+    let moved = moved.map_err(|e| MigrateError::mv(&format!("the stream of round {round}"), e))?;
+    prog.wire_bytes = wire_before + moved.wire_bytes;
+    prog.data_bytes_done = data_before + rep.data_bytes;
+    rep.wire_bytes += moved.wire_bytes;
+    rep.moved += t_move.elapsed();
+    tracing::info!(
+        round,
+        parts = rep.parts,
+        patch = rep.patch_bytes,
+        wire = moved.wire_bytes,
+        secs = t_move.elapsed().as_secs_f64(),
+        detail = %moved.detail,
+        "round stream moved"
+    );
+    Ok(applied)
+}
+
 /// Updates `prog` from a move's progress (wire bytes, wire rate, and the round's data bytes in
 /// proportion to the patch bytes moved) and returns the patch bytes per second so far.
 fn move_progress(
@@ -1367,7 +1531,7 @@ fn dest_inner(
                     // The source asks for round 1 only after its receive of the manifest
                     // verified: the manifest arrived even if this send has not yet heard
                     // the final CLOSE (late on a loaded host, or every copy lost).
-                    Some(m @ Msg::Round { .. }) => pending = Some(m),
+                    Some(m @ (Msg::Round { .. } | Msg::Stream { .. })) => pending = Some(m),
                     early => {
                         no_early(early)?;
                         r.map_err(|e| MigrateError::mv("the manifest", e))?;
@@ -1420,6 +1584,60 @@ fn dest_inner(
                 if let Some(a) = &applier {
                     a.push(round, part, path)?;
                 }
+            }
+            Msg::Stream { round, stream_id } => {
+                let t = Instant::now();
+                if applier.is_none() {
+                    let target = target.take().ok_or_else(|| {
+                        MigrateError::Unexpected("no target for the round".into())
+                    })?;
+                    applier = Some(Applier::spawn(
+                        target,
+                        conn.writer().map_err(WireError::from)?,
+                    ));
+                }
+                let jobs = applier
+                    .as_ref()
+                    .map(|a| a.jobs.clone())
+                    .ok_or_else(|| MigrateError::Unexpected("no applier".into()))?;
+                let scratch = cfg.scratch.clone();
+                // Each part is decoded and written on the applier thread as soon as its last
+                // byte is in, while the next ones arrive.
+                let out = crate::partstream::PartWriter::new(
+                    Box::new(move |part| scratch.join(format!("patch-{job_id}-{round}-{part}"))),
+                    Box::new(move |part, path, _| {
+                        jobs.send((round, part, path))
+                            .map_err(|_| std::io::Error::other("the applier stopped"))
+                    }),
+                );
+                let mut writer = conn.writer().map_err(WireError::from)?;
+                let mut sent = Ok(());
+                let next = AtomicBool::new(false);
+                let r = watch_absorbing(conn, cancel, &|_| false, Some(&next), |c| {
+                    mover.recv_stream(Box::new(out), stream_id, c, &next, &mut || {
+                        sent = send_on(
+                            &mut writer,
+                            &Msg::Ready {
+                                round,
+                                part: STREAM_PART,
+                            },
+                        );
+                    })
+                });
+                let (r, early, _) = r?;
+                sent?;
+                match early {
+                    // The source commits as soon as its send verified; this receive may still
+                    // be lingering.
+                    Some(m @ Msg::Commit { .. }) => pending = Some(m),
+                    early => no_early(early)?,
+                }
+                let r = r.map_err(|e| {
+                    MigrateError::mv(&format!("the stream of round {round}"), e)
+                })?;
+                add_phase(&mut phases, "receive", t);
+                rep.rounds = round;
+                rep.patch_bytes += r.object_len;
             }
             Msg::Commit { len, hash } => {
                 let expected = parse_hash(&hash)

@@ -17,6 +17,11 @@
 //! (pipelined: S announces part i+1 as soon as part i's move ends, without waiting for
 //! Applied{i}; D applies part i on a second thread while part i+1 arrives, so Applied
 //! messages may arrive while S waits for a Ready or moves the next part)
+//! or, for a pipelined round when the movers carry streams (version 4):
+//!   S: Stream{round, stream_id}
+//!   D: Ready{round, part: STREAM_PART}                D receives; S sends every part of the
+//!                                                     round as one stream (crate::partstream)
+//!   D: Applied{round, part}                           per part, as each is applied
 //! S: Commit{len, hash}
 //! D: Committed{len, phases} | Failed{reason}          new image verified and in place
 //! either side, any time: Abort{reason}                D drops its working copy
@@ -30,6 +35,9 @@ use serde::{Deserialize, Serialize};
 
 /// Longest accepted line.
 pub const MAX_LINE: usize = 64 * 1024;
+
+/// The part number of `Ready` that answers a `Stream`.
+pub const STREAM_PART: u32 = u32::MAX;
 
 /// A control message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,7 +84,15 @@ pub enum Msg {
         /// The final round (after the switchover pause).
         last: bool,
     },
-    /// D is receiving round `round`.
+    /// S is about to send every part of pipelined round `round` as one stream
+    /// ([`crate::partstream`]) with id `stream_id`.
+    Stream {
+        /// Round number.
+        round: u32,
+        /// Stream id (the transport's, as an object id is).
+        stream_id: u64,
+    },
+    /// D is receiving round `round` (part [`STREAM_PART`]: its stream).
     Ready {
         /// Round.
         round: u32,

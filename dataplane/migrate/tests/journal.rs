@@ -88,6 +88,17 @@ fn job(
     failpoint: &str,
     part_bytes: u64,
 ) -> Option<dwcp_migrate::SourceReport> {
+    job_with(src_img, dst_img, failpoint, part_bytes, true)
+}
+
+/// [`job`] whose pipelined round moves as one stream (`part_stream`) or one object per part.
+fn job_with(
+    src_img: &Path,
+    dst_img: &Path,
+    failpoint: &str,
+    part_bytes: u64,
+    part_stream: bool,
+) -> Option<dwcp_migrate::SourceReport> {
     let src_l = TcpListener::bind("127.0.0.1:0").unwrap();
     let src_addr = src_l.local_addr().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -124,8 +135,12 @@ fn job(
     let mut cfg = SourceConfig::new(src_img, 77);
     cfg.scratch = src_img.parent().unwrap().join("scratch-src");
     cfg.part_bytes = part_bytes;
+    cfg.part_stream = part_stream;
     let mut m = TcpMover::new(src_l, mv);
     let r = run_source(&cfg, c, &mut m, &mut (), &AtomicBool::new(false));
+    if let Err(e) = &r {
+        eprintln!("source failed: {e}: {e:?}");
+    }
     let st = child.wait().unwrap();
     if failpoint.is_empty() {
         assert!(st.success());
@@ -189,8 +204,19 @@ fn killed_in_the_middle_of_the_apply_recovers_the_new_image_exactly() {
 
 #[test]
 fn a_round_cut_into_parts_yields_the_image_exactly() {
+    round_in_parts(true);
+}
+
+#[test]
+fn a_round_cut_into_part_objects_yields_the_image_exactly() {
+    round_in_parts(false);
+}
+
+fn round_in_parts(part_stream: bool) {
     // 8 MiB images, 3/4 of the blocks non-zero: parts of 1 MiB of dirty data (the first a
-    // quarter of that), so a dozen parts, applied while the next ones arrive.
+    // quarter of that), so a dozen parts, applied while the next ones arrive; as one stream
+    // or one object per part.
+    let job = |src: &Path, dst: &Path, fp: &str, pb: u64| job_with(src, dst, fp, pb, part_stream);
     let (_d, src, dst, _v1, v2) = setup(2048);
     let r = job(&src, &dst, "", 1 << 20).expect("in-place job");
     assert!(
@@ -199,6 +225,8 @@ fn a_round_cut_into_parts_yields_the_image_exactly() {
     );
     let p = r.pipeline.as_ref().unwrap();
     assert!(p.parts > 1 && p.parts == r.rounds[0].parts, "{p:?}");
+    assert_eq!(p.stream, part_stream, "{p:?}");
+    assert_eq!(p.zstd_levels.len(), p.parts as usize, "{p:?}");
     assert_eq!(r.hash, dwcp_kernels::xxh3_128(&v2));
     assert_eq!(r.rounds[0].data_bytes, r.data_bytes);
     assert!(!store::journal_part_path(&dst).exists());
