@@ -1,10 +1,10 @@
 //! The zstd level of a pipelined round's containers, adapted part by part to which stage is
 //! the bottleneck.
 //!
-//! Owns [`LevelGovernor`]: after each part the encoder reports how long it worked on the
-//! part (read, scan, encode) and how long it then waited to hand it over. Waiting means the
-//! link is slower than the encoder: spend more CPU for fewer bytes (level up). Handing over
-//! at once means the link waits for the encoder: spend less (level down). On the WAN lab
+//! Owns [`LevelGovernor`]: after each part the encoder compares its own rate (patch bytes
+//! per second of read, scan and encode) with the link's. An encoder well ahead of the link
+//! spends more CPU for fewer bytes (level up); one barely ahead or behind spends less
+//! (level down). On the WAN lab
 //! the level climbs until encoding keeps pace with the link; on a fast link it falls to the
 //! cheapest level (docs/perf-migrate.md).
 //!
@@ -43,15 +43,17 @@ impl LevelGovernor {
         self.level
     }
 
-    /// After a part: `work` the encoder spent on it, `waited` until the mover took it.
-    /// Waited more than half its work: level up; less than a tenth: level down.
-    pub fn after_part(&mut self, work: Duration, waited: Duration) -> i32 {
-        if self.adapt {
-            let w = work.as_secs_f64().max(1e-6);
-            let r = waited.as_secs_f64() / w;
-            if r > 0.5 {
+    /// After a part of `patch_bytes` that took the encoder `work` (read, scan, encode),
+    /// with the link moving `link_bps` patch bytes per second meanwhile (0: not known yet).
+    /// The encoder more than 1.5x as fast as the link: level up (a level costs ~1.2-1.4x
+    /// the CPU per byte here); less than 1.1x: level down.
+    pub fn after_part(&mut self, patch_bytes: u64, work: Duration, link_bps: u64) -> i32 {
+        if self.adapt && link_bps > 0 {
+            let enc = patch_bytes as f64 / work.as_secs_f64().max(1e-6);
+            let link = link_bps as f64;
+            if enc > 1.5 * link {
                 self.level = (self.level + 1).min(MAX_LEVEL);
-            } else if r < 0.1 {
+            } else if enc < 1.1 * link {
                 self.level = (self.level - 1).max(MIN_LEVEL);
             }
         }
@@ -92,20 +94,23 @@ mod tests {
     #[test]
     fn level_follows_the_bottleneck_within_bounds() {
         let mut g = LevelGovernor::new(3, true);
+        let sec = Duration::from_secs(1);
+        // Unknown link rate: no change.
+        assert_eq!(g.after_part(100, sec, 0), 3);
         // The link is the bottleneck: up one level per part, up to the cap.
         for want in [4, 5, 6, 7, 8, 9, 9] {
-            assert_eq!(g.after_part(ms(100), ms(80)), want);
+            assert_eq!(g.after_part(200, sec, 100), want);
         }
         // Balanced: stays.
-        assert_eq!(g.after_part(ms(100), ms(30)), 9);
+        assert_eq!(g.after_part(130, sec, 100), 9);
         // The encoder is the bottleneck: down to the floor.
         for want in [8, 7, 6, 5, 4, 3, 2, 1, 1] {
-            assert_eq!(g.after_part(ms(100), ms(1)), want);
+            assert_eq!(g.after_part(90, sec, 100), want);
         }
         // Fixed: never moves.
         let mut f = LevelGovernor::new(3, false);
-        assert_eq!(f.after_part(ms(100), ms(100)), 3);
-        assert_eq!(f.after_part(ms(100), ms(0)), 3);
+        assert_eq!(f.after_part(200, sec, 100), 3);
+        assert_eq!(f.after_part(50, sec, 100), 3);
         assert_eq!(LevelGovernor::new(19, true).level(), MAX_LEVEL);
     }
 

@@ -12,7 +12,7 @@
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dwcp_hde::Policy;
@@ -267,7 +267,11 @@ pub struct SourceConfig {
 }
 
 /// Default [`SourceConfig::part_bytes`].
-pub const DEFAULT_PART_BYTES: u64 = 256 << 20;
+///
+/// 64 MiB: with the parts in one stream a part costs the transport nothing, and smaller
+/// parts start the link sooner and end the apply sooner (WAN lab, 1 GiB full copy: 12.5 s
+/// with 64 MiB parts, 13.7 s with 256 MiB; docs/perf-migrate.md).
+pub const DEFAULT_PART_BYTES: u64 = 64 << 20;
 
 impl SourceConfig {
     /// Defaults for `image`: 4 KiB blocks, hybrid zstd, not live, 30 rounds, scratch in
@@ -734,7 +738,46 @@ fn source_inner(
         len: image_len,
         hash: format!("{hash:032x}"),
     })?;
-    let dest_phases = match wait_for(conn, cancel, |m| matches!(m, Msg::Committed { .. }))? {
+    changed.sort_unstable();
+    changed.dedup();
+    // The base cache is brought to the new version while the destination verifies and
+    // syncs (it reads the whole image: the longest wait of the switchover). Should the
+    // commit fail, the cache then holds a version the destination lacks: the next job
+    // finds no cached base for the destination's hash and falls back to its manifest.
+    let (committed, cache_updated) = std::thread::scope(|s| {
+        let update = cache.as_ref().map(|c| {
+            let (view, raw, changed, streamed) = (&view, &raw, &changed, &streamed);
+            s.spawn(move || {
+                let t = Instant::now();
+                let r = match (base, held_hash, streamed) {
+                    (Base::Cached, Some(old), Some((_, blocks, bytes))) => {
+                        c.update_blocks(old, hash, image_len, min_len, blocks, bytes, bs)
+                    }
+                    (Base::Cached, Some(old), None) => {
+                        c.update(old, hash, view.snapshot(), changed, min_len, bs)
+                    }
+                    // Streamed (the job's only round, the source paused): the image file
+                    // is what was sent.
+                    (_, _, Some(_)) => c.put_file(hash, raw.path()),
+                    _ => c.put(hash, view.snapshot()),
+                };
+                (r, t.elapsed())
+            })
+        });
+        let committed = wait_for(conn, cancel, |m| matches!(m, Msg::Committed { .. }));
+        (committed, update.map(|h| h.join()))
+    });
+    match cache_updated {
+        Some(Ok((r, secs))) => {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "could not update the base cache");
+            }
+            add_secs(&mut phases, "cache_update", secs);
+        }
+        Some(Err(_)) => tracing::warn!("the base cache update panicked"),
+        None => {}
+    }
+    let dest_phases = match committed? {
         Msg::Committed { phases, .. } => phases,
         _ => unreachable!("wait_for returned the wanted message"),
     };
@@ -747,27 +790,6 @@ fn source_inner(
         tracing::warn!(error = %e, "could not store the manifest");
     }
     add_phase(&mut phases, "manifest_store", t);
-    if let Some(c) = &cache {
-        let t = Instant::now();
-        let r = match (base, held_hash, &streamed) {
-            (Base::Cached, Some(old), Some((_, blocks, bytes))) => {
-                c.update_blocks(old, hash, image_len, min_len, blocks, bytes, bs)
-            }
-            (Base::Cached, Some(old), None) => {
-                changed.sort_unstable();
-                changed.dedup();
-                c.update(old, hash, view.snapshot(), &changed, min_len, bs)
-            }
-            // Streamed (the job's only round, the source paused): the image file is what
-            // was sent.
-            (_, _, Some(_)) => c.put_file(hash, raw.path()),
-            _ => c.put(hash, view.snapshot()),
-        };
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "could not update the base cache");
-        }
-        add_phase(&mut phases, "cache_update", t);
-    }
     prog.phase = Phase::Done;
     prog.elapsed = start.elapsed();
     hooks.progress(&prog);
@@ -900,6 +922,8 @@ fn pipelined_final_round(
     let obj_base = cfg.job_id << 16;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Part>(1);
     let stop = AtomicBool::new(false);
+    // The link's rate (wire bytes per second of the current move), for the level governor.
+    let link_bps = AtomicU64::new(0);
     let mut pl = PipelineReport {
         part_bytes: cfg.part_bytes,
         ..PipelineReport::default()
@@ -948,6 +972,7 @@ fn pipelined_final_round(
                     bytes.extend_from_slice(&d.new_compact);
                 }
                 drop(d);
+                let patch_bytes = built.patch_bytes;
                 let tb = Instant::now();
                 let sent = tx.send(Part {
                     index,
@@ -957,11 +982,11 @@ fn pipelined_final_round(
                 });
                 blocked += tb.elapsed();
                 in_emit += t.elapsed();
-                // Parts 0 and 1 never wait (the mover takes part 0 at once, part 1 fills the
-                // queue): the signal starts with part 2.
-                if index >= 2 {
-                    gov.after_part(tb.duration_since(t_work), tb.elapsed());
-                }
+                gov.after_part(
+                    patch_bytes,
+                    tb.duration_since(t_work),
+                    link_bps.load(Ordering::Relaxed),
+                );
                 t_work = Instant::now();
                 index += 1;
                 // The mover stopped (failed or cancelled): its error is the job's.
@@ -993,6 +1018,7 @@ fn pipelined_final_round(
             warm_start: cfg.warm_start,
             t_round,
             start,
+            link_bps: &link_bps,
         };
         let consumed = if cfg.part_stream && mover.streams() {
             move_stream(conn, mover, hooks, cancel, rx, ctx, prog, &mut pl, &mut rep)
@@ -1046,13 +1072,15 @@ fn pipelined_final_round(
 }
 
 /// Fixed inputs of [`move_parts`].
-struct PartsCtx {
+struct PartsCtx<'a> {
     round: u32,
     obj_base: u64,
     image_len: u64,
     warm_start: bool,
     t_round: Instant,
     start: Instant,
+    /// Set to the wire rate of the current move at each progress tick.
+    link_bps: &'a AtomicU64,
 }
 
 /// The mover's side of [`pipelined_final_round`]: announces and moves each part as the
@@ -1077,6 +1105,7 @@ fn move_parts(
         warm_start,
         t_round,
         start,
+        link_bps,
     } = ctx;
     let mut applied = 0u32;
     let mut count = |m: &Msg| -> Result<(), MigrateError> {
@@ -1166,6 +1195,7 @@ fn move_parts(
                         last_tick = Instant::now();
                         let obj_rate =
                             move_progress(prog, mp, t_move, wire_before, data_before, built);
+                        link_bps.store(prog.rate_bps, Ordering::Relaxed);
                         let left = est_total - (acked_before + mp.object_bytes) as f64;
                         prog.eta = (obj_rate > 0.0)
                             .then(|| Duration::from_secs_f64(left.max(0.0) / obj_rate));
@@ -1245,6 +1275,7 @@ fn move_stream(
         image_len,
         t_round,
         start,
+        link_bps,
         ..
     } = ctx;
     let mut applied = 0u32;
@@ -1315,6 +1346,7 @@ fn move_stream(
                     ..patch::BuildStats::default()
                 };
                 let rate = move_progress(prog, mp, t_move, wire_before, data_before, &so_far);
+                link_bps.store(prog.rate_bps, Ordering::Relaxed);
                 // The round's patch bytes so far, extrapolated over the image not read yet.
                 let est = (prog.round_patch_bytes as f64 * image_len as f64 / end.max(1) as f64)
                     .max(prog.round_patch_bytes as f64);
@@ -1770,6 +1802,9 @@ fn apply_part(
     let runs: Vec<_> = d.runs().map(|(s, _, r)| (s, r)).collect();
     target.write_round(d.header.image_len, &runs, &d.compact)?;
     add_phase(phases, "write", t);
+    let t = Instant::now();
+    target.sync_data()?;
+    add_phase(phases, "part_sync", t);
     tracing::debug!(round, part, blocks = d.header.blocks(), "part applied");
     Ok(d.compact.len() as u64)
 }

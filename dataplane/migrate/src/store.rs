@@ -506,6 +506,20 @@ impl Target {
         })
     }
 
+    /// Syncs what the rounds wrote so far (working copy or journal data), so the commit's
+    /// own sync has little left: called by the destination's applier after each part,
+    /// while the next part arrives. Not a commit point: recovery ignores it.
+    pub fn sync_data(&self) -> Result<(), ImageError> {
+        match &self.mode {
+            Mode::Fresh { file } => file
+                .sync_data()
+                .map_err(io_err("syncing", &crate::image::working_path(&self.image))),
+            Mode::InPlace { part, .. } => part
+                .sync_data()
+                .map_err(io_err("syncing", &journal_part_path(&self.image))),
+        }
+    }
+
     /// True for the in-place (journal) mode.
     pub fn in_place(&self) -> bool {
         matches!(self.mode, Mode::InPlace { .. })
