@@ -802,12 +802,20 @@ pub fn send_stream_with(
     // The worker runs before the input is opened, so a source connecting finds the carrier
     // ready.
     spawn_reader(input, conn.clone(), ptx);
-    let res = wait_shared(&shared, start, opts.timeout, None, cancel, &mut || true, &mut || {
-        progress(
-            shared.bytes.load(Ordering::Relaxed),
-            shared.wire.load(Ordering::Relaxed),
-        )
-    });
+    let res = wait_shared(
+        &shared,
+        start,
+        opts.timeout,
+        None,
+        cancel,
+        &mut || true,
+        &mut || {
+            progress(
+                shared.bytes.load(Ordering::Relaxed),
+                shared.wire.load(Ordering::Relaxed),
+            )
+        },
+    );
     let elapsed = start.elapsed();
     let stopped = workers.stop();
     if res.is_err()
@@ -1140,9 +1148,7 @@ pub fn recv_stream_with(
     );
     let end = Instant::now();
     if res.is_ok() {
-        while end.elapsed() < cfg.linger
-            && !linger_end.is_some_and(|f| f.load(Ordering::Relaxed))
-        {
+        while end.elapsed() < cfg.linger && !linger_end.is_some_and(|f| f.load(Ordering::Relaxed)) {
             std::thread::sleep(Duration::from_millis(2));
         }
     }

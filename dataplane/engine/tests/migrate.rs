@@ -514,6 +514,8 @@ fn migration_over_a_real_veth_pair() {
         let mut cfg = SourceConfig::new(&img, job);
         cfg.scratch = src.join("scratch");
         cfg.base_cache = Some(cache.to_path_buf());
+        // Parts of 1 MiB of dirty data: the full copy is a dozen parts in one DWCP stream.
+        cfg.part_bytes = 1 << 20;
         let s = pair
             .a
             .run_in(move || {
@@ -527,6 +529,13 @@ fn migration_over_a_real_veth_pair() {
     let cache = src.join("cache");
     let (s1, _) = run(501, &cache);
     assert_eq!(std::fs::read(&dst_img).unwrap(), v1);
+    let p = s1.pipeline.as_ref().expect("the only round is pipelined");
+    assert!(p.stream, "the parts moved as one stream: {p:?}");
+    assert!(p.parts >= 8, "{p:?}");
+    assert!(
+        s1.wire_bytes >= s1.rounds[0].patch_bytes,
+        "every patch byte crossed"
+    );
     let mut v2 = v1.clone();
     let changed = change_blocks(&mut v2, 200, 8);
     std::fs::write(&img, &v2).unwrap();

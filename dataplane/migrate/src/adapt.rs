@@ -123,7 +123,9 @@ mod tests {
             },
             6,
         );
-        assert!(matches!(p, Policy::Hybrid { level: 6, max_entropy_bits } if max_entropy_bits == 7.0));
+        assert!(
+            matches!(p, Policy::Hybrid { level: 6, max_entropy_bits } if max_entropy_bits == 7.0)
+        );
         assert!(matches!(
             with_level(Policy::Datacenter, 6),
             Policy::Datacenter

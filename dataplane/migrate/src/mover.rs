@@ -146,7 +146,10 @@ pub trait Mover {
         progress: &mut dyn FnMut(&MoveProgress),
     ) -> Result<MoveReport, MoveError> {
         let _ = (input, stream_id, cancel, progress);
-        Err(MoveError::failed("send_stream", "this mover carries no streams"))
+        Err(MoveError::failed(
+            "send_stream",
+            "this mover carries no streams",
+        ))
     }
 
     /// Receives stream `stream_id` and writes it, in order and verified, to `output`; calls
@@ -162,7 +165,10 @@ pub trait Mover {
         ready: &mut dyn FnMut(),
     ) -> Result<MoveReport, MoveError> {
         let _ = (output, stream_id, cancel, next, ready);
-        Err(MoveError::failed("recv_stream", "this mover carries no streams"))
+        Err(MoveError::failed(
+            "recv_stream",
+            "this mover carries no streams",
+        ))
     }
 }
 

@@ -301,7 +301,10 @@ mod tests {
             assert_eq!(stream.len(), total);
             assert_eq!(srx.try_iter().count(), want.len());
             for i in 0..want.len() {
-                assert!(!d.join(format!("src-{piece}-{i}")).exists(), "source part kept");
+                assert!(
+                    !d.join(format!("src-{piece}-{i}")).exists(),
+                    "source part kept"
+                );
             }
             let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
             let g = got.clone();
@@ -359,7 +362,11 @@ mod tests {
         w.write_all(&header(1, 10)).unwrap();
         w.write_all(b"short").unwrap();
         w.flush().unwrap();
-        assert_eq!(*seen.lock().unwrap(), vec![0], "only the whole part is announced");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![0],
+            "only the whole part is announced"
+        );
 
         // The reader refuses parts handed over out of order.
         let (tx, rx) = mpsc::channel();

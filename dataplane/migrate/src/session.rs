@@ -894,10 +894,11 @@ fn add_secs(p: &mut Phases, name: &str, d: Duration) {
 }
 
 /// The job's only round, read in one pass and pipelined: a second thread reads, scans and
-/// encodes the image part by part ([`SourceConfig::part_bytes`] of dirty data each) while
-/// this one moves the parts, one object each, without waiting for the destination to apply
-/// the previous one; moves after the first start from the previous move's path estimate.
-/// Returns once the destination applied every part.
+/// encodes the image part by part ([`SourceConfig::part_bytes`] of dirty data each, the
+/// zstd level set by [`crate::adapt`]) while this one moves the parts — as one stream when
+/// the mover carries streams ([`move_stream`]), else one object each ([`move_parts`]) —
+/// without waiting for the destination to apply the previous one. Returns once the
+/// destination applied every part.
 #[allow(clippy::too_many_arguments)]
 fn pipelined_final_round(
     cfg: &SourceConfig,
@@ -1664,9 +1665,8 @@ fn dest_inner(
                     Some(m @ Msg::Commit { .. }) => pending = Some(m),
                     early => no_early(early)?,
                 }
-                let r = r.map_err(|e| {
-                    MigrateError::mv(&format!("the stream of round {round}"), e)
-                })?;
+                let r =
+                    r.map_err(|e| MigrateError::mv(&format!("the stream of round {round}"), e))?;
                 add_phase(&mut phases, "receive", t);
                 rep.rounds = round;
                 rep.patch_bytes += r.object_len;
