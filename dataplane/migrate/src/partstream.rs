@@ -187,13 +187,13 @@ impl PartWriter {
     }
 
     fn finish_part_if_done(&mut self) -> std::io::Result<()> {
-        if self.cur.as_ref().is_some_and(|c| c.3 == 0) {
-            if let Some((mut f, part, path, _)) = self.cur.take() {
-                f.flush()?;
-                drop(f);
-                let len = std::fs::metadata(&path)?.len();
-                (self.on_part)(part, path, len)?;
-            }
+        if self.cur.as_ref().is_some_and(|c| c.3 == 0)
+            && let Some((mut f, part, path, _)) = self.cur.take()
+        {
+            f.flush()?;
+            drop(f);
+            let len = std::fs::metadata(&path)?.len();
+            (self.on_part)(part, path, len)?;
         }
         Ok(())
     }
