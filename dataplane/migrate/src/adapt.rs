@@ -87,10 +87,6 @@ pub fn with_level(p: Policy, level: i32) -> Policy {
 mod tests {
     use super::*;
 
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
-
     #[test]
     fn level_follows_the_bottleneck_within_bounds() {
         let mut g = LevelGovernor::new(3, true);
