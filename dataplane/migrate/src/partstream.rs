@@ -3,9 +3,10 @@
 //! pays one transport start-up and one tail instead of one per part.
 //!
 //! Owns the framing and both ends of it:
-//! - per part, a 16-byte header — magic `DWPT`, part number (u32 BE, 0, 1, 2, ... in order),
-//!   patch length (u64 BE) — then the part's patch bytes as they are; the stream ends after
-//!   the last part;
+//! - per part, a 24-byte header — magic `DWPT`, part number (u32 BE, 0, 1, 2, ... in order),
+//!   patch length (u64 BE), end (u64 BE: the image byte where the part's stretch ends; the
+//!   image before it is final once the part is applied) — then the part's patch bytes as
+//!   they are; the stream ends after the last part;
 //! - [`PartReader`] (source): a `Read` over the parts' patch files as the encoder hands them
 //!   over, one after the other; each file is deleted once read;
 //! - [`PartWriter`] (destination): a `Write` that cuts the stream back into one file per
@@ -23,15 +24,30 @@ use std::sync::mpsc::{Receiver, Sender};
 /// Part header magic.
 pub const PART_MAGIC: [u8; 4] = *b"DWPT";
 /// Part header length.
-pub const HEADER_LEN: usize = 16;
+pub const HEADER_LEN: usize = 24;
 
-/// Header of part `part` whose patch is `len` bytes.
-pub fn header(part: u32, len: u64) -> [u8; HEADER_LEN] {
+/// Header of part `part` whose patch is `len` bytes and whose stretch of the image ends at
+/// byte `end`.
+pub fn header(part: u32, len: u64, end: u64) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[..4].copy_from_slice(&PART_MAGIC);
     h[4..8].copy_from_slice(&part.to_be_bytes());
-    h[8..].copy_from_slice(&len.to_be_bytes());
+    h[8..16].copy_from_slice(&len.to_be_bytes());
+    h[16..].copy_from_slice(&end.to_be_bytes());
     h
+}
+
+/// A complete part on the destination: number, file, patch length, end of its stretch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Part number.
+    pub part: u32,
+    /// Its patch file.
+    pub path: PathBuf,
+    /// Patch length.
+    pub len: u64,
+    /// Image byte where its stretch ends.
+    pub end: u64,
 }
 
 /// An encoded part the reader can stream: its number and its patch file.
@@ -40,6 +56,8 @@ pub trait StreamPart: Send {
     fn part(&self) -> u32;
     /// Its patch file.
     fn path(&self) -> &Path;
+    /// Image byte where its stretch ends.
+    fn end(&self) -> u64;
 }
 
 /// The source's end: reads the parts that arrive on `parts`, in that order, header first;
@@ -118,7 +136,7 @@ impl<T: StreamPart> Read for PartReader<T> {
             self.next += 1;
             let f = File::open(p.path())?;
             let len = f.metadata()?.len();
-            self.head = header(p.part(), len);
+            self.head = header(p.part(), len, p.end());
             self.head_pos = 0;
             self.cur = Some((f, p.path().to_path_buf(), len));
             // The caller may have stopped listening (it failed); the stream then ends anyway.
@@ -127,8 +145,8 @@ impl<T: StreamPart> Read for PartReader<T> {
     }
 }
 
-/// Called by [`PartWriter`] with each complete part: number, file, length.
-pub type OnPart = Box<dyn FnMut(u32, PathBuf, u64) -> std::io::Result<()> + Send>;
+/// Called by [`PartWriter`] with each complete part.
+pub type OnPart = Box<dyn FnMut(Received) -> std::io::Result<()> + Send>;
 
 /// The destination's end: writes part `n` to `path_of(n)` and calls `on_part` once the file
 /// holds all of it. Parts must come in order from 0; anything else is an error that fails
@@ -138,7 +156,7 @@ pub struct PartWriter {
     on_part: OnPart,
     head: [u8; HEADER_LEN],
     head_len: usize,
-    cur: Option<(BufWriter<File>, u32, PathBuf, u64)>,
+    cur: Option<(BufWriter<File>, u32, PathBuf, u64, u64)>,
     next: u32,
     bytes: u64,
 }
@@ -171,7 +189,12 @@ impl PartWriter {
             )));
         }
         let part = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
-        let len = u64::from_be_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]);
+        let word = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&h[i..i + 8]);
+            u64::from_be_bytes(b)
+        };
+        let (len, end) = (word(8), word(16));
         if part != self.next {
             return Err(Self::bad(format!(
                 "part {part} arrived where part {} belongs",
@@ -182,18 +205,23 @@ impl PartWriter {
         self.head_len = 0;
         let path = (self.path_of)(part);
         let f = BufWriter::with_capacity(1 << 20, File::create(&path)?);
-        self.cur = Some((f, part, path, len));
+        self.cur = Some((f, part, path, len, end));
         self.finish_part_if_done()
     }
 
     fn finish_part_if_done(&mut self) -> std::io::Result<()> {
         if self.cur.as_ref().is_some_and(|c| c.3 == 0)
-            && let Some((mut f, part, path, _)) = self.cur.take()
+            && let Some((mut f, part, path, _, end)) = self.cur.take()
         {
             f.flush()?;
             drop(f);
             let len = std::fs::metadata(&path)?.len();
-            (self.on_part)(part, path, len)?;
+            (self.on_part)(Received {
+                part,
+                path,
+                len,
+                end,
+            })?;
         }
         Ok(())
     }
@@ -217,7 +245,7 @@ impl Write for PartWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let mut rest = buf;
         while !rest.is_empty() {
-            if let Some((f, _, _, left)) = &mut self.cur {
+            if let Some((f, _, _, left, _)) = &mut self.cur {
                 let n = (*left).min(rest.len() as u64) as usize;
                 f.write_all(&rest[..n])?;
                 *left -= n as u64;
@@ -257,6 +285,9 @@ mod tests {
         }
         fn path(&self) -> &Path {
             &self.1
+        }
+        fn end(&self) -> u64 {
+            u64::from(self.0) * 1000 + 7
         }
     }
 
@@ -311,8 +342,10 @@ mod tests {
             let dd = d.clone();
             let mut w = PartWriter::new(
                 Box::new(move |n| dd.join(format!("dst-{piece}-{n}"))),
-                Box::new(move |n, path, len| {
-                    g.lock().unwrap().push((n, std::fs::read(&path)?, len));
+                Box::new(move |r: Received| {
+                    g.lock()
+                        .unwrap()
+                        .push((r.part, std::fs::read(&r.path)?, r.len, r.end));
                     Ok(())
                 }),
             );
@@ -323,10 +356,11 @@ mod tests {
             assert_eq!(w.bytes(), total as u64);
             let got = got.lock().unwrap();
             assert_eq!(got.len(), want.len());
-            for (i, (n, body, len)) in got.iter().enumerate() {
+            for (i, (n, body, len, end)) in got.iter().enumerate() {
                 assert_eq!(*n, i as u32);
                 assert_eq!(body, &want[i]);
                 assert_eq!(*len, want[i].len() as u64);
+                assert_eq!(*end, i as u64 * 1000 + 7);
             }
         }
         let _ = std::fs::remove_dir_all(&d);
@@ -341,25 +375,25 @@ mod tests {
             let dd = d.clone();
             PartWriter::new(
                 Box::new(move |n| dd.join(format!("{tag}-{n}"))),
-                Box::new(move |n, _, _| {
-                    seen.lock().unwrap().push(n);
+                Box::new(move |r: Received| {
+                    seen.lock().unwrap().push(r.part);
                     Ok(())
                 }),
             )
         };
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut w = writer("magic", seen.clone());
-        let mut h = header(0, 4);
+        let mut h = header(0, 4, 4);
         h[0] = b'X';
         assert!(w.write_all(&h).is_err());
 
         let mut w = writer("order", seen.clone());
-        assert!(w.write_all(&header(1, 0)).is_err());
+        assert!(w.write_all(&header(1, 0, 0)).is_err());
 
         let mut w = writer("cut", seen.clone());
-        w.write_all(&header(0, 2)).unwrap();
+        w.write_all(&header(0, 2, 2)).unwrap();
         w.write_all(b"ab").unwrap();
-        w.write_all(&header(1, 10)).unwrap();
+        w.write_all(&header(1, 10, 12)).unwrap();
         w.write_all(b"short").unwrap();
         w.flush().unwrap();
         assert_eq!(

@@ -161,8 +161,8 @@ impl DestView {
 
     /// [`DestView::scan_final`] cut into parts: `emit(part, end)` is called, in image order,
     /// with the dirty blocks of a stretch of the image ending at byte `end` as soon as they
-    /// reach `first_bytes` of data for the first part, `part_bytes` for the others (and
-    /// with the rest at the end; at least once). Every
+    /// reach `first_bytes` of data for the first part, twice the previous part's limit for
+    /// each next one up to `part_bytes` (and with the rest at the end; at least once). Every
     /// part's `image_len` is the image's length. A pipelined round encodes and moves a part
     /// while the next one is read. Returns the image length and XXH3-128; fails if the
     /// image's length changes while it is read (the source is paused for a final round).
@@ -185,6 +185,7 @@ impl DestView {
         let mut windows: Vec<Dirty> = Vec::new();
         let mut pending = 0u64;
         let mut emitted = false;
+        let mut limit = first_bytes;
         let snapshot = std::mem::take(&mut self.snapshot);
         let manifest = self.manifest.take();
         let old_file = self.old_file.take();
@@ -215,11 +216,11 @@ impl DestView {
             if off > image_len {
                 break;
             }
-            let limit = if emitted { part_bytes } else { first_bytes };
             if pending >= limit && off < image_len {
                 emit(merge_windows(std::mem::take(&mut windows), image_len), off)?;
                 emitted = true;
                 pending = 0;
+                limit = limit.saturating_mul(2).min(part_bytes.max(first_bytes));
             }
             if n < step {
                 break;

@@ -463,6 +463,27 @@ pub struct Target {
     image: PathBuf,
     bs: usize,
     mode: Mode,
+    /// The commit's hash, advanced over a final prefix while parts arrive
+    /// ([`Target::verify_ahead`]).
+    ahead: Option<Ahead>,
+}
+
+/// The new image's XXH3-128 and block hashes over `[0, upto)`, a prefix no later write
+/// touches.
+struct Ahead {
+    h: xxhash_rust::xxh3::Xxh3,
+    blocks: Vec<u64>,
+    upto: u64,
+    len: u64,
+}
+
+impl std::fmt::Debug for Ahead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ahead")
+            .field("upto", &self.upto)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Target {
@@ -503,9 +524,78 @@ impl Target {
             image: image.to_path_buf(),
             bs,
             mode,
+            ahead: None,
         })
     }
 
+    /// Hashes the new image's bytes up to `upto` (of `image_len`) now, so the commit reads
+    /// only the rest: the caller states that `[0, upto)` is final — a pipelined round's
+    /// parts cover the image in order, and part i ends at the byte the source names. A
+    /// later [`Target::write_round`] below the hashed prefix, or another length, drops
+    /// what was hashed (the commit then reads everything), so a wrong claim costs time,
+    /// never a false verification.
+    pub fn verify_ahead(&mut self, upto: u64, image_len: u64) -> Result<(), ImageError> {
+        let bs = self.bs as u64;
+        let mut a = match self.ahead.take() {
+            Some(a) if a.len == image_len => a,
+            Some(_) => return Ok(()),
+            None => Ahead {
+                h: xxhash_rust::xxh3::Xxh3::new(),
+                blocks: Vec::with_capacity(image_len.div_ceil(bs) as usize),
+                upto: 0,
+                len: image_len,
+            },
+        };
+        let upto = if upto >= image_len {
+            image_len
+        } else {
+            upto / bs * bs
+        };
+        let mut buf = vec![0u8; (4 << 20) / self.bs * self.bs];
+        while a.upto < upto {
+            let n = (upto - a.upto).min(buf.len() as u64) as usize;
+            let b = &mut buf[..n];
+            self.read_current(a.upto, b)
+                .map_err(io_err("reading", &self.image))?;
+            a.h.update(b);
+            a.blocks
+                .extend(b.chunks(self.bs).map(crate::scan::block_hash));
+            a.upto += n as u64;
+        }
+        self.ahead = Some(a);
+        Ok(())
+    }
+}
+
+/// The commit's hash and block hashes of the new image (`len` bytes of blocks of `bs`, read
+/// through `fill`): the rest after [`Target::verify_ahead`]'s prefix, or all of it.
+fn final_hash<F>(
+    ahead: Option<Ahead>,
+    bs: usize,
+    len: u64,
+    mut fill: F,
+) -> Result<(u128, Vec<u64>), ImageError>
+where
+    F: FnMut(u64, &mut [u8]) -> Result<(), ImageError> + Send,
+{
+    match ahead {
+        Some(mut a) if a.len == len && a.upto > 0 => {
+            let mut buf = vec![0u8; (4 << 20) / bs * bs];
+            while a.upto < len {
+                let n = (len - a.upto).min(buf.len() as u64) as usize;
+                fill(a.upto, &mut buf[..n])?;
+                a.h.update(&buf[..n]);
+                a.blocks
+                    .extend(buf[..n].chunks(bs).map(crate::scan::block_hash));
+                a.upto += n as u64;
+            }
+            Ok((a.h.digest128(), a.blocks))
+        }
+        _ => hash_stream(len, bs, fill),
+    }
+}
+
+impl Target {
     /// Syncs what the rounds wrote so far (working copy or journal data), so the commit's
     /// own sync has little left: called by the destination's applier after each part,
     /// while the next part arrives. Not a commit point: recovery ignores it.
@@ -563,6 +653,14 @@ impl Target {
     ) -> Result<(), ImageError> {
         let bs = self.bs as u64;
         let part_path = journal_part_path(&self.image);
+        if self
+            .ahead
+            .as_ref()
+            .is_some_and(|a| a.len != image_len || runs.iter().any(|(s, _)| s * bs < a.upto))
+        {
+            tracing::warn!("a round wrote below the verified prefix: the commit hashes it all");
+            self.ahead = None;
+        }
         match &mut self.mode {
             Mode::Fresh { file } => {
                 let p = crate::image::working_path(&self.image);
@@ -611,9 +709,15 @@ impl Target {
 
     /// Verifies the new image (`len` bytes hashing to `expected`) and switches over (see the
     /// module doc). On a hash mismatch nothing changed. Adds phase timings to `phases`.
-    pub fn commit(self, len: u64, expected: u128, phases: &mut Phases) -> Result<u64, ImageError> {
+    pub fn commit(
+        mut self,
+        len: u64,
+        expected: u128,
+        phases: &mut Phases,
+    ) -> Result<u64, ImageError> {
         let bs = self.bs;
         let image = self.image.clone();
+        let ahead = self.ahead.take();
         match &self.mode {
             Mode::Fresh { file } => {
                 let p = crate::image::working_path(&image);
@@ -622,7 +726,7 @@ impl Target {
                 file.sync_all().map_err(io_err("syncing", &p))?;
                 add_phase(phases, "fsync", t);
                 let t = Instant::now();
-                let (got, blocks) = hash_stream(cur, bs, |off, buf| {
+                let (got, blocks) = final_hash(ahead, bs, cur, |off, buf| {
                     read_clipped(file, cur, off, buf).map_err(io_err("reading", &p))
                 })?;
                 add_phase(phases, "verify", t);
@@ -655,7 +759,7 @@ impl Target {
                     });
                 }
                 let t = Instant::now();
-                let (got, blocks) = hash_stream(len, bs, |off, buf| {
+                let (got, blocks) = final_hash(ahead, bs, len, |off, buf| {
                     fill_overlaid(old, *min_len, len, part, overlay, bs as u64, off, buf)
                         .map_err(io_err("reading", &image))
                 })?;

@@ -214,7 +214,7 @@ fn a_round_cut_into_part_objects_yields_the_image_exactly() {
 
 fn round_in_parts(part_stream: bool) {
     // 8 MiB images, 3/4 of the blocks non-zero: parts of 1 MiB of dirty data (the first a
-    // quarter of that), so a dozen parts, applied while the next ones arrive; as one stream
+    // sixteenth of that, doubling), so about a dozen parts, applied while the next ones arrive; as one stream
     // or one object per part.
     let job = |src: &Path, dst: &Path, fp: &str, pb: u64| job_with(src, dst, fp, pb, part_stream);
     let (_d, src, dst, _v1, v2) = setup(2048);
@@ -336,4 +336,77 @@ fn in_place_rounds_that_shrink_and_regrow_end_byte_exact() {
     assert!(!store::journal_path(&p).exists());
     assert!(phases.iter().any(|(n, _)| n == "journal"));
     assert!(store::held(&p, BS).unwrap().unwrap().from_sidecar);
+}
+
+/// The commit's hash advanced over a final prefix while parts arrive gives the same result
+/// as hashing at commit; a write below the hashed prefix drops it, so the commit checks the
+/// bytes as they finally are (never the stale ones).
+#[test]
+fn verify_ahead_matches_a_full_hash_and_a_write_below_it_is_not_missed() {
+    let d = tempfile::tempdir().unwrap();
+    let v = image(256, 3); // 1 MiB
+    let len = v.len() as u64;
+    let blocks = v.len() / BS;
+    // Four parts of 64 blocks each, written in order, with the prefix hashed after each.
+    let write = |t: &mut store::Target, from: usize, to: usize, src: &[u8]| {
+        t.write_round(
+            len,
+            &[(from as u64, 0..(to - from) * BS)],
+            &src[from * BS..to * BS],
+        )
+        .unwrap();
+    };
+    for (case, fresh) in [("fresh", true), ("in-place", false)] {
+        let img = d.path().join(case);
+        if !fresh {
+            std::fs::write(&img, image(256, 11)).unwrap();
+        }
+        let mut t = store::Target::begin(&img, BS).unwrap();
+        for p in 0..4 {
+            write(&mut t, p * blocks / 4, (p + 1) * blocks / 4, &v);
+            t.verify_ahead(((p + 1) * blocks / 4 * BS) as u64, len)
+                .unwrap();
+        }
+        let mut phases = Vec::new();
+        t.commit(len, dwcp_kernels::xxh3_128(&v), &mut phases)
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert!(std::fs::read(&img).unwrap() == v, "{case}");
+        let h = store::held(&img, BS).unwrap().unwrap();
+        assert!(h.from_sidecar, "{case}: sidecar written from the hashes");
+        assert_eq!(h.hash, dwcp_kernels::xxh3_128(&v), "{case}");
+        assert_eq!(
+            h.manifest,
+            v.chunks(BS)
+                .map(dwcp_migrate::scan::block_hash)
+                .collect::<Vec<_>>()
+        );
+
+        // A part that (wrongly) rewrites a block below the hashed prefix.
+        let img2 = d.path().join(format!("{case}-2"));
+        if !fresh {
+            std::fs::write(&img2, image(256, 11)).unwrap();
+        }
+        let mut t = store::Target::begin(&img2, BS).unwrap();
+        write(&mut t, 0, blocks / 2, &v);
+        t.verify_ahead((blocks / 2 * BS) as u64, len).unwrap();
+        let mut v2 = v.clone();
+        v2[5 * BS..6 * BS].fill(0x77);
+        write(&mut t, 5, 6, &v2);
+        write(&mut t, blocks / 2, blocks, &v2);
+        // The stale prefix's hash must not pass.
+        let mut phases = Vec::new();
+        assert!(
+            t.commit(len, dwcp_kernels::xxh3_128(&v), &mut phases)
+                .is_err(),
+            "{case}: stale prefix accepted"
+        );
+        let mut t = store::Target::begin(&img2, BS).unwrap();
+        write(&mut t, 0, blocks / 2, &v);
+        t.verify_ahead((blocks / 2 * BS) as u64, len).unwrap();
+        write(&mut t, 5, 6, &v2);
+        write(&mut t, blocks / 2, blocks, &v2);
+        t.commit(len, dwcp_kernels::xxh3_128(&v2), &mut phases)
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert!(std::fs::read(&img2).unwrap() == v2, "{case}");
+    }
 }
