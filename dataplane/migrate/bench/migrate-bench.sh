@@ -90,6 +90,8 @@ appliance() { # case rep src_image dst_holds(empty|v1|kept) cache(yes|no) [tool 
     --timeout 600 "$dir/b/dst.img" >"$dir/logs/recv.out" 2>"$dir/logs/recv.err" &
   local rp=$!
   sleep 0.3
+  # The previous run's dirty pages are written back first: one disk serves every run.
+  sync
   local w0 t0 t1 w1
   w0=$(txa); t0=$(now)
   A "$dwcp" --json migrate send --iface veth-a --local "$ip_a:$port" --peer "$ip_b:$port" --core 0 \
@@ -111,6 +113,8 @@ rsync_run() { # case rep src dst_holds
   B rsync --daemon --no-detach --port 8730 --config "$dir/rsyncd.conf" </dev/null >/dev/null 2>&1 &
   local rp=$!
   sleep 0.3
+  # The previous run's dirty pages are written back first: one disk serves every run.
+  sync
   local w0 t0 t1 w1
   w0=$(txa); t0=$(now)
   A rsync "${z[@]}" --no-whole-file "$src" "rsync://$ip_b:8730/m/dst.img"
@@ -126,6 +130,8 @@ nc_run() { # case rep src
   B sh -c "nc -l -p 9000 > '$dir/b/dst.img'" &
   local rp=$!
   sleep 0.3
+  # The previous run's dirty pages are written back first: one disk serves every run.
+  sync
   local w0 t0 t1 w1
   w0=$(txa); t0=$(now)
   A nc -N "$ip_b" 9000 <"$src"

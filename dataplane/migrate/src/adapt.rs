@@ -4,9 +4,11 @@
 //! Owns [`LevelGovernor`]: after each part the encoder compares its own rate (patch bytes
 //! per second of read, scan and encode) with the link's. An encoder well ahead of the link
 //! spends more CPU for fewer bytes (level up); one barely ahead or behind spends less
-//! (level down). On the WAN lab
-//! the level climbs until encoding keeps pace with the link; on a fast link it falls to the
-//! cheapest level (docs/perf-migrate.md).
+//! (level down). Opt-in (`SourceConfig::zstd_adapt`, `--zstd-adapt`): on the WAN lab the
+//! level climbed to 7-9 and saved 2.5 % of the bytes but no time, because the lab's WAN
+//! emulator, both appliances and the encoder share two cores, so more encoder CPU slows the
+//! "link"; on the datacenter lab it raised the level for the same reason
+//! (docs/perf-migrate.md). Between separate hosts the signal is the real link's.
 //!
 //! Does not: measure anything itself, or change the patch format (each container names its
 //! own frame; the decoder does not care about the level).
