@@ -1758,7 +1758,7 @@ struct ApplyOut {
 /// (`Failed`) and stops; [`Applier::finish`] returns the error.
 struct Applier {
     jobs: std::sync::mpsc::Sender<ApplyJob>,
-    handle: std::thread::JoinHandle<Result<ApplyOut, MigrateError>>,
+    handle: Option<std::thread::JoinHandle<Result<ApplyOut, MigrateError>>>,
 }
 
 impl Applier {
@@ -1798,7 +1798,10 @@ impl Applier {
                 data_bytes,
             })
         });
-        Applier { jobs, handle }
+        Applier {
+            jobs,
+            handle: Some(handle),
+        }
     }
 
     fn push(&self, job: ApplyJob) -> Result<(), MigrateError> {
@@ -1808,14 +1811,32 @@ impl Applier {
     }
 
     fn failed(&self) -> bool {
-        self.handle.is_finished()
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
     }
 
-    fn finish(self) -> Result<ApplyOut, MigrateError> {
-        drop(self.jobs);
-        self.handle
-            .join()
-            .unwrap_or_else(|_| Err(MigrateError::Unexpected("applier panicked".into())))
+    fn finish(mut self) -> Result<ApplyOut, MigrateError> {
+        self.close_and_join()
+            .unwrap_or_else(|| Err(MigrateError::Unexpected("applier gone".into())))
+    }
+
+    /// Closes the job channel and waits for the thread (which then drops the target).
+    fn close_and_join(&mut self) -> Option<Result<ApplyOut, MigrateError>> {
+        drop(std::mem::replace(
+            &mut self.jobs,
+            std::sync::mpsc::channel().0,
+        ));
+        self.handle.take().map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(MigrateError::Unexpected("applier panicked".into())))
+        })
+    }
+}
+
+impl Drop for Applier {
+    /// On a failed or cancelled job: the target's cleanup (dropping the uncommitted journal
+    /// or working copy) is done before the job returns, not behind its back.
+    fn drop(&mut self) {
+        let _ = self.close_and_join();
     }
 }
 
