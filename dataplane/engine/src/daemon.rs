@@ -842,7 +842,9 @@ fn run_migration_job(
         last: None,
     };
     let peer = std::net::SocketAddr::V4(opts.io.peer);
+    let t_connect = std::time::Instant::now();
     let res = std::net::TcpStream::connect_timeout(&peer, Duration::from_secs(10))
+        .inspect(|_| cfg.policy = dwcp_migrate::patch::policy_for_link(Some(t_connect.elapsed())))
         .map_err(|e| {
             (
                 error_code::FAILED,

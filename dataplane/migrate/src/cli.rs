@@ -50,9 +50,11 @@ pub struct SendArgs {
     /// Block size of the diff.
     #[arg(long, default_value_t = crate::DEFAULT_BLOCK_SIZE)]
     pub block_size: usize,
-    /// zstd level for blocks that look compressible (0: no zstd).
-    #[arg(long, default_value_t = 3)]
-    pub zstd_level: i32,
+    /// zstd level for blocks that look compressible (0: no zstd). Default: 1 on a link
+    /// whose control connection connected in under 2 ms (a datacenter link, where the
+    /// encoder bounds the job), else 3.
+    #[arg(long)]
+    pub zstd_level: Option<i32>,
     /// Control connection address (default: the peer's DWCP address and port, over TCP).
     #[arg(long)]
     pub control: Option<SocketAddrV4>,
@@ -206,7 +208,7 @@ pub fn run(
     match which {
         Run::Send(a) => {
             let addr = a.control.unwrap_or(peer);
-            let ctl = connect(addr)?;
+            let (ctl, rtt) = connect(addr)?;
             let mut cfg = SourceConfig::new(&a.image, a.job_id);
             cfg.live = a.live;
             cfg.max_rounds = a.max_rounds;
@@ -218,13 +220,13 @@ pub fn run(
             cfg.warm_start = a.warm_start;
             cfg.part_stream = !a.part_objects;
             cfg.zstd_adapt = a.zstd_adapt;
-            cfg.policy = if a.zstd_level == 0 {
-                dwcp_hde::Policy::Datacenter
-            } else {
-                dwcp_hde::Policy::Hybrid {
-                    level: a.zstd_level,
+            cfg.policy = match a.zstd_level {
+                None => crate::patch::policy_for_link(Some(rtt)),
+                Some(0) => dwcp_hde::Policy::Datacenter,
+                Some(level) => dwcp_hde::Policy::Hybrid {
+                    level,
                     max_entropy_bits: 7.0,
-                }
+                },
             };
             let mut hooks = CliHooks {
                 pause_cmd: a.pause_cmd,
@@ -351,11 +353,14 @@ fn phases_json(p: &[(String, f64)]) -> serde_json::Value {
 }
 
 /// Connects, retrying for 10 s while the destination starts.
-fn connect(addr: SocketAddrV4) -> Result<TcpStream, CliError> {
+/// The control connection, and how long its successful connect took (about one round
+/// trip: the link's RTT for [`crate::patch::policy_for_link`]).
+fn connect(addr: SocketAddrV4) -> Result<(TcpStream, Duration), CliError> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
+        let t = Instant::now();
         match TcpStream::connect(addr) {
-            Ok(s) => return Ok(s),
+            Ok(s) => return Ok((s, t.elapsed())),
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
             Err(source) => return Err(CliError::Control { addr, source }),
         }

@@ -641,9 +641,39 @@ pub const DEFAULT_POLICY: Policy = Policy::Hybrid {
     max_entropy_bits: 7.0,
 };
 
+/// Round-trip time below which a link counts as a datacenter link for [`policy_for_link`].
+pub const DATACENTER_RTT: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// The patch policy for a link with round-trip time `rtt` (the control connection's
+/// connect time; `None`: unknown): zstd level 1 on a datacenter link, where the encoder,
+/// not the link, bounds the job (1 GiB lab image: 5.3-5.4 s at level 1, 6.3-6.5 s at level
+/// 3, 7.4 s without zstd), [`DEFAULT_POLICY`] otherwise (on the WAN lab level 3's 8 % fewer
+/// bytes are worth more than its CPU). docs/perf-migrate.md.
+pub fn policy_for_link(rtt: Option<std::time::Duration>) -> Policy {
+    match rtt {
+        Some(r) if r < DATACENTER_RTT => Policy::Hybrid {
+            level: 1,
+            max_entropy_bits: 7.0,
+        },
+        _ => DEFAULT_POLICY,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_follows_the_link() {
+        use std::time::Duration;
+        let level = |rtt| match policy_for_link(rtt) {
+            Policy::Hybrid { level, .. } => level,
+            p => panic!("{p:?}"),
+        };
+        assert_eq!(level(Some(Duration::from_micros(80))), 1);
+        assert_eq!(level(Some(Duration::from_millis(50))), 3);
+        assert_eq!(level(None), 3);
+    }
 
     fn image(n: usize, seed: u64) -> Vec<u8> {
         let mut x = seed | 1;
