@@ -353,7 +353,8 @@ fn recv_file_with(
 
 /// Moves the objects of a migration job (round patches, the destination's manifest) with
 /// the transfer engine, one [`send_file_cancellable`] / [`recv_file_cancellable`] per object
-/// on the same port. `dwcp migrate` and the daemon's disk/memory jobs use it.
+/// on the same port, and a pipelined round's parts as one stream ([`crate::stream`]).
+/// `dwcp migrate` and the daemon's disk/memory jobs use it.
 #[derive(Debug, Clone)]
 pub struct RunnerMover {
     /// Port and worker settings (the peer is the other appliance's DWCP port).

@@ -1,5 +1,6 @@
-//! The stream carrier: an unbounded byte stream (a QEMU live-migration stream) moved over DWCP
-//! as an ordered sequence of verified objects ("segments").
+//! The stream carrier: an unbounded byte stream (a QEMU live-migration stream, or the parts
+//! of a pipelined image-migration round through `runner::RunnerMover::send_stream`) moved
+//! over DWCP as an ordered sequence of verified objects ("segments").
 //!
 //! ```text
 //! source QEMU --tcp/exec--> [reader] --pieces--> [worker: segmenter + N Senders] ==DWCP==>
