@@ -257,6 +257,7 @@ pub fn run(
                 "base": format!("{:?}", r.base),
                 "manifest_bytes": r.manifest_bytes,
                 "manifest_source": r.manifest_source,
+                "base_cache_mismatch": r.base_cache_mismatch,
                 "data_bytes": r.data_bytes,
                 "wire_bytes": r.wire_bytes,
                 "elapsed_s": r.elapsed.as_secs_f64(),

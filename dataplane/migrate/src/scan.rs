@@ -52,6 +52,10 @@ pub struct Dirty {
     /// The destination's bytes of the same blocks (zero past its end), when known and not
     /// all zero.
     pub old_compact: Option<Arc<[u8]>>,
+    /// The file said to hold the destination's bytes (the base cache) disagreed with the
+    /// destination's manifest for a dirty block (or could not be read): `old_compact` is
+    /// `None` for these blocks' patch, which then codes them without a baseline.
+    pub bad_baseline: bool,
 }
 
 impl Dirty {
@@ -74,8 +78,11 @@ pub struct DestView {
     /// Per-block hashes of the snapshot (after a scan).
     hashes: Vec<u64>,
     /// With a manifest: a file holding the destination's exact bytes (the source's base
-    /// cache), read for the dirty blocks only (XOR baselines).
+    /// cache), read for the dirty blocks only (XOR baselines). Each block read is checked
+    /// against the manifest; the first mismatch stops its use ([`DestView::base_mismatch`]).
     old_file: Option<File>,
+    /// A block of `old_file` did not match the destination's manifest.
+    base_mismatch: bool,
 }
 
 impl DestView {
@@ -88,6 +95,7 @@ impl DestView {
             dest_len: 0,
             hashes: Vec::new(),
             old_file: None,
+            base_mismatch: false,
         }
     }
 
@@ -101,6 +109,7 @@ impl DestView {
             dest_len,
             hashes: Vec::new(),
             old_file: None,
+            base_mismatch: false,
         }
     }
 
@@ -113,6 +122,7 @@ impl DestView {
             dest_len: len,
             hashes: Vec::new(),
             old_file: None,
+            base_mismatch: false,
         }
     }
 
@@ -128,6 +138,13 @@ impl DestView {
         let mut v = Self::from_manifest(block_size, len, manifest);
         v.old_file = Some(file);
         v
+    }
+
+    /// True once a block of the file given to [`DestView::from_manifest_and_file`] did not
+    /// match the destination's manifest (a corrupt or stale base cache): its bytes were not
+    /// used as baselines from then on, and it should not be trusted again.
+    pub fn base_mismatch(&self) -> bool {
+        self.base_mismatch
     }
 
     /// Per-block XXH3-64 of the snapshot (empty before the first scan).
@@ -188,7 +205,7 @@ impl DestView {
         let mut limit = first_bytes;
         let snapshot = std::mem::take(&mut self.snapshot);
         let manifest = self.manifest.take();
-        let old_file = self.old_file.take();
+        let mut old_file = self.old_file.take();
         let dest_len = self.dest_len;
         loop {
             let n = read_full(&mut f, &mut buf)?;
@@ -210,6 +227,11 @@ impl DestView {
                 old_file.as_ref(),
                 dest_len,
             );
+            if w.bad_baseline {
+                // Not trusted again in this scan.
+                old_file = None;
+                self.base_mismatch = true;
+            }
             pending += w.new_compact.len() as u64;
             windows.push(w);
             off += n as u64;
@@ -284,17 +306,19 @@ impl DestView {
                     old_nonzero |= !k.is_zero(old);
                     old_compact.extend_from_slice(old);
                     old_compact.extend_from_slice(&zeros[..block.len() - old.len()]);
-                } else if let Some(f) = old_file {
+                } else if let Some(f) = old_file.filter(|_| !out.bad_baseline) {
                     let old = &mut old_buf[..block.len()];
-                    if crate::patch::read_clipped(f, dest_len, start, old).is_err() {
-                        old.fill(0);
+                    let want = manifest.and_then(|m| m.get(index as usize)).copied();
+                    if read_checked(f, dest_len, start, old, held.len(), want) {
+                        old_nonzero |= !k.is_zero(old);
+                        old_compact.extend_from_slice(old);
+                    } else {
+                        out.bad_baseline = true;
                     }
-                    old_nonzero |= !k.is_zero(old);
-                    old_compact.extend_from_slice(old);
                 }
             }
         }
-        if old_nonzero {
+        if old_nonzero && !out.bad_baseline {
             out.old_compact = Some(Arc::from(old_compact));
         }
         out
@@ -368,17 +392,20 @@ impl DestView {
                     old_nonzero |= !k.is_zero(old);
                     old_compact.extend_from_slice(old);
                     old_compact.extend_from_slice(&zeros[..block.len() - old.len()]);
-                } else if let Some(f) = &old_file {
+                } else if let Some(f) = old_file.as_ref().filter(|_| !out.bad_baseline) {
                     let old = &mut old_buf[..block.len()];
-                    if crate::patch::read_clipped(f, dest_len, start, old).is_err() {
-                        old.fill(0);
+                    let want = self.manifest.as_deref().and_then(|m| m.get(j)).copied();
+                    if read_checked(f, dest_len, start, old, held.len(), want) {
+                        old_nonzero |= !k.is_zero(old);
+                        old_compact.extend_from_slice(old);
+                    } else {
+                        out.bad_baseline = true;
                     }
-                    old_nonzero |= !k.is_zero(old);
-                    old_compact.extend_from_slice(old);
                 }
             }
         }
-        if (have_bytes || old_file.is_some()) && old_nonzero {
+        self.base_mismatch |= out.bad_baseline;
+        if (have_bytes || old_file.is_some()) && old_nonzero && !out.bad_baseline {
             out.old_compact = Some(Arc::from(old_compact));
         }
         self.hashes = if hashes.len() as u64 == len.div_ceil(bs as u64) {
@@ -399,7 +426,10 @@ fn merge_windows(windows: Vec<Dirty>, image_len: u64) -> Dirty {
         image_len,
         ..Dirty::default()
     };
-    let any_old = windows.iter().any(|p| p.old_compact.is_some());
+    // A window whose baseline could not be trusted: the whole part goes without one.
+    let bad = windows.iter().any(|p| p.bad_baseline);
+    out.bad_baseline = bad;
+    let any_old = !bad && windows.iter().any(|p| p.old_compact.is_some());
     let mut old_compact = Vec::new();
     for p in windows {
         if any_old {
@@ -415,6 +445,23 @@ fn merge_windows(windows: Vec<Dirty>, image_len: u64) -> Dirty {
         out.old_compact = Some(Arc::from(old_compact));
     }
     out
+}
+
+/// Reads the destination's old bytes of a block (`held` of them are inside its image, the
+/// rest zero) from `f` into `old`; false if the read fails or the held bytes do not hash to
+/// `want` (the destination's manifest entry), i.e. they must not serve as a baseline.
+fn read_checked(
+    f: &File,
+    dest_len: u64,
+    start: u64,
+    old: &mut [u8],
+    held: usize,
+    want: Option<u64>,
+) -> bool {
+    if crate::patch::read_clipped(f, dest_len, start, old).is_err() {
+        return false;
+    }
+    held == 0 || want == Some(block_hash(&old[..held]))
 }
 
 fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {

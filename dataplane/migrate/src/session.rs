@@ -333,6 +333,11 @@ pub struct SourceReport {
     pub manifest_source: &'static str,
     /// How the pipelined round overlapped its stages, if the job had one.
     pub pipeline: Option<PipelineReport>,
+    /// The base cache's copy of the destination's version disagreed with the destination's
+    /// manifest (a corrupt or stale cache file): from the first such block on, its bytes
+    /// were not used as baselines (the job sent those blocks without XOR deltas), and the
+    /// cache entry was replaced by the version sent.
+    pub base_cache_mismatch: bool,
 }
 
 const POLL: Duration = Duration::from_millis(100);
@@ -564,16 +569,18 @@ fn source_inner(
             let keep_bytes = cache.is_some() && base == Base::Cached;
             // The base cache takes the version being sent as soon as the reader has read all
             // of it (while the last parts move), not after the commit.
-            let update_cache = |hash: u128, len: u64, blocks: &[u64], bytes: &[u8]| {
-                let Some(c) = &cache else { return Ok(()) };
-                match (base, held_hash) {
-                    (Base::Cached, Some(old)) => {
-                        c.update_blocks(old, hash, len, min_len.min(len), blocks, bytes, bs)
+            let update_cache =
+                |hash: u128, len: u64, blocks: &[u64], bytes: &[u8], base_ok: bool| {
+                    let Some(c) = &cache else { return Ok(()) };
+                    match (base, held_hash) {
+                        (Base::Cached, Some(old)) if base_ok => {
+                            c.update_blocks(old, hash, len, min_len.min(len), blocks, bytes, bs)
+                        }
+                        // The image file is what was sent (the source is paused); it also
+                        // replaces a cached base that proved wrong.
+                        _ => c.put_file(hash, &path),
                     }
-                    // The image file is what was sent (the source is paused).
-                    _ => c.put_file(hash, &path),
-                }
-            };
+                };
             let (rep, produced, pl) = pipelined_final_round(
                 cfg,
                 conn,
@@ -772,9 +779,10 @@ fn source_inner(
             s.spawn(move || {
                 let t = Instant::now();
                 let r = match (base, held_hash) {
-                    (Base::Cached, Some(old)) => {
+                    (Base::Cached, Some(old)) if !view.base_mismatch() => {
                         c.update(old, hash, view.snapshot(), changed, min_len, bs)
                     }
+                    // The whole image is at hand: a wrong cached base is replaced.
                     _ => c.put(hash, view.snapshot()),
                 };
                 (r, t.elapsed())
@@ -824,6 +832,7 @@ fn source_inner(
         dest_phases,
         manifest_source,
         pipeline,
+        base_cache_mismatch: view.base_mismatch(),
     })
 }
 
@@ -892,8 +901,8 @@ struct Produced {
 }
 
 /// Brings the source's base cache to the version just read: hash, length, every dirty
-/// block and (when kept) their bytes.
-type CacheUpdate<'a> = dyn Fn(u128, u64, &[u64], &[u8]) -> Result<(), ImageError> + Sync + 'a;
+/// block and (when kept) their bytes, and whether the cached base proved right.
+type CacheUpdate<'a> = dyn Fn(u128, u64, &[u64], &[u8], bool) -> Result<(), ImageError> + Sync + 'a;
 
 enum ProduceError {
     Io(std::io::Error),
@@ -1026,7 +1035,7 @@ fn pipelined_final_round(
                 ProduceError::Job(e) => e,
             })?;
             let t = Instant::now();
-            let cached = update_cache(hash, len, &blocks, &bytes);
+            let cached = update_cache(hash, len, &blocks, &bytes, !view.base_mismatch());
             let cache_update = (cached, t.elapsed());
             Ok(Produced {
                 cache_update,

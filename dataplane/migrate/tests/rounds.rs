@@ -386,3 +386,75 @@ fn incremental_remigration_sends_only_changed_blocks() {
         }
     }
 }
+
+/// A base cache whose copy of the destination's version is corrupt (the source keeps that
+/// version's manifest, so the copy is read without a whole-file hash): the job notices at
+/// the first dirty block whose bytes disagree with the manifest, sends the rest without
+/// those baselines, completes with the exact image, and replaces the cache entry; the next
+/// job uses the cache again. Pipelined (the job's only round) and live rounds.
+#[test]
+fn a_corrupt_base_cache_is_detected_and_replaced() {
+    for live in [false, true] {
+        let (_d, src, dst) = dirs();
+        let img_path = src.join("disk.img");
+        let blocks = 2048;
+        let v1 = make_image(blocks, 5);
+        std::fs::write(&img_path, &v1).unwrap();
+        let dst_img = dst.join("disk.img");
+        let cache = src.join("cache");
+        let mut cfg = SourceConfig::new(&img_path, 41);
+        cfg.scratch = src.join("scratch");
+        cfg.base_cache = Some(cache.clone());
+        cfg.live = live;
+        let run = |cfg: &SourceConfig| {
+            let (s, d) = migrate(
+                cfg,
+                &dst_img,
+                &mut Hooks::default(),
+                &AtomicBool::new(false),
+            );
+            d.unwrap();
+            s.unwrap()
+        };
+        run(&cfg);
+        let cached_img = || {
+            std::fs::read_dir(&cache)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "img"))
+                .expect("a cached version")
+        };
+        // Corrupt every cached block from a quarter of the image on.
+        let p = cached_img();
+        let mut bad = std::fs::read(&p).unwrap();
+        for b in (blocks / 4..blocks).step_by(1) {
+            bad[b * BS + 7] ^= 0xa5;
+        }
+        std::fs::write(&p, &bad).unwrap();
+
+        let mut v2 = v1.clone();
+        change_blocks(&mut v2, 100, 9);
+        std::fs::write(&img_path, &v2).unwrap();
+        cfg.job_id = 42;
+        let s = run(&cfg);
+        assert_eq!(std::fs::read(&dst_img).unwrap(), v2, "live {live}");
+        assert_eq!(s.base, dwcp_migrate::session::Base::Cached, "live {live}");
+        assert!(s.base_cache_mismatch, "live {live}: mismatch reported");
+        assert_eq!(
+            std::fs::read(cached_img()).unwrap(),
+            v2,
+            "live {live}: the cache holds the version sent"
+        );
+
+        let mut v3 = v2.clone();
+        let changed = change_blocks(&mut v3, 50, 10);
+        std::fs::write(&img_path, &v3).unwrap();
+        cfg.job_id = 43;
+        let s = run(&cfg);
+        assert_eq!(std::fs::read(&dst_img).unwrap(), v3, "live {live}");
+        assert_eq!(s.base, dwcp_migrate::session::Base::Cached);
+        assert!(!s.base_cache_mismatch, "live {live}");
+        assert_eq!(s.rounds[0].blocks, changed.len() as u64, "live {live}");
+    }
+}
