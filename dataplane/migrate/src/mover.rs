@@ -207,6 +207,28 @@ impl TcpMover {
             .map_err(|e| MoveError::failed("socket", e))?;
         Ok(s)
     }
+
+    /// [`TcpMover::accept`], then the id the peer opens with must be `want` (`what`:
+    /// "object" or "stream").
+    fn accept_checked(
+        &self,
+        cancel: &AtomicBool,
+        what: &str,
+        want: u64,
+    ) -> Result<TcpStream, MoveError> {
+        let s = self.accept(cancel)?;
+        let mut h = [0u8; 8];
+        (&s).read_exact(&mut h)
+            .map_err(|e| MoveError::failed("tcp read", e))?;
+        let id = u64::from_be_bytes(h);
+        if id != want {
+            return Err(MoveError::failed(
+                format!("expected {what} {want}, peer sent {id}"),
+                format!("{what} id mismatch"),
+            ));
+        }
+        Ok(s)
+    }
 }
 
 const TCP_HEADER: u64 = 16;
@@ -272,19 +294,12 @@ impl Mover for TcpMover {
     ) -> Result<MoveReport, MoveError> {
         let start = Instant::now();
         ready();
-        let s = self.accept(cancel)?;
+        let s = self.accept_checked(cancel, "object", object_id)?;
         let rerr = |e| MoveError::failed("tcp read", e);
         let mut r = BufReader::with_capacity(1 << 20, &s);
-        let mut h = [0u8; 16];
+        let mut h = [0u8; 8];
         r.read_exact(&mut h).map_err(rerr)?;
-        let id = u64::from_be_bytes(h[..8].try_into().unwrap_or_default());
-        let len = u64::from_be_bytes(h[8..].try_into().unwrap_or_default());
-        if id != object_id {
-            return Err(MoveError::failed(
-                format!("expected object {object_id}, peer sent {id}"),
-                "object id mismatch",
-            ));
-        }
+        let len = u64::from_be_bytes(h);
         let mut part = path.as_os_str().to_os_string();
         part.push(".part");
         let part = std::path::PathBuf::from(part);
@@ -367,18 +382,8 @@ impl Mover for TcpMover {
     ) -> Result<MoveReport, MoveError> {
         let start = Instant::now();
         ready();
-        let s = self.accept(cancel)?;
-        let rerr = |e| MoveError::failed("tcp read", e);
+        let s = self.accept_checked(cancel, "stream", stream_id)?;
         let mut r = BufReader::with_capacity(1 << 20, &s);
-        let mut h = [0u8; 8];
-        r.read_exact(&mut h).map_err(rerr)?;
-        let id = u64::from_be_bytes(h);
-        if id != stream_id {
-            return Err(MoveError::failed(
-                format!("expected stream {stream_id}, peer sent {id}"),
-                "stream id mismatch",
-            ));
-        }
         let len = std::io::copy(&mut r, &mut output)
             .map_err(|e| MoveError::failed("writing the stream's output", e))?;
         output

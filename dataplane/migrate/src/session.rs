@@ -1144,15 +1144,7 @@ fn move_parts(
         link_bps,
     } = ctx;
     let mut applied = 0u32;
-    let mut count = |m: &Msg| -> Result<(), MigrateError> {
-        match m {
-            Msg::Applied { round: r, .. } if *r == round => {
-                applied += 1;
-                Ok(())
-            }
-            m => Err(MigrateError::Unexpected(format!("{m:?}"))),
-        }
-    };
+    let mut count = |m: &Msg| count_applied(m, round, &mut applied);
     let mut hint = None;
     let mut acked_before = 0u64;
     loop {
@@ -1267,14 +1259,8 @@ fn move_parts(
         acked_before += built.patch_bytes;
         prog.wire_bytes = wire_before + moved.wire_bytes;
         prog.data_bytes_done = data_before + built.data_bytes;
-        rep.parts += 1;
-        rep.blocks += built.blocks;
-        rep.data_bytes += built.data_bytes;
-        rep.patch_bytes += built.patch_bytes;
+        add_part(rep, built);
         rep.wire_bytes += moved.wire_bytes;
-        rep.hde.merge(&built.hde);
-        rep.zstd_in_out.0 += built.zstd_in;
-        rep.zstd_in_out.1 += built.zstd_out;
         rep.moved += t_move.elapsed();
         tracing::info!(
             round,
@@ -1287,6 +1273,29 @@ fn move_parts(
         );
     }
     Ok(applied)
+}
+
+/// Counts an `Applied` of `round` that arrived during a part's move or stream; anything
+/// else is unexpected there.
+fn count_applied(m: &Msg, round: u32, applied: &mut u32) -> Result<(), MigrateError> {
+    match m {
+        Msg::Applied { round: r, .. } if *r == round => {
+            *applied += 1;
+            Ok(())
+        }
+        m => Err(MigrateError::Unexpected(format!("{m:?}"))),
+    }
+}
+
+/// Adds a part's patch to its round's report.
+fn add_part(rep: &mut RoundReport, b: &patch::BuildStats) {
+    rep.parts += 1;
+    rep.blocks += b.blocks;
+    rep.data_bytes += b.data_bytes;
+    rep.patch_bytes += b.patch_bytes;
+    rep.hde.merge(&b.hde);
+    rep.zstd_in_out.0 += b.zstd_in;
+    rep.zstd_in_out.1 += b.zstd_out;
 }
 
 /// [`move_parts`] for a mover that carries streams: the whole round is one stream
@@ -1315,15 +1324,7 @@ fn move_stream(
         ..
     } = ctx;
     let mut applied = 0u32;
-    let mut count = |m: &Msg| -> Result<(), MigrateError> {
-        match m {
-            Msg::Applied { round: r, .. } if *r == round => {
-                applied += 1;
-                Ok(())
-            }
-            m => Err(MigrateError::Unexpected(format!("{m:?}"))),
-        }
-    };
+    let mut count = |m: &Msg| count_applied(m, round, &mut applied);
     // Part object ids use bits 8..16 below 0xfe: this one is apart from them.
     let stream_id = obj_base | 0xff00 | u64::from(round & 0xff);
     conn.send(&Msg::Stream { round, stream_id })?;
@@ -1351,13 +1352,7 @@ fn move_stream(
         }
         prog.round_data_bytes += b.data_bytes;
         prog.round_patch_bytes += b.patch_bytes + crate::partstream::HEADER_LEN as u64;
-        rep.parts += 1;
-        rep.blocks += b.blocks;
-        rep.data_bytes += b.data_bytes;
-        rep.patch_bytes += b.patch_bytes;
-        rep.hde.merge(&b.hde);
-        rep.zstd_in_out.0 += b.zstd_in;
-        rep.zstd_in_out.1 += b.zstd_out;
+        add_part(rep, b);
         part.end
     };
     let mut end = 0u64;
