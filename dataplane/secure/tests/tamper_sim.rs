@@ -19,13 +19,7 @@ use dwcp_transfer::{
 };
 
 fn object(len: usize, seed: u64) -> Vec<u8> {
-    let mut r = SimRng::new(seed);
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        v.extend_from_slice(&r.next_u64().to_le_bytes());
-    }
-    v.truncate(len);
-    v
+    SimRng::new(seed).bytes(len)
 }
 
 /// A sink that checks every write against the source and counts wrong ones.

@@ -22,10 +22,7 @@ fn main() {
     let epoch = Instant::now();
     let link = LinkConfig::clean(rate, rtt);
     let mut sim = Sim::new(epoch, Link::new(link, seed), Link::new(link, seed + 1));
-    let mut r = SimRng::new(4);
-    let data: Vec<u8> = (0..200_000_000 / 8)
-        .flat_map(|_| r.next_u64().to_le_bytes())
-        .collect();
+    let data = SimRng::new(4).bytes(200_000_000);
     for i in 0..2u32 {
         let scfg = SenderConfig {
             conn_id: 10 + i,

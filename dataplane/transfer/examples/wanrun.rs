@@ -28,12 +28,7 @@ fn main() {
         })
     };
     let rate = 200e6;
-    let mut r = SimRng::new(seed);
-    let mut data = Vec::with_capacity(size + 8);
-    while data.len() < size {
-        data.extend_from_slice(&r.next_u64().to_le_bytes());
-    }
-    data.truncate(size);
+    let data = SimRng::new(seed).bytes(size);
     let epoch = Instant::now();
     let link = LinkConfig {
         loss: 0.01,

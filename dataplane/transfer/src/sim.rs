@@ -40,6 +40,16 @@ impl SimRng {
     pub fn chance(&mut self, p: f64) -> bool {
         p > 0.0 && self.next_f64() < p
     }
+    /// `len` pseudo-random bytes (the next u64s, little-endian, cut to `len`): the test and
+    /// example objects of the simulator.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(len + 8);
+        while v.len() < len {
+            v.extend_from_slice(&self.next_u64().to_le_bytes());
+        }
+        v.truncate(len);
+        v
+    }
 }
 
 /// One direction of a link.

@@ -21,13 +21,7 @@ const RATE: f64 = 200e6;
 const CEILING: f64 = 1420.0 / 1472.0;
 
 fn object(len: usize, seed: u64) -> Vec<u8> {
-    let mut r = SimRng::new(seed);
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        v.extend_from_slice(&r.next_u64().to_le_bytes());
-    }
-    v.truncate(len);
-    v
+    SimRng::new(seed).bytes(len)
 }
 
 fn lab_link() -> LinkConfig {

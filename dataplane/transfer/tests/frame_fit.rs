@@ -16,13 +16,7 @@ const MTU: usize = 1500;
 const MAX_UDP: usize = MTU - 28;
 
 fn object(len: usize, seed: u64) -> Vec<u8> {
-    let mut r = SimRng::new(seed);
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        v.extend_from_slice(&r.next_u64().to_le_bytes());
-    }
-    v.truncate(len);
-    v
+    SimRng::new(seed).bytes(len)
 }
 
 /// Runs one transfer at MTU 1500 over a 2 % lossy link (so retransmissions happen); returns
