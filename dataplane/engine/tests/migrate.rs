@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use dwcp_engine::io::{BackendChoice, IoConfig};
 use dwcp_engine::runner::{RunOptions, RunnerMover};
+use dwcp_migrate::fault::CutStreams;
 use dwcp_migrate::session::Base;
 use dwcp_migrate::{
     DestConfig, DestReport, MigrateError, Phase, Progress, SourceConfig, SourceHooks, SourceReport,
@@ -255,10 +256,12 @@ fn live_rounds_over_dwcp_converge_and_verify() {
         );
     }
     // Bytes on the wire follow the patches (frame headers, acks excluded, retransmissions
-    // included): at least the patch, at most ~10 % more on a clean loopback.
+    // included): at least the patch, at most ~10 % more on loopback, plus a few frames sent
+    // again when the tests of this binary run in parallel on a busy machine (a 22 KB round
+    // once had 10 KB of retransmissions and tail probes).
     for r in &s.rounds {
         assert!(r.wire_bytes >= r.patch_bytes, "{r:?}");
-        assert!(r.wire_bytes <= r.patch_bytes * 11 / 10 + 4096, "{r:?}");
+        assert!(r.wire_bytes <= r.patch_bytes * 11 / 10 + 24 * 1024, "{r:?}");
     }
     assert_eq!(
         std::fs::read(&img).unwrap(),
@@ -267,6 +270,50 @@ fn live_rounds_over_dwcp_converge_and_verify() {
     assert_eq!(d.hash, s.hash);
     assert!(hooks.progress.iter().any(|p| p.round >= 2));
     assert!(hooks.progress.iter().any(|p| p.wire_bytes > 0));
+}
+
+/// A DWCP round stream that breaks is resumed: the source's input fails a third of the way
+/// in (the stream carrier sends an ABORT segment, the destination's receive fails), then the
+/// destination's output fails early in the resumed stream (the carrier's sender then runs
+/// into a destination that stopped receiving). The third stream completes the round from
+/// the destination's first missing part, and the image arrives exactly.
+#[test]
+fn a_broken_round_stream_over_dwcp_is_resumed() {
+    let (_d, src, dst) = dirs();
+    let img = src.join("vm.img");
+    let dst_img = dst.join("vm.img");
+    let v = make_image(2048, 11);
+    std::fs::write(&img, &v).unwrap();
+    let mut cfg = SourceConfig::new(&img, 610);
+    cfg.scratch = src.join("scratch");
+    cfg.part_bytes = 1 << 20;
+    let (sm, dm) = loopback_movers(10);
+    let mut sm = CutStreams::new(sm, &[Some(1_000_003)]);
+    let mut dm = CutStreams::new(dm, &[None, Some(300_007)]);
+    let (cs, cd) = control_pair();
+    let dcfg = DestConfig {
+        image: dst_img.clone(),
+        scratch: dst.join("scratch"),
+    };
+    let (s, d) = std::thread::scope(|sc| {
+        let d = sc.spawn(|| run_dest(&dcfg, cd, &mut dm, &AtomicBool::new(false)));
+        let r = run_source(&cfg, cs, &mut sm, &mut (), &AtomicBool::new(false));
+        (r, d.join().unwrap())
+    });
+    let s = s.unwrap_or_else(|e| panic!("source: {e}: {e:?}"));
+    d.unwrap_or_else(|e| panic!("destination: {e}: {e:?}"));
+    assert!(std::fs::read(&dst_img).unwrap() == v, "the image exactly");
+    let p = s.pipeline.as_ref().unwrap();
+    assert!(p.stream && p.parts >= 4, "{p:?}");
+    assert_eq!(p.stream_resumes, 2, "{p:?}");
+    let (sc, dc) = (sm.carried(), dm.carried());
+    assert_eq!((sc.len(), dc.len()), (3, 3), "{sc:?} {dc:?}");
+    let whole = s.rounds[0].patch_bytes + u64::from(p.parts) * 24;
+    assert!(
+        sc[2] < whole,
+        "the last stream resumed, not restarted: {sc:?}"
+    );
+    assert_eq!(dc[2], sc[2], "the last stream arrived whole: {sc:?} {dc:?}");
 }
 
 fn dwcp_bin() -> PathBuf {
@@ -491,7 +538,9 @@ fn migration_over_a_real_veth_pair() {
     std::fs::write(&img, &v1).unwrap();
     let a = SocketAddrV4::new(pair.ip_a(), 7470);
     let b = SocketAddrV4::new(pair.ip_b(), 7470);
-    let run = |job: u64, cache: &Path| {
+    // A job; its streams cut as given (`CutStreams`): source's cuts, destination's cuts.
+    let run = |job: u64, cache: &Path, cuts: [Vec<Option<u64>>; 2]| {
+        let [src_cuts, dst_cuts] = cuts;
         let dst_img = dst_img.clone();
         let dscratch = dst.join("scratch");
         let d = pair
@@ -499,7 +548,8 @@ fn migration_over_a_real_veth_pair() {
             .spawn_in(move || {
                 let l = TcpListener::bind(b).unwrap();
                 let (ctl, _) = l.accept().unwrap();
-                let mut m = mover(dwcp_netns::IF_B, b, a, BackendChoice::Auto, 1);
+                let m = mover(dwcp_netns::IF_B, b, a, BackendChoice::Auto, 1);
+                let mut m = CutStreams::new(m, &dst_cuts);
                 run_dest(
                     &DestConfig {
                         image: dst_img,
@@ -520,14 +570,15 @@ fn migration_over_a_real_veth_pair() {
             .a
             .run_in(move || {
                 let ctl = connect_retry(b);
-                let mut m = mover(dwcp_netns::IF_A, a, b, BackendChoice::Auto, 0);
+                let m = mover(dwcp_netns::IF_A, a, b, BackendChoice::Auto, 0);
+                let mut m = CutStreams::new(m, &src_cuts);
                 run_source(&cfg, ctl, &mut m, &mut (), &AtomicBool::new(false))
             })
             .unwrap();
         (s.unwrap(), d.join().unwrap().unwrap())
     };
     let cache = src.join("cache");
-    let (s1, _) = run(501, &cache);
+    let (s1, _) = run(501, &cache, [vec![], vec![]]);
     assert_eq!(std::fs::read(&dst_img).unwrap(), v1);
     let p = s1.pipeline.as_ref().expect("the only round is pipelined");
     assert!(p.stream, "the parts moved as one stream: {p:?}");
@@ -539,10 +590,22 @@ fn migration_over_a_real_veth_pair() {
     let mut v2 = v1.clone();
     let changed = change_blocks(&mut v2, 200, 8);
     std::fs::write(&img, &v2).unwrap();
-    let (s2, _) = run(502, &cache);
+    let (s2, _) = run(502, &cache, [vec![], vec![]]);
     assert_eq!(std::fs::read(&dst_img).unwrap(), v2);
     assert_eq!(s2.base, Base::Cached);
     assert_eq!(s2.rounds[0].blocks, changed.len() as u64);
+    assert_eq!(s2.pipeline.as_ref().unwrap().stream_resumes, 0);
+    // A fresh destination, and the full copy's stream breaks at the source 3 MB in: it is
+    // resumed over AF_XDP from the destination's first missing part.
+    std::fs::remove_file(&dst_img).unwrap();
+    let _ = std::fs::remove_file(dwcp_migrate::store::sidecar_path(&dst_img));
+    let (s3, _) = run(503, &cache, [vec![Some(3_000_000)], vec![]]);
+    assert!(
+        std::fs::read(&dst_img).unwrap() == v2,
+        "resumed: the image exactly"
+    );
+    let p3 = s3.pipeline.as_ref().unwrap();
+    assert_eq!(p3.stream_resumes, 1, "{p3:?}");
     eprintln!(
         "veth: full {} B data -> {} B wire in {:?}; 200 changed blocks -> {} B wire in {:?}",
         s1.data_bytes, s1.wire_bytes, s1.elapsed, s2.wire_bytes, s2.elapsed

@@ -273,6 +273,7 @@ pub fn run(
                     "apply_tail_s": p.apply_tail.as_secs_f64(),
                     "hinted_moves": p.hinted_moves,
                     "zstd_levels": p.zstd_levels, "stream": p.stream,
+                    "stream_resumes": p.stream_resumes,
                 })),
             });
             if json {

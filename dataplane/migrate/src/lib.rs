@@ -17,15 +17,19 @@
 //!
 //! Versioning: the control conversation starts with `Hello{version}`; a peer answering with
 //! another version is refused ([`MigrateError::Version`]). The patch format carries its own
-//! magic (`DWCPPAT1`); any change to either gets a new version number. Version 2: `Committed`
+//! magic (`DWCPPAT2`); any change to either gets a new version number. Version 2: `Committed`
 //! carries the destination's phase timings. Version 3: rounds cut into parts (`part` in
 //! `Round`/`Ready`/`Applied`, pipelined: the source does not wait for `Applied` before the
 //! next part). Version 4: a pipelined round moves as one stream (`Stream`, [`partstream`]) when
-//! the movers carry streams.
+//! the movers carry streams. Version 5: a broken round stream is resumed from the
+//! destination's first missing part (`StreamLost`, `Resume`).
+//!
+//! [`fault`] wraps a mover to break its streams on purpose (tests, failure drills).
 #![forbid(unsafe_code)]
 
 pub mod adapt;
 pub mod cli;
+pub mod fault;
 pub mod image;
 mod mover;
 pub mod partstream;
@@ -45,4 +49,4 @@ pub use session::{
 pub const DEFAULT_BLOCK_SIZE: usize = 4096;
 
 /// Version of the control conversation ([`wire`]).
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;

@@ -7,19 +7,25 @@
 //!   patch length (u64 BE), end (u64 BE: the image byte where the part's stretch ends; the
 //!   image before it is final once the part is applied) — then the part's patch bytes as
 //!   they are; the stream ends after the last part;
-//! - [`PartReader`] (source): a `Read` over the parts' patch files as the encoder hands them
-//!   over, one after the other; each file is deleted once read;
+//! - [`PartFeed`] (source): takes the parts' patch files as the encoder hands them over and
+//!   keeps each until the destination applied it, so a failed stream can be resumed;
+//! - [`PartReader`] (source): a `Read` over the feed's parts from a given part on, one after
+//!   the other;
 //! - [`PartWriter`] (destination): a `Write` that cuts the stream back into one file per
-//!   part and hands each file to a callback once it is complete.
+//!   part, from a given part on, and hands each file to a callback once it is complete.
 //!
 //! Does not: check patch contents (the destination's applier decodes and verifies each
-//! part), retry, or know the transport. A stream that ends inside a part leaves that part
-//! unannounced; the job then fails at commit, whose whole-image hash check reads every byte.
+//! part), decide when to resume (the session does: `Msg::StreamLost`/`Msg::Resume`), or know
+//! the transport. A stream that ends inside a part leaves that part unannounced: it is sent
+//! again by a resumed stream, or the job fails.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 
 /// Part header magic.
 pub const PART_MAGIC: [u8; 4] = *b"DWPT";
@@ -60,30 +66,171 @@ pub trait StreamPart: Send {
     fn end(&self) -> u64;
 }
 
-/// The source's end: reads the parts that arrive on `parts`, in that order, header first;
-/// the end of the stream is the channel's end. Each part is sent on `started` when its
-/// header is read (the caller's accounting), and its file is deleted once read.
+/// The source's store of a round's parts, between the encoder and the stream: it takes the
+/// parts the encoder hands over on a channel (in order: 0, 1, 2, ...), keeps each part's
+/// file until the destination applied it ([`PartFeed::applied`]), and serves them to
+/// [`PartReader`]s. A stream that failed is resumed by a new reader from the first part the
+/// destination did not receive whole ([`PartFeed::reader`]); the older reader then fails
+/// instead of taking parts away from it. Files still kept when the feed is dropped, and
+/// those of parts handed over but never taken, are deleted.
+pub struct PartFeed<T: StreamPart> {
+    /// The encoder's channel; whoever holds this lock is the one taking a part from it.
+    parts: Mutex<Receiver<T>>,
+    state: Mutex<FeedState<T>>,
+    /// `FeedState::generation`, readable without the lock.
+    current: AtomicU64,
+}
+
+struct FeedState<T> {
+    /// Parts taken from the encoder and not yet applied: number → (file, end).
+    kept: BTreeMap<u32, (PathBuf, u64)>,
+    /// Parts taken from the encoder since the last [`PartFeed::take_new`].
+    new: Vec<T>,
+    /// The number the encoder's next part must carry.
+    next_in: u32,
+    /// The encoder's channel ended: no part after `next_in - 1`.
+    ended: bool,
+    /// The reader allowed to read; older ones fail.
+    generation: u64,
+}
+
+impl<T: StreamPart> PartFeed<T> {
+    /// A feed over the parts the encoder sends on `parts`.
+    pub fn new(parts: Receiver<T>) -> Arc<Self> {
+        Arc::new(PartFeed {
+            parts: Mutex::new(parts),
+            state: Mutex::new(FeedState {
+                kept: BTreeMap::new(),
+                new: Vec::new(),
+                next_in: 0,
+                ended: false,
+                generation: 0,
+            }),
+            current: AtomicU64::new(0),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, FeedState<T>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A reader of the stream from part `from` on (0 for the first stream of a round; a
+    /// resumed stream starts where the destination's last complete part ended). Every
+    /// reader made before it fails from now on.
+    pub fn reader(self: &Arc<Self>, from: u32) -> PartReader<T> {
+        let mut st = self.state();
+        st.generation += 1;
+        self.current.store(st.generation, Ordering::Release);
+        PartReader {
+            feed: self.clone(),
+            generation: st.generation,
+            head: [0; HEADER_LEN],
+            head_pos: HEADER_LEN,
+            cur: None,
+            next: from,
+        }
+    }
+
+    /// The parts taken from the encoder since the last call, in order (for the caller's
+    /// accounting: each part is returned once, however often it is streamed).
+    pub fn take_new(&self) -> Vec<T> {
+        std::mem::take(&mut self.state().new)
+    }
+
+    /// The destination applied `part`: its file is deleted (no resumed stream needs it).
+    pub fn applied(&self, part: u32) {
+        if let Some((path, _)) = self.state().kept.remove(&part) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Parts whose files are still kept.
+    pub fn kept(&self) -> usize {
+        self.state().kept.len()
+    }
+
+    /// Part `n` for the reader of `generation`: `Ok(None)` after the last part.
+    fn part(&self, generation: u64, n: u32) -> std::io::Result<Option<(PathBuf, u64)>> {
+        loop {
+            // One taker at a time; the state lock is held only briefly, so `applied` and
+            // `take_new` never wait for the encoder.
+            let parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+            {
+                let st = self.state();
+                if st.generation != generation {
+                    return Err(superseded());
+                }
+                if let Some(k) = st.kept.get(&n) {
+                    return Ok(Some(k.clone()));
+                }
+                if n < st.next_in {
+                    return Err(std::io::Error::other(format!(
+                        "part {n} is no longer held (applied)"
+                    )));
+                }
+                if st.ended {
+                    return Ok(None);
+                }
+            }
+            match parts.recv_timeout(std::time::Duration::from_millis(20)) {
+                Ok(p) => {
+                    let mut st = self.state();
+                    if p.part() != st.next_in {
+                        return Err(std::io::Error::other(format!(
+                            "part {} handed over where part {} belongs",
+                            p.part(),
+                            st.next_in
+                        )));
+                    }
+                    st.next_in += 1;
+                    st.kept.insert(p.part(), (p.path().to_path_buf(), p.end()));
+                    st.new.push(p);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => self.state().ended = true,
+            }
+        }
+    }
+}
+
+fn superseded() -> std::io::Error {
+    std::io::Error::other("this stream of parts was superseded by a resumed one")
+}
+
+impl<T: StreamPart> Drop for PartFeed<T> {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        for (path, _) in std::mem::take(&mut st.kept).into_values() {
+            let _ = std::fs::remove_file(path);
+        }
+        // Parts the encoder handed over that no reader took (a failed job).
+        let parts = self.parts.get_mut().unwrap_or_else(|p| p.into_inner());
+        for p in parts.try_iter() {
+            let _ = std::fs::remove_file(p.path());
+        }
+    }
+}
+
+impl<T: StreamPart> std::fmt::Debug for PartFeed<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.state();
+        f.debug_struct("PartFeed")
+            .field("kept", &st.kept.len())
+            .field("next_in", &st.next_in)
+            .field("ended", &st.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The source's end of one stream: reads the feed's parts from its first part on, in
+/// order, header first; the stream ends after the encoder's last part.
 pub struct PartReader<T: StreamPart> {
-    parts: Receiver<T>,
-    started: Sender<T>,
+    feed: Arc<PartFeed<T>>,
+    generation: u64,
     head: [u8; HEADER_LEN],
     head_pos: usize,
     cur: Option<(File, PathBuf, u64)>,
     next: u32,
-}
-
-impl<T: StreamPart> PartReader<T> {
-    /// A reader over the parts that arrive on `parts`.
-    pub fn new(parts: Receiver<T>, started: Sender<T>) -> Self {
-        PartReader {
-            parts,
-            started,
-            head: [0; HEADER_LEN],
-            head_pos: HEADER_LEN,
-            cur: None,
-            next: 0,
-        }
-    }
 }
 
 impl<T: StreamPart> std::fmt::Debug for PartReader<T> {
@@ -98,6 +245,9 @@ impl<T: StreamPart> Read for PartReader<T> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
+        }
+        if self.feed.current.load(Ordering::Acquire) != self.generation {
+            return Err(superseded());
         }
         loop {
             if self.head_pos < HEADER_LEN {
@@ -119,28 +269,18 @@ impl<T: StreamPart> Read for PartReader<T> {
                     *left -= n as u64;
                     return Ok(n);
                 }
-                let _ = std::fs::remove_file(&*path);
                 self.cur = None;
             }
             // Blocks until the encoder hands over the next part, or ends.
-            let Ok(p) = self.parts.recv() else {
+            let Some((path, end)) = self.feed.part(self.generation, self.next)? else {
                 return Ok(0);
             };
-            if p.part() != self.next {
-                return Err(std::io::Error::other(format!(
-                    "part {} handed over where part {} belongs",
-                    p.part(),
-                    self.next
-                )));
-            }
-            self.next += 1;
-            let f = File::open(p.path())?;
+            let f = File::open(&path)?;
             let len = f.metadata()?.len();
-            self.head = header(p.part(), len, p.end());
+            self.head = header(self.next, len, end);
             self.head_pos = 0;
-            self.cur = Some((f, p.path().to_path_buf(), len));
-            // The caller may have stopped listening (it failed); the stream then ends anyway.
-            let _ = self.started.send(p);
+            self.cur = Some((f, path, len));
+            self.next += 1;
         }
     }
 }
@@ -149,8 +289,8 @@ impl<T: StreamPart> Read for PartReader<T> {
 pub type OnPart = Box<dyn FnMut(Received) -> std::io::Result<()> + Send>;
 
 /// The destination's end: writes part `n` to `path_of(n)` and calls `on_part` once the file
-/// holds all of it. Parts must come in order from 0; anything else is an error that fails
-/// the stream.
+/// holds all of it. Parts must come in order from the first one (0, or where a resumed
+/// stream starts); anything else is an error that fails the stream.
 pub struct PartWriter {
     path_of: Box<dyn Fn(u32) -> PathBuf + Send>,
     on_part: OnPart,
@@ -162,7 +302,7 @@ pub struct PartWriter {
 }
 
 impl PartWriter {
-    /// A writer that puts part `n` into `path_of(n)`.
+    /// A writer that puts part `n` into `path_of(n)`; the stream starts with part 0.
     pub fn new(path_of: Box<dyn Fn(u32) -> PathBuf + Send>, on_part: OnPart) -> Self {
         PartWriter {
             path_of,
@@ -173,6 +313,12 @@ impl PartWriter {
             next: 0,
             bytes: 0,
         }
+    }
+
+    /// The same writer for a resumed stream, which starts with part `first`.
+    pub fn from_part(mut self, first: u32) -> Self {
+        self.next = first;
+        self
     }
 
     fn bad(what: String) -> std::io::Error {
@@ -216,12 +362,17 @@ impl PartWriter {
             f.flush()?;
             drop(f);
             let len = std::fs::metadata(&path)?.len();
-            (self.on_part)(Received {
+            let r = (self.on_part)(Received {
                 part,
-                path,
+                path: path.clone(),
                 len,
                 end,
-            })?;
+            });
+            if r.is_err() {
+                // Not taken: nobody else deletes it.
+                let _ = std::fs::remove_file(&path);
+            }
+            r?;
         }
         Ok(())
     }
@@ -229,6 +380,16 @@ impl PartWriter {
     /// Stream bytes written so far (headers included).
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+}
+
+impl Drop for PartWriter {
+    /// A part cut short is never announced: its file goes (a resumed stream writes it anew).
+    fn drop(&mut self) {
+        if let Some((f, _, path, _, _)) = self.cur.take() {
+            drop(f);
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -291,6 +452,18 @@ mod tests {
         }
     }
 
+    fn read_all(mut r: impl Read, piece: usize) -> std::io::Result<Vec<u8>> {
+        let mut stream = Vec::new();
+        let mut buf = vec![0u8; piece];
+        loop {
+            let n = r.read(&mut buf)?;
+            if n == 0 {
+                return Ok(stream);
+            }
+            stream.extend_from_slice(&buf[..n]);
+        }
+    }
+
     fn dir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("dwcp-partstream-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
@@ -311,30 +484,26 @@ mod tests {
         }
         for piece in [1usize, 5, 16, 333, 1 << 20] {
             let (tx, rx) = mpsc::channel();
-            let (stx, srx) = mpsc::channel();
             for (i, body) in want.iter().enumerate() {
                 let p = d.join(format!("src-{piece}-{i}"));
                 std::fs::write(&p, body).unwrap();
                 tx.send(P(i as u32, p)).unwrap();
             }
             drop(tx);
-            let mut r = PartReader::new(rx, stx);
-            let mut stream = Vec::new();
-            let mut buf = vec![0u8; piece];
-            loop {
-                let n = r.read(&mut buf).unwrap();
-                if n == 0 {
-                    break;
-                }
-                stream.extend_from_slice(&buf[..n]);
-            }
+            let feed = PartFeed::new(rx);
+            let stream = read_all(feed.reader(0), piece).unwrap();
             let total: usize = want.iter().map(|b| b.len() + HEADER_LEN).sum();
             assert_eq!(stream.len(), total);
-            assert_eq!(srx.try_iter().count(), want.len());
+            assert_eq!(feed.take_new().len(), want.len());
+            assert!(feed.take_new().is_empty(), "each part is new once");
+            // Kept until applied, then deleted.
+            assert_eq!(feed.kept(), want.len());
             for i in 0..want.len() {
+                assert!(d.join(format!("src-{piece}-{i}")).exists());
+                feed.applied(i as u32);
                 assert!(
                     !d.join(format!("src-{piece}-{i}")).exists(),
-                    "source part kept"
+                    "an applied part's file is deleted"
                 );
             }
             let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -401,15 +570,100 @@ mod tests {
             vec![0],
             "only the whole part is announced"
         );
+        assert!(d.join("cut-1").exists());
+        drop(w);
+        assert!(!d.join("cut-1").exists(), "the cut part's file is deleted");
+        assert!(d.join("cut-0").exists(), "the whole part's file stays");
 
         // The reader refuses parts handed over out of order.
         let (tx, rx) = mpsc::channel();
-        let (stx, _srx) = mpsc::channel();
         let p = d.join("ooo");
         std::fs::write(&p, b"x").unwrap();
         tx.send(P(1, p)).unwrap();
-        let mut r = PartReader::new(rx, stx);
+        let mut r = PartFeed::new(rx).reader(0);
         assert!(r.read(&mut [0u8; 64]).is_err());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A stream cut inside part 2 is resumed from part 2: the destination ends up with every
+    /// part exactly once and in order, the cut part never announced; the superseded reader
+    /// fails; a resume from an applied part is refused; dropping the feed deletes its files.
+    #[test]
+    fn a_cut_stream_resumes_from_the_first_incomplete_part() {
+        let d = dir("resume");
+        let (tx, rx) = mpsc::sync_channel(1);
+        let bodies: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 1000 + usize::from(i)]).collect();
+        let dd = d.clone();
+        let b2 = bodies.clone();
+        let encoder = std::thread::spawn(move || {
+            for (i, b) in b2.iter().enumerate() {
+                let p = dd.join(format!("src-{i}"));
+                std::fs::write(&p, b).unwrap();
+                tx.send(P(i as u32, p)).unwrap();
+            }
+        });
+        let feed = PartFeed::new(rx);
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = |first: u32| {
+            let g = got.clone();
+            let dd = d.clone();
+            PartWriter::new(
+                Box::new(move |n| dd.join(format!("dst-{n}"))),
+                Box::new(move |r: Received| {
+                    g.lock().unwrap().push((r.part, std::fs::read(&r.path)?));
+                    Ok(())
+                }),
+            )
+            .from_part(first)
+        };
+        // First stream: cut in the middle of part 2.
+        let mut first = feed.reader(0);
+        let mut w = writer(0);
+        let cut = 2 * (HEADER_LEN + 1000) + 1 + HEADER_LEN + 500;
+        let mut buf = vec![0u8; 7];
+        let mut sent = 0;
+        while sent < cut {
+            let n = first.read(&mut buf[..7.min(cut - sent)]).unwrap();
+            w.write_all(&buf[..n]).unwrap();
+            sent += n;
+        }
+        drop(w);
+        assert_eq!(got.lock().unwrap().len(), 2, "parts 0 and 1 are whole");
+        feed.applied(0);
+        // The destination asks for part 2 on: a resumed reader.
+        let second = feed.reader(2);
+        assert!(
+            first.read(&mut buf).is_err(),
+            "the superseded reader no longer reads"
+        );
+        let rest = read_all(second, 4096).unwrap();
+        let mut w = writer(2);
+        w.write_all(&rest).unwrap();
+        encoder.join().unwrap();
+        let got = got.lock().unwrap();
+        assert_eq!(got.len(), bodies.len());
+        for (i, (n, body)) in got.iter().enumerate() {
+            assert_eq!(*n, i as u32);
+            assert_eq!(body, &bodies[i]);
+        }
+        assert_eq!(
+            feed.take_new().len(),
+            bodies.len(),
+            "each part counted once"
+        );
+        let mut stale = feed.reader(0);
+        assert!(
+            stale.read(&mut buf).is_err(),
+            "part 0 was applied: it cannot be sent again"
+        );
+        assert_eq!(feed.kept(), bodies.len() - 1);
+        drop((stale, first, feed));
+        for i in 0..bodies.len() {
+            assert!(
+                !d.join(format!("src-{i}")).exists(),
+                "the feed's files are deleted"
+            );
+        }
         let _ = std::fs::remove_dir_all(&d);
     }
 }

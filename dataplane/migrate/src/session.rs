@@ -13,6 +13,7 @@
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dwcp_hde::Policy;
@@ -20,7 +21,7 @@ use thiserror::Error;
 
 use crate::adapt::LevelGovernor;
 use crate::image::{BaseCache, ImageError, ManifestCache, RawView, hash_bytes};
-use crate::mover::{MoveError, MoveProgress, Mover};
+use crate::mover::{MoveError, MoveProgress, MoveReport, Mover};
 use crate::patch::{self, PatchError};
 use crate::scan::{DestView, Dirty, manifest_bytes, parse_manifest, read_image};
 use crate::store::{Phases, Target, add_phase};
@@ -197,6 +198,9 @@ pub struct PipelineReport {
     pub zstd_levels: Vec<i32>,
     /// The parts moved as one stream ([`crate::partstream`]), not one object each.
     pub stream: bool,
+    /// Streams of the round that failed and were resumed from the destination's first
+    /// missing part.
+    pub stream_resumes: u32,
 }
 
 /// Callbacks of the source side.
@@ -1023,8 +1027,12 @@ fn pipelined_final_round(
                 );
                 t_work = Instant::now();
                 index += 1;
-                // The mover stopped (failed or cancelled): its error is the job's.
-                sent.map_err(|_| ProduceError::Job(MigrateError::Cancelled))
+                // The mover stopped (failed or cancelled): its error is the job's, and the
+                // part it will not take is deleted here.
+                sent.map_err(|e| {
+                    let _ = std::fs::remove_file(&e.0.path);
+                    ProduceError::Job(MigrateError::Cancelled)
+                })
             });
             let (len, hash) = r.map_err(|e| match e {
                 ProduceError::Io(source) => MigrateError::Io {
@@ -1084,7 +1092,9 @@ fn pipelined_final_round(
             m => return Err(MigrateError::Unexpected(format!("{m:?}"))),
         }
     }
-    pl.apply_tail = t.elapsed();
+    // (A stream waits for its parts' `Applied` itself: a destination may still ask for a
+    // resumed stream then.)
+    pl.apply_tail += t.elapsed();
     add_secs(phases, "read_scan", produced.scan);
     add_secs(phases, "encode", produced.encode);
     add_secs(phases, "move", rep.moved);
@@ -1214,6 +1224,7 @@ fn move_parts(
                 conn,
                 cancel,
                 &|m| matches!(m, Msg::Applied { .. }),
+                &|_| false,
                 None,
                 |c| {
                     mover.send(&part.path, object_id, c, &mut |mp: &MoveProgress| {
@@ -1298,10 +1309,15 @@ fn add_part(rep: &mut RoundReport, b: &patch::BuildStats) {
     rep.zstd_in_out.1 += b.zstd_out;
 }
 
+/// Streams of one round at most: the first and two resumptions.
+const STREAM_ATTEMPTS: u32 = 3;
+
 /// [`move_parts`] for a mover that carries streams: the whole round is one stream
 /// ([`crate::partstream`]), so it pays one transport start-up and one tail. The parts
 /// enter the stream as the encoder hands them over; `Applied` messages are counted as they
-/// arrive. A failed stream fails the round (no per-part retry).
+/// arrive, and each applied part's file is deleted then. A stream that fails is resumed
+/// from the first part the destination does not hold whole (`StreamLost`/`Resume`), at most
+/// [`STREAM_ATTEMPTS`] streams per round.
 #[allow(clippy::too_many_arguments)]
 fn move_stream(
     conn: &mut Conn,
@@ -1324,88 +1340,215 @@ fn move_stream(
         ..
     } = ctx;
     let mut applied = 0u32;
-    let mut count = |m: &Msg| count_applied(m, round, &mut applied);
-    // Part object ids use bits 8..16 below 0xfe: this one is apart from them.
-    let stream_id = obj_base | 0xff00 | u64::from(round & 0xff);
-    conn.send(&Msg::Stream { round, stream_id })?;
-    loop {
-        match wait_for(conn, cancel, |m| {
-            matches!(m, Msg::Ready { .. } | Msg::Applied { .. })
-        })? {
-            Msg::Ready { round: r, part } if r == round && part == STREAM_PART => break,
-            m => count(&m)?,
+    let feed = crate::partstream::PartFeed::new(rx);
+    // Applied parts are let go of at once (their files deleted), counted after the move.
+    let absorb = |m: &Msg| match m {
+        Msg::Applied { round: r, part } => {
+            if *r == round {
+                feed.applied(*part);
+            }
+            true
         }
-    }
-    let t_move = Instant::now();
-    pl.stream = true;
-    prog.phase = Phase::Sending;
-    hooks.progress(prog);
-    let (started_tx, started_rx) = std::sync::mpsc::channel::<Part>();
-    let reader = crate::partstream::PartReader::new(rx, started_tx);
-    let wire_before = prog.wire_bytes;
-    let data_before = prog.data_bytes_done;
-    // Parts whose header entered the stream: accounted here, on the calling thread.
-    let mut take = |part: Part, prog: &mut Progress, pl: &mut PipelineReport| {
+        _ => false,
+    };
+    let on_msg = |m: &Msg, applied: &mut u32| {
+        absorb(m);
+        count_applied(m, round, applied)
+    };
+    // Stream bytes of each part (header included): where a resumed stream's bytes start.
+    let mut sizes: Vec<u64> = Vec::new();
+    // Parts taken from the encoder: accounted here, on the calling thread, once each.
+    let take = |part: Part,
+                prog: &mut Progress,
+                pl: &mut PipelineReport,
+                rep: &mut RoundReport,
+                sizes: &mut Vec<u64>| {
         let b = &part.built;
         if part.index == 0 {
             pl.first_part = t_round.elapsed();
         }
+        let bytes = b.patch_bytes + crate::partstream::HEADER_LEN as u64;
+        sizes.push(bytes);
         prog.round_data_bytes += b.data_bytes;
-        prog.round_patch_bytes += b.patch_bytes + crate::partstream::HEADER_LEN as u64;
+        prog.round_patch_bytes += bytes;
         add_part(rep, b);
         part.end
     };
+    let wire_start = prog.wire_bytes;
+    let data_before = prog.data_bytes_done;
+    let mut t_move = Instant::now();
     let mut end = 0u64;
-    let mut last_tick = Instant::now();
-    let (moved, early, absorbed) = watch_absorbing(
-        conn,
-        cancel,
-        &|m| matches!(m, Msg::Applied { .. }),
-        None,
-        |c| {
-            mover.send_stream(Box::new(reader), stream_id, c, &mut |mp: &MoveProgress| {
-                for part in started_rx.try_iter() {
-                    end = take(part, prog, pl);
-                }
-                if last_tick.elapsed() < Duration::from_millis(100) {
-                    return;
-                }
-                last_tick = Instant::now();
-                let so_far = patch::BuildStats {
-                    patch_bytes: prog.round_patch_bytes,
-                    data_bytes: prog.round_data_bytes,
-                    ..patch::BuildStats::default()
+    let mut from = 0u32;
+    let mut attempt = 0u32;
+    let moved = loop {
+        // Part object ids use bits 8..16 below 0xfe: the streams count down from 0xff.
+        let stream_id = obj_base | (u64::from(0xff - attempt) << 8) | u64::from(round & 0xff);
+        conn.send(&Msg::Stream {
+            round,
+            stream_id,
+            attempt,
+            first_part: from,
+        })?;
+        loop {
+            match wait_for(conn, cancel, |m| {
+                matches!(m, Msg::Ready { .. } | Msg::Applied { .. })
+            })? {
+                Msg::Ready { round: r, part } if r == round && part == STREAM_PART => break,
+                m => on_msg(&m, &mut applied)?,
+            }
+        }
+        if attempt == 0 {
+            t_move = Instant::now();
+            pl.stream = true;
+            prog.phase = Phase::Sending;
+            hooks.progress(prog);
+        }
+        let reader = feed.reader(from);
+        // What earlier streams of this round moved: their parts' bytes before `from`, and
+        // their wire bytes as of their last progress tick.
+        let base = sizes.iter().take(from as usize).sum::<u64>();
+        let wire_before = prog.wire_bytes - wire_start;
+        let mut last_tick = Instant::now();
+        let resume_of_this = |m: &Msg| matches!(m, Msg::Resume { round: r, attempt: a, .. } if *r == round && *a == attempt);
+        let (moved, early, absorbed) =
+            watch_absorbing(conn, cancel, &absorb, &resume_of_this, None, |c| {
+                mover.send_stream(Box::new(reader), stream_id, c, &mut |mp: &MoveProgress| {
+                    for part in feed.take_new() {
+                        end = take(part, prog, pl, rep, &mut sizes);
+                    }
+                    if last_tick.elapsed() < Duration::from_millis(100) {
+                        return;
+                    }
+                    last_tick = Instant::now();
+                    let so_far = patch::BuildStats {
+                        patch_bytes: prog.round_patch_bytes,
+                        data_bytes: prog.round_data_bytes,
+                        ..patch::BuildStats::default()
+                    };
+                    let mp = MoveProgress {
+                        object_bytes: base + mp.object_bytes,
+                        wire_bytes: wire_before + mp.wire_bytes,
+                    };
+                    let rate = move_progress(prog, &mp, t_move, wire_start, data_before, &so_far);
+                    link_bps.store(prog.rate_bps, Ordering::Relaxed);
+                    // The round's patch bytes so far, extrapolated over the image not read yet.
+                    let est = (prog.round_patch_bytes as f64 * image_len as f64
+                        / end.max(1) as f64)
+                        .max(prog.round_patch_bytes as f64);
+                    let left = est - mp.object_bytes as f64;
+                    prog.eta = (rate > 0.0).then(|| Duration::from_secs_f64(left.max(0.0) / rate));
+                    prog.elapsed = start.elapsed();
+                    hooks.progress(prog);
+                })
+            })?;
+        for part in feed.take_new() {
+            take(part, prog, pl, rep, &mut sizes);
+        }
+        for m in &absorbed {
+            count_applied(m, round, &mut applied)?;
+        }
+        let mut failed = None;
+        let resume_at = match moved {
+            // The transport delivered everything, but the destination may still fail to
+            // write it: the round is moved once every part is applied, or resumed if the
+            // destination asks to.
+            Ok(moved) => {
+                let sent = MoveReport {
+                    wire_bytes: wire_before + moved.wire_bytes,
+                    ..moved
                 };
-                let rate = move_progress(prog, mp, t_move, wire_before, data_before, &so_far);
-                link_bps.store(prog.rate_bps, Ordering::Relaxed);
-                // The round's patch bytes so far, extrapolated over the image not read yet.
-                let est = (prog.round_patch_bytes as f64 * image_len as f64 / end.max(1) as f64)
-                    .max(prog.round_patch_bytes as f64);
-                let left = est - mp.object_bytes as f64;
-                prog.eta = (rate > 0.0).then(|| Duration::from_secs_f64(left.max(0.0) / rate));
-                prog.elapsed = start.elapsed();
+                prog.wire_bytes = wire_start + sent.wire_bytes;
+                rep.moved = t_move.elapsed();
+                let t = Instant::now();
+                prog.phase = Phase::Applying;
+                prog.eta = None;
                 hooks.progress(prog);
-            })
-        },
-    )?;
-    for part in started_rx.try_iter() {
-        take(part, prog, pl);
-    }
-    for m in &absorbed {
-        count(m)?;
-    }
-    no_early(early)?;
-    let moved = moved.map_err(|e| MigrateError::mv(&format!("the stream of round {round}"), e))?;
-    prog.wire_bytes = wire_before + moved.wire_bytes;
+                let resume_at = match early {
+                    Some(Msg::Resume { part, .. }) => Some(part),
+                    early => {
+                        no_early(early)?;
+                        let parts = sizes.len() as u32;
+                        let mut resume_at = None;
+                        while applied < parts {
+                            match wait_for(conn, cancel, |m| {
+                                resume_of_this(m) || matches!(m, Msg::Applied { .. })
+                            })? {
+                                Msg::Resume { part, .. } => {
+                                    resume_at = Some(part);
+                                    break;
+                                }
+                                m => on_msg(&m, &mut applied)?,
+                            }
+                        }
+                        resume_at
+                    }
+                };
+                pl.apply_tail = t.elapsed();
+                match resume_at {
+                    None => break sent,
+                    Some(part) => part,
+                }
+            }
+            Err(e) => {
+                let part = match early {
+                    Some(Msg::Resume { part, .. })
+                        if !cancel.load(Ordering::Relaxed) && attempt + 1 < STREAM_ATTEMPTS =>
+                    {
+                        part
+                    }
+                    early
+                        if matches!(e, MoveError::Failed { .. })
+                            && early.is_none()
+                            && !cancel.load(Ordering::Relaxed)
+                            && attempt + 1 < STREAM_ATTEMPTS =>
+                    {
+                        // Where to go on: the destination says.
+                        conn.send(&Msg::StreamLost { round, attempt })?;
+                        loop {
+                            match wait_for(conn, cancel, |m| {
+                                resume_of_this(m) || matches!(m, Msg::Applied { .. })
+                            })? {
+                                Msg::Resume { part, .. } => break part,
+                                m => on_msg(&m, &mut applied)?,
+                            }
+                        }
+                    }
+                    _ => return Err(MigrateError::mv(&format!("the stream of round {round}"), e)),
+                };
+                failed = Some(e);
+                part
+            }
+        };
+        if attempt + 1 >= STREAM_ATTEMPTS {
+            return Err(MigrateError::Unexpected(format!(
+                "the destination lost the stream of round {round} {STREAM_ATTEMPTS} times"
+            )));
+        }
+        let cause = failed.as_ref().map_or_else(
+            || "the destination could not take it".to_string(),
+            |e| format!("{e}: {}", chain(e)),
+        );
+        tracing::warn!(
+            round,
+            attempt,
+            from_part = resume_at,
+            cause,
+            "the round's stream failed; resuming it"
+        );
+        pl.stream_resumes += 1;
+        prog.phase = Phase::Sending;
+        from = resume_at;
+        attempt += 1;
+    };
     prog.data_bytes_done = data_before + rep.data_bytes;
     rep.wire_bytes += moved.wire_bytes;
-    rep.moved += t_move.elapsed();
     tracing::info!(
         round,
         parts = rep.parts,
         patch = rep.patch_bytes,
         wire = moved.wire_bytes,
-        secs = t_move.elapsed().as_secs_f64(),
+        resumed = attempt,
+        secs = rep.moved.as_secs_f64(),
         detail = %moved.detail,
         "round stream moved"
     );
@@ -1558,6 +1701,8 @@ fn dest_inner(
     };
     // A message that arrived while an object was still moving and is handled next.
     let mut pending: Option<Msg> = None;
+    // The current round's stream, once one began.
+    let mut stream: Option<StreamState> = None;
     loop {
         if cancel.load(Ordering::Relaxed) {
             return Err(MigrateError::Cancelled);
@@ -1615,7 +1760,7 @@ fn dest_inner(
                 // Any message during the receive ends its linger: the source sends the next
                 // one (the next part's `Round`, or `Commit`) only once this move verified.
                 let next = AtomicBool::new(false);
-                let r = watch_absorbing(conn, cancel, &|_| false, Some(&next), |c| {
+                let r = watch_absorbing(conn, cancel, &|_| false, &|_| false, Some(&next), |c| {
                     mover.recv_until_next(&path, object_id, c, &next, &mut || {
                         sent = send_on(&mut writer, &Msg::Ready { round, part });
                     })
@@ -1653,8 +1798,38 @@ fn dest_inner(
                     })?;
                 }
             }
-            Msg::Stream { round, stream_id } => {
+            Msg::Stream {
+                round,
+                stream_id,
+                attempt,
+                first_part,
+            } => {
                 let t = Instant::now();
+                if attempt == 0 {
+                    stream = Some(StreamState {
+                        round,
+                        attempt,
+                        gate: Arc::new(Mutex::new(StreamGate::default())),
+                        answered: false,
+                    });
+                }
+                let gate = match &mut stream {
+                    Some(st)
+                        if st.round == round
+                            && (attempt == 0 || (attempt == st.attempt + 1 && st.answered))
+                            && first_part == st.gate().held =>
+                    {
+                        st.attempt = attempt;
+                        st.answered = false;
+                        st.gate().open = true;
+                        st.gate.clone()
+                    }
+                    _ => {
+                        return Err(MigrateError::Unexpected(format!(
+                            "stream {attempt} of round {round} from part {first_part}"
+                        )));
+                    }
+                };
                 if applier.is_none() {
                     let target = target.take().ok_or_else(|| {
                         MigrateError::Unexpected("no target for the round".into())
@@ -1674,19 +1849,30 @@ fn dest_inner(
                 let out = crate::partstream::PartWriter::new(
                     Box::new(move |part| scratch.join(format!("patch-{job_id}-{round}-{part}"))),
                     Box::new(move |r: crate::partstream::Received| {
+                        // Under the gate: once the receive ended, a transport thread still
+                        // finishing its writes hands over nothing more (a resumed stream
+                        // sends those parts again).
+                        let mut g = gate.lock().unwrap_or_else(|p| p.into_inner());
+                        if !g.open {
+                            return Err(std::io::Error::other("the stream was given up"));
+                        }
                         jobs.send(ApplyJob {
                             round,
                             part: r.part,
                             path: r.path,
                             final_upto: Some(r.end),
                         })
-                        .map_err(|_| std::io::Error::other("the applier stopped"))
+                        .map_err(|_| std::io::Error::other("the applier stopped"))?;
+                        g.held = r.part + 1;
+                        Ok(())
                     }),
-                );
+                )
+                .from_part(first_part);
                 let mut writer = conn.writer().map_err(WireError::from)?;
                 let mut sent = Ok(());
                 let next = AtomicBool::new(false);
-                let r = watch_absorbing(conn, cancel, &|_| false, Some(&next), |c| {
+                let lost = |m: &Msg| matches!(m, Msg::StreamLost { round: r, attempt: a } if *r == round && *a == attempt);
+                let r = watch_absorbing(conn, cancel, &|_| false, &lost, Some(&next), |c| {
                     mover.recv_stream(Box::new(out), stream_id, c, &next, &mut || {
                         sent = send_on(
                             &mut writer,
@@ -1697,20 +1883,56 @@ fn dest_inner(
                         );
                     })
                 });
+                if let Some(st) = &stream {
+                    st.gate().open = false;
+                }
                 let (r, early, _) = r?;
                 sent?;
+                let lost_said = early.as_ref().is_some_and(lost);
                 match early {
                     // The source commits as soon as its send verified; this receive may still
                     // be lingering.
                     Some(m @ Msg::Commit { .. }) => pending = Some(m),
+                    _ if lost_said => {}
                     early => no_early(early)?,
                 }
-                let r =
-                    r.map_err(|e| MigrateError::mv(&format!("the stream of round {round}"), e))?;
-                add_phase(&mut phases, "receive", t);
-                rep.rounds = round;
-                rep.patch_bytes += r.object_len;
+                match r {
+                    Ok(r) if !lost_said => {
+                        add_phase(&mut phases, "receive", t);
+                        rep.rounds = round;
+                        rep.patch_bytes += r.object_len;
+                    }
+                    // Ended without its end: the source is told where to go on (the applier
+                    // goes on with the parts it has).
+                    r => {
+                        if cancel.load(Ordering::Relaxed) {
+                            return Err(MigrateError::Cancelled);
+                        }
+                        if applier.as_ref().is_some_and(Applier::failed) {
+                            // Not resumable: the loop's check returns the applier's error.
+                            continue;
+                        }
+                        if let Err(e) = &r {
+                            tracing::warn!(round, attempt, error = %e, cause = %chain(e), "round stream receive failed");
+                        }
+                        resume(conn, stream.as_mut())?;
+                    }
+                }
             }
+            // The source's send failed after this side's receive ended (or failed, and was
+            // answered already).
+            Msg::StreamLost { round, attempt } => match &mut stream {
+                Some(st) if st.round == round && st.attempt == attempt => {
+                    if !st.answered {
+                        resume(conn, Some(st))?;
+                    }
+                }
+                _ => {
+                    return Err(MigrateError::Unexpected(format!(
+                        "stream {attempt} of round {round} lost"
+                    )));
+                }
+            },
             Msg::Commit { len, hash } => {
                 let expected = parse_hash(&hash)
                     .ok_or_else(|| MigrateError::Unexpected(format!("hash {hash:?}")))?;
@@ -1747,6 +1969,51 @@ fn dest_inner(
             other => return Err(MigrateError::Unexpected(format!("{other:?}"))),
         }
     }
+}
+
+/// The destination's view of a pipelined round's stream and its resumptions.
+struct StreamState {
+    round: u32,
+    /// The stream being received (0, then 1, 2 when resumed).
+    attempt: u32,
+    /// What the stream's output hands to the applier, and whether it still may.
+    gate: Arc<Mutex<StreamGate>>,
+    /// `Resume` was sent for `attempt`.
+    answered: bool,
+}
+
+/// The hand-over from a round stream's output to the applier.
+#[derive(Debug, Default)]
+struct StreamGate {
+    /// The current stream's receive runs: its complete parts go to the applier.
+    open: bool,
+    /// Parts handed to the applier: where a resumed stream starts.
+    held: u32,
+}
+
+impl StreamState {
+    fn gate(&self) -> std::sync::MutexGuard<'_, StreamGate> {
+        self.gate.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Tells the source where the failed stream of `st` goes on, once per stream.
+fn resume(conn: &mut Conn, st: Option<&mut StreamState>) -> Result<(), MigrateError> {
+    let st = st.ok_or_else(|| MigrateError::Unexpected("no stream to resume".into()))?;
+    let part = st.gate().held;
+    tracing::warn!(
+        round = st.round,
+        attempt = st.attempt,
+        part,
+        "asking for the round's stream from part {part} on"
+    );
+    conn.send(&Msg::Resume {
+        round: st.round,
+        attempt: st.attempt,
+        part,
+    })?;
+    st.answered = true;
+    Ok(())
 }
 
 /// What the destination's applier thread hands back at commit.
@@ -1900,14 +2167,16 @@ fn watch<T>(
     cancel: &AtomicBool,
     f: impl FnOnce(&AtomicBool) -> T,
 ) -> Result<(T, Option<Msg>), MigrateError> {
-    watch_absorbing(conn, cancel, &|_| false, None, f).map(|(t, early, _)| (t, early))
+    watch_absorbing(conn, cancel, &|_| false, &|_| false, None, f).map(|(t, early, _)| (t, early))
 }
 
-/// [`watch`] that keeps watching past the messages `absorb` accepts (returned in order).
+/// [`watch`] that keeps watching past the messages `absorb` accepts (returned in order). A
+/// message `stop_on` accepts also cancels the move (it is returned as the early one).
 fn watch_absorbing<T>(
     conn: &mut Conn,
     cancel: &AtomicBool,
     absorb: &(dyn Fn(&Msg) -> bool + Sync),
+    stop_on: &(dyn Fn(&Msg) -> bool + Sync),
     early_flag: Option<&AtomicBool>,
     f: impl FnOnce(&AtomicBool) -> T,
 ) -> Result<(T, Option<Msg>, Vec<Msg>), MigrateError> {
@@ -1934,6 +2203,9 @@ fn watch_absorbing<T>(
                         // that the next part's announcement ends).
                         if let Some(flag) = early_flag {
                             flag.store(true, Ordering::Relaxed);
+                        }
+                        if stop_on(&m) {
+                            inner_cancel.store(true, Ordering::Relaxed);
                         }
                         return Ok((Some(m), absorbed));
                     }

@@ -22,6 +22,10 @@
 //!   D: Ready{round, part: STREAM_PART}                D receives; S sends every part of the
 //!                                                     round as one stream (crate::partstream)
 //!   D: Applied{round, part}                           per part, as each is applied
+//!   (version 5: a stream that fails is resumed, at most twice per round:
+//!    S: StreamLost{round, attempt} when its send failed first, and/or
+//!    D: Resume{round, attempt, part}                  D's receive ended without the end
+//!    S: Stream{round, stream_id', attempt + 1, first_part: part}, and on as above)
 //! S: Commit{len, hash}
 //! D: Committed{len, phases} | Failed{reason}          new image verified and in place
 //! either side, any time: Abort{reason}                D drops its working copy
@@ -91,6 +95,30 @@ pub enum Msg {
         round: u32,
         /// Stream id (the transport's, as an object id is).
         stream_id: u64,
+        /// 0 for the round's first stream; n for its n-th resumed stream.
+        #[serde(default)]
+        attempt: u32,
+        /// The part the stream starts with (a resumed stream starts at D's `Resume::part`).
+        #[serde(default)]
+        first_part: u32,
+    },
+    /// S: my send of stream `attempt` of round `round` failed; where should the next one
+    /// start? (Not sent when D's `Resume` for that attempt came first.)
+    StreamLost {
+        /// Round.
+        round: u32,
+        /// The failed stream.
+        attempt: u32,
+    },
+    /// D: stream `attempt` of round `round` ended without its end (D's receive failed, or S
+    /// said `StreamLost`); D holds every part before `part` whole. Sent once per attempt.
+    Resume {
+        /// Round.
+        round: u32,
+        /// The failed stream.
+        attempt: u32,
+        /// The first part D does not hold.
+        part: u32,
     },
     /// D is receiving round `round` (part [`STREAM_PART`]: its stream).
     Ready {
