@@ -14,6 +14,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use dwcp_proto::{DropReason, Frame, UnverifiedFrame, parse_frame, parse_frame_unverified};
 
@@ -79,10 +80,18 @@ pub struct WorkerConfig {
     pub cores: Vec<usize>,
     /// Port configuration (shared by all workers).
     pub io: IoConfig,
-    /// `yield_now` when an iteration found nothing to do (shares the CPU in tests; off for
-    /// a dedicated core).
+    /// `yield_now` when an iteration found nothing to do, and a 50 us nap once nothing
+    /// happened for 200 us (shares the CPU: streams, daemon jobs, tests; off for a dedicated
+    /// core).
     pub idle_yield: bool,
 }
+
+/// A worker that shares its core (`idle_yield`) naps once it found nothing to do for this
+/// long: about 300-1000 empty polls, well under any RTT the pacer or the acks wait for.
+const NAP_AFTER: Duration = Duration::from_micros(50);
+/// The nap (plus the kernel's timer slack, 50 us by default): frames that arrive meanwhile
+/// wait in the ring.
+const NAP: Duration = Duration::from_micros(20);
 
 #[derive(Debug, Default)]
 struct Local {
@@ -413,6 +422,7 @@ fn run<H: Handler>(a: RunArgs<H>) -> H {
     let batch = io_cfg.batch;
     let mut local = Local::default();
     let mut idle: u32 = 0;
+    let mut idle_since: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         let (mut rx, mut tx) = port.batches(batch);
         let got = !rx.is_empty();
@@ -433,13 +443,22 @@ fn run<H: Handler>(a: RunArgs<H>) -> H {
         if got || sent {
             stats.publish(&port.stats(), &local);
             idle = 0;
+            idle_since = None;
         } else {
             idle = idle.wrapping_add(1);
             if idle.is_multiple_of(1024) {
                 stats.publish(&port.stats(), &local);
             }
             if idle_yield {
-                std::thread::yield_now();
+                // A yield alone still leaves the core busy: a thread that shares it (the
+                // migration's encoder or applier, the other appliance of a lab) gets only its
+                // fair share. After a short idle streak the worker naps instead.
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= NAP_AFTER {
+                    std::thread::sleep(NAP);
+                } else {
+                    std::thread::yield_now();
+                }
             }
         }
     }
