@@ -33,6 +33,7 @@ pub mod fault;
 pub mod image;
 mod mover;
 pub mod partstream;
+pub mod partzstd;
 pub mod patch;
 pub mod scan;
 pub mod session;

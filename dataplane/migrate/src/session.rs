@@ -201,6 +201,9 @@ pub struct PipelineReport {
     /// Streams of the round that failed and were resumed from the destination's first
     /// missing part.
     pub stream_resumes: u32,
+    /// zstd level of the round's parts as one zstd stream ([`crate::partzstd`]); 0: the
+    /// parts' containers carry zstd frames of their own (or none).
+    pub stream_zstd_level: i32,
 }
 
 /// Callbacks of the source side.
@@ -269,6 +272,10 @@ pub struct SourceConfig {
     /// starting from the policy's ([`crate::adapt`]). Off by default: on the WAN lab it
     /// saved 2.5 % of the bytes and no time (docs/perf-migrate.md).
     pub zstd_adapt: bool,
+    /// A pipelined round that moves as a stream is one zstd stream across its parts
+    /// ([`crate::partzstd`]: long-distance matching, redundancy across containers) instead
+    /// of one zstd frame per container. On by default; off: for comparison.
+    pub stream_zstd: bool,
 }
 
 /// Default [`SourceConfig::part_bytes`].
@@ -299,6 +306,7 @@ impl SourceConfig {
             part_bytes: DEFAULT_PART_BYTES,
             warm_start: false,
             part_stream: true,
+            stream_zstd: true,
             zstd_adapt: false,
         }
     }
@@ -958,11 +966,28 @@ fn pipelined_final_round(
     };
     let obj_base = cfg.job_id << 16;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Part>(1);
+    // Parts that move as a stream are one zstd stream (`crate::partzstd`) when the link
+    // bounds the job (level 3 and up): their containers carry no zstd of their own. Not at
+    // level 1 (a datacenter link: one zstd thread is slower than the containers compressed
+    // in parallel, for 1 % fewer bytes), nor with an adapting level (it changes per part).
+    let stream_zstd = match crate::adapt::level_of(cfg.policy) {
+        Some(level)
+            if level >= 3
+                && cfg.part_stream
+                && cfg.stream_zstd
+                && !cfg.zstd_adapt
+                && mover.streams() =>
+        {
+            Some(level)
+        }
+        _ => None,
+    };
     let stop = AtomicBool::new(false);
     // The link's rate (wire bytes per second of the current move), for the level governor.
     let link_bps = AtomicU64::new(0);
     let mut pl = PipelineReport {
         part_bytes: cfg.part_bytes,
+        stream_zstd_level: stream_zstd.unwrap_or(0),
         ..PipelineReport::default()
     };
     let mut rep = RoundReport {
@@ -973,7 +998,7 @@ fn pipelined_final_round(
     let image_len = prog.image_bytes.max(1);
     prog.round_data_bytes = 0;
     prog.round_patch_bytes = 0;
-    let (consumed, produced) = std::thread::scope(|s| {
+    let (consumed, produced, zstaged) = std::thread::scope(|s| {
         let producer = s.spawn(|| -> Result<Produced, MigrateError> {
             let tx = tx;
             let t0 = Instant::now();
@@ -1000,7 +1025,10 @@ fn pipelined_final_round(
                 let path = cfg
                     .scratch
                     .join(format!("patch-{}-{round}-{index}", cfg.job_id));
-                let policy = crate::adapt::with_level(cfg.policy, gov.level());
+                let policy = match stream_zstd {
+                    Some(_) => Policy::Datacenter,
+                    None => crate::adapt::with_level(cfg.policy, gov.level()),
+                };
                 levels.push(gov.level());
                 let built =
                     write_patch(cfg, policy, &path, round, &d).map_err(ProduceError::Job)?;
@@ -1055,6 +1083,15 @@ fn pipelined_final_round(
                 levels,
             })
         });
+        // The zstd stage between the encoder and the mover, on a thread of its own.
+        let (rx, zstage) = match stream_zstd {
+            None => (rx, None),
+            Some(level) => {
+                let (ztx, zrx) = std::sync::mpsc::sync_channel::<Part>(1);
+                let h = s.spawn(move || compress_parts(level, rx, ztx));
+                (zrx, Some(h))
+            }
+        };
         let ctx = PartsCtx {
             round,
             obj_base,
@@ -1063,6 +1100,7 @@ fn pipelined_final_round(
             t_round,
             start,
             link_bps: &link_bps,
+            stream_zstd: stream_zstd.is_some(),
         };
         let consumed = if cfg.part_stream && mover.streams() {
             move_stream(conn, mover, hooks, cancel, rx, ctx, prog, &mut pl, &mut rep)
@@ -1072,13 +1110,21 @@ fn pipelined_final_round(
         if consumed.is_err() {
             stop.store(true, Ordering::Relaxed);
         }
+        let zstaged = zstage.map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(MigrateError::Unexpected("zstd stage panicked".into())))
+        });
         let produced = producer
             .join()
             .unwrap_or_else(|_| Err(MigrateError::Unexpected("image reader panicked".into())));
-        (consumed, produced)
+        (consumed, produced, zstaged)
     });
     mover.set_path_hint(None);
-    // A failed move is the cause when both failed (the reader then saw the mover gone).
+    // A failed zstd stage is the cause when it failed (the stream then ended early); else a
+    // failed move (the reader then saw the mover gone).
+    if let Some(z) = zstaged {
+        add_secs(phases, "stream_zstd", z?);
+    }
     let mut applied = consumed?;
     let produced = produced?;
     // Every part moved; the destination may still be applying the last ones.
@@ -1117,6 +1163,49 @@ fn pipelined_final_round(
     Ok((rep, produced, pl))
 }
 
+/// The zstd stage of a pipelined round whose parts are one zstd stream: compresses each
+/// part the encoder hands over into the stream's next stretch (its own file) and hands that
+/// on; returns its working time. The mover gone (failed or cancelled) ends it quietly: the
+/// mover's error is the job's.
+fn compress_parts(
+    level: i32,
+    rx: std::sync::mpsc::Receiver<Part>,
+    tx: std::sync::mpsc::SyncSender<Part>,
+) -> Result<Duration, MigrateError> {
+    let mut busy = Duration::ZERO;
+    let mut z = crate::partzstd::PartCompressor::new(level).map_err(|source| MigrateError::Io {
+        what: "starting zstd for",
+        path: PathBuf::from("the round's stream"),
+        source,
+    })?;
+    for mut part in rx {
+        let t = Instant::now();
+        let mut out = part.path.clone().into_os_string();
+        out.push(".zst");
+        let out = PathBuf::from(out);
+        let r = z.part(&part.path, &out);
+        let _ = std::fs::remove_file(&part.path);
+        let (plain, packed) = r.map_err(|source| {
+            let _ = std::fs::remove_file(&out);
+            MigrateError::Io {
+                what: "compressing",
+                path: part.path.clone(),
+                source,
+            }
+        })?;
+        part.path = out;
+        part.built.zstd_in += plain;
+        part.built.zstd_out += packed;
+        part.built.patch_bytes = packed;
+        busy += t.elapsed();
+        if let Err(e) = tx.send(part) {
+            let _ = std::fs::remove_file(&e.0.path);
+            break;
+        }
+    }
+    Ok(busy)
+}
+
 /// Fixed inputs of [`move_parts`].
 struct PartsCtx<'a> {
     round: u32,
@@ -1127,6 +1216,8 @@ struct PartsCtx<'a> {
     start: Instant,
     /// Set to the wire rate of the current move at each progress tick.
     link_bps: &'a AtomicU64,
+    /// The parts are one zstd stream ([`crate::partzstd`]).
+    stream_zstd: bool,
 }
 
 /// The mover's side of [`pipelined_final_round`]: announces and moves each part as the
@@ -1152,6 +1243,7 @@ fn move_parts(
         t_round,
         start,
         link_bps,
+        stream_zstd: _,
     } = ctx;
     let mut applied = 0u32;
     let mut count = |m: &Msg| count_applied(m, round, &mut applied);
@@ -1337,6 +1429,7 @@ fn move_stream(
         t_round,
         start,
         link_bps,
+        stream_zstd,
         ..
     } = ctx;
     let mut applied = 0u32;
@@ -1388,6 +1481,7 @@ fn move_stream(
             stream_id,
             attempt,
             first_part: from,
+            zstd: stream_zstd,
         })?;
         loop {
             match wait_for(conn, cancel, |m| {
@@ -1795,6 +1889,7 @@ fn dest_inner(
                         part,
                         path,
                         final_upto: None,
+                        zstd: false,
                     })?;
                 }
             }
@@ -1803,6 +1898,7 @@ fn dest_inner(
                 stream_id,
                 attempt,
                 first_part,
+                zstd,
             } => {
                 let t = Instant::now();
                 if attempt == 0 {
@@ -1811,13 +1907,15 @@ fn dest_inner(
                         attempt,
                         gate: Arc::new(Mutex::new(StreamGate::default())),
                         answered: false,
+                        zstd,
                     });
                 }
                 let gate = match &mut stream {
                     Some(st)
                         if st.round == round
                             && (attempt == 0 || (attempt == st.attempt + 1 && st.answered))
-                            && first_part == st.gate().held =>
+                            && first_part == st.gate().held
+                            && zstd == st.zstd =>
                     {
                         st.attempt = attempt;
                         st.answered = false;
@@ -1861,6 +1959,7 @@ fn dest_inner(
                             part: r.part,
                             path: r.path,
                             final_upto: Some(r.end),
+                            zstd,
                         })
                         .map_err(|_| std::io::Error::other("the applier stopped"))?;
                         g.held = r.part + 1;
@@ -1980,6 +2079,8 @@ struct StreamState {
     gate: Arc<Mutex<StreamGate>>,
     /// `Resume` was sent for `attempt`.
     answered: bool,
+    /// The parts are one zstd stream (every stream of the round says the same).
+    zstd: bool,
 }
 
 /// The hand-over from a round stream's output to the applier.
@@ -2038,8 +2139,10 @@ impl Applier {
         let handle = std::thread::spawn(move || {
             let mut phases: Phases = Vec::new();
             let mut data_bytes = 0u64;
+            // The round's zstd stream decoder, once a part needs it.
+            let mut unzstd = None;
             for job in rx {
-                let r = apply_part(&mut target, &mut phases, &job);
+                let r = apply_part(&mut target, &mut phases, &job, &mut unzstd);
                 let ApplyJob {
                     round, part, path, ..
                 } = job;
@@ -2119,6 +2222,8 @@ struct ApplyJob {
     /// The image before this byte is final once the part is applied (a pipelined round's
     /// stream says so): the commit's hash may advance to it ([`Target::verify_ahead`]).
     final_upto: Option<u64>,
+    /// The file is the next stretch of the round's zstd stream ([`crate::partzstd`]).
+    zstd: bool,
 }
 
 /// Decodes the patch of `job` against `target` and writes it; returns the image bytes
@@ -2127,19 +2232,34 @@ fn apply_part(
     target: &mut Target,
     phases: &mut Phases,
     job: &ApplyJob,
+    unzstd: &mut Option<crate::partzstd::PartDecompressor>,
 ) -> Result<u64, MigrateError> {
     let &ApplyJob {
         round,
         part,
         ref path,
         final_upto,
+        zstd,
     } = job;
-    let t = Instant::now();
-    let bytes = std::fs::read(path).map_err(|source| MigrateError::Io {
-        what: "reading",
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let mut t = Instant::now();
+    let io = |what: &'static str| {
+        move |source| MigrateError::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    let mut bytes = std::fs::read(path).map_err(io("reading"))?;
+    if zstd {
+        let d = match unzstd {
+            Some(d) => d,
+            None => unzstd
+                .insert(crate::partzstd::PartDecompressor::new().map_err(io("starting zstd for"))?),
+        };
+        bytes = d.part(&bytes).map_err(io("decompressing"))?;
+        add_phase(phases, "stream_unzstd", t);
+        t = Instant::now();
+    }
     let d = patch::decode(&bytes, &mut |off, buf| target.read_current(off, buf))
         .map_err(|source| MigrateError::Patch { round, source })?;
     add_phase(phases, "decode", t);

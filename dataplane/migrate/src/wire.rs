@@ -101,6 +101,10 @@ pub enum Msg {
         /// The part the stream starts with (a resumed stream starts at D's `Resume::part`).
         #[serde(default)]
         first_part: u32,
+        /// The parts are one zstd stream ([`crate::partzstd`]): D decodes each part's
+        /// stretch, in order, with one decoder for the round.
+        #[serde(default)]
+        zstd: bool,
     },
     /// S: my send of stream `attempt` of round `round` failed; where should the next one
     /// start? (Not sent when D's `Resume` for that attempt came first.)

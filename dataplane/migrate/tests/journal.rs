@@ -226,6 +226,13 @@ fn round_in_parts(part_stream: bool) {
     let p = r.pipeline.as_ref().unwrap();
     assert!(p.parts > 1 && p.parts == r.rounds[0].parts, "{p:?}");
     assert_eq!(p.stream, part_stream, "{p:?}");
+    // Streamed parts are one zstd stream at the policy's level; part objects carry zstd
+    // frames per container.
+    assert_eq!(
+        p.stream_zstd_level,
+        if part_stream { 3 } else { 0 },
+        "{p:?}"
+    );
     assert_eq!(p.zstd_levels.len(), p.parts as usize, "{p:?}");
     assert_eq!(r.hash, dwcp_kernels::xxh3_128(&v2));
     assert_eq!(r.rounds[0].data_bytes, r.data_bytes);
