@@ -69,18 +69,17 @@ impl PartCompressor {
         Ok(PartCompressor { enc })
     }
 
-    /// Compresses the file `plain` into a new file `out` as the stream's next stretch
-    /// (ending at a flush point); returns its plain and compressed lengths.
-    pub fn part(&mut self, plain: &Path, out: &Path) -> std::io::Result<(u64, u64)> {
+    /// Compresses `plain` into a new file `out` as the stream's next stretch (ending at a
+    /// flush point); returns the compressed length.
+    pub fn part(&mut self, plain: &[u8], out: &Path) -> std::io::Result<u64> {
         self.enc.get_mut().0 = Some(BufWriter::with_capacity(1 << 20, File::create(out)?));
-        let mut f = File::open(plain)?;
-        let n = std::io::copy(&mut f, &mut self.enc)?;
+        self.enc.write_all(plain)?;
         self.enc.flush()?;
         let w = self.enc.get_mut().0.take();
         if let Some(w) = w {
             w.into_inner().map_err(|e| e.into_error())?;
         }
-        Ok((n, std::fs::metadata(out)?.len()))
+        Ok(std::fs::metadata(out)?.len())
     }
 }
 
@@ -103,11 +102,13 @@ impl PartDecompressor {
         Ok(PartDecompressor { dec })
     }
 
-    /// The plain bytes of the next part from its whole compressed stretch.
-    pub fn part(&mut self, stretch: &[u8]) -> std::io::Result<Vec<u8>> {
+    /// The plain bytes of the next part from its whole compressed stretch (in a buffer the
+    /// decoder reuses for the next part: no regrowing per part).
+    pub fn part(&mut self, stretch: &[u8]) -> std::io::Result<&[u8]> {
+        self.dec.get_mut().clear();
         self.dec.write_all(stretch)?;
         self.dec.flush()?;
-        Ok(std::mem::take(self.dec.get_mut()))
+        Ok(self.dec.get_mut())
     }
 }
 
@@ -140,13 +141,8 @@ mod tests {
             let mut c = PartCompressor::new(level).unwrap();
             let mut stretches = Vec::new();
             for (i, p) in parts.iter().enumerate() {
-                let (plain, out) = (
-                    d.path().join(format!("p{i}")),
-                    d.path().join(format!("z{i}")),
-                );
-                std::fs::write(&plain, p).unwrap();
-                let (n, z) = c.part(&plain, &out).unwrap();
-                assert_eq!(n, p.len() as u64);
+                let out = d.path().join(format!("z{i}"));
+                let z = c.part(p, &out).unwrap();
                 let s = std::fs::read(&out).unwrap();
                 assert_eq!(z, s.len() as u64);
                 stretches.push(s);
@@ -158,11 +154,18 @@ mod tests {
             );
             let mut dd = PartDecompressor::new().unwrap();
             for (i, s) in stretches.iter().enumerate() {
-                assert_eq!(dd.part(s).unwrap(), parts[i], "part {i} at level {level}");
+                assert_eq!(
+                    dd.part(s).unwrap(),
+                    &parts[i][..],
+                    "part {i} at level {level}"
+                );
             }
             let mut fresh = PartDecompressor::new().unwrap();
             let got = fresh.part(&stretches[3]);
-            assert!(got.is_err() || got.unwrap() != parts[3], "out of order");
+            assert!(
+                got.is_err() || got.unwrap() != &parts[3][..],
+                "out of order"
+            );
         }
     }
 }

@@ -863,8 +863,21 @@ fn write_patch(
     };
     let f = std::fs::File::create(path).map_err(io)?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-    let b = patch::build(
-        &mut w,
+    let b = build_patch(cfg, policy, &mut w, round, dirty)?;
+    std::io::Write::flush(&mut w).map_err(io)?;
+    Ok(b)
+}
+
+/// Builds the patch of `dirty` into `out`.
+fn build_patch(
+    cfg: &SourceConfig,
+    policy: Policy,
+    out: &mut dyn std::io::Write,
+    round: u32,
+    dirty: &Dirty,
+) -> Result<patch::BuildStats, MigrateError> {
+    patch::build(
+        out,
         cfg.block_size,
         dirty.image_len,
         round,
@@ -873,9 +886,7 @@ fn write_patch(
         dirty.old_compact.clone(),
         policy,
     )
-    .map_err(|source| MigrateError::Patch { round, source })?;
-    std::io::Write::flush(&mut w).map_err(io)?;
-    Ok(b)
+    .map_err(|source| MigrateError::Patch { round, source })
 }
 
 /// One encoded part of a pipelined round, ready to move.
@@ -885,6 +896,8 @@ struct Part {
     built: patch::BuildStats,
     /// Image byte where the part's stretch ends.
     end: u64,
+    /// The plain patch, in memory, for the zstd stage (the file at `path` is written by it).
+    plain: Option<Vec<u8>>,
 }
 
 impl crate::partstream::StreamPart for Part {
@@ -1025,13 +1038,23 @@ fn pipelined_final_round(
                 let path = cfg
                     .scratch
                     .join(format!("patch-{}-{round}-{index}", cfg.job_id));
-                let policy = match stream_zstd {
-                    Some(_) => Policy::Datacenter,
-                    None => crate::adapt::with_level(cfg.policy, gov.level()),
-                };
                 levels.push(gov.level());
-                let built =
-                    write_patch(cfg, policy, &path, round, &d).map_err(ProduceError::Job)?;
+                // For the zstd stage the plain patch stays in memory (it never touches the
+                // disk); otherwise it is the part's file.
+                let (built, plain) = match stream_zstd {
+                    Some(_) => {
+                        let mut v = Vec::new();
+                        let b = build_patch(cfg, Policy::Datacenter, &mut v, round, &d)
+                            .map_err(ProduceError::Job)?;
+                        (b, Some(v))
+                    }
+                    None => {
+                        let policy = crate::adapt::with_level(cfg.policy, gov.level());
+                        let b = write_patch(cfg, policy, &path, round, &d)
+                            .map_err(ProduceError::Job)?;
+                        (b, None)
+                    }
+                };
                 encode += t.elapsed();
                 blocks.extend_from_slice(&d.blocks);
                 if keep_bytes {
@@ -1045,6 +1068,7 @@ fn pipelined_final_round(
                     path,
                     built,
                     end,
+                    plain,
                 });
                 blocked += tb.elapsed();
                 in_emit += t.elapsed();
@@ -1180,21 +1204,17 @@ fn compress_parts(
     })?;
     for mut part in rx {
         let t = Instant::now();
-        let mut out = part.path.clone().into_os_string();
-        out.push(".zst");
-        let out = PathBuf::from(out);
-        let r = z.part(&part.path, &out);
-        let _ = std::fs::remove_file(&part.path);
-        let (plain, packed) = r.map_err(|source| {
-            let _ = std::fs::remove_file(&out);
+        let plain = part.plain.take().unwrap_or_default();
+        let packed = z.part(&plain, &part.path).map_err(|source| {
+            let _ = std::fs::remove_file(&part.path);
             MigrateError::Io {
-                what: "compressing",
+                what: "compressing into",
                 path: part.path.clone(),
                 source,
             }
         })?;
-        part.path = out;
-        part.built.zstd_in += plain;
+        drop(plain);
+        part.built.zstd_in += part.built.patch_bytes;
         part.built.zstd_out += packed;
         part.built.patch_bytes = packed;
         busy += t.elapsed();
@@ -2249,18 +2269,21 @@ fn apply_part(
             source,
         }
     };
-    let mut bytes = std::fs::read(path).map_err(io("reading"))?;
-    if zstd {
+    let raw = std::fs::read(path).map_err(io("reading"))?;
+    let bytes: &[u8] = if zstd {
         let d = match unzstd {
             Some(d) => d,
             None => unzstd
                 .insert(crate::partzstd::PartDecompressor::new().map_err(io("starting zstd for"))?),
         };
-        bytes = d.part(&bytes).map_err(io("decompressing"))?;
+        let plain = d.part(&raw).map_err(io("decompressing"))?;
         add_phase(phases, "stream_unzstd", t);
         t = Instant::now();
-    }
-    let d = patch::decode(&bytes, &mut |off, buf| target.read_current(off, buf))
+        plain
+    } else {
+        &raw
+    };
+    let d = patch::decode(bytes, &mut |off, buf| target.read_current(off, buf))
         .map_err(|source| MigrateError::Patch { round, source })?;
     add_phase(phases, "decode", t);
     let t = Instant::now();
