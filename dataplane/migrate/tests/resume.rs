@@ -3,14 +3,14 @@
 //! once or twice, over loopback with the plain-TCP mover; three cuts fail the job and leave
 //! the destination's previous image exactly as it was.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
+mod common;
+
 use dwcp_migrate::fault::CutStreams;
 use dwcp_migrate::{
-    DestConfig, DestReport, MigrateError, SourceConfig, SourceReport, TcpMover, run_dest,
-    run_source,
+    DestConfig, DestReport, MigrateError, SourceConfig, SourceReport, run_dest, run_source,
 };
 use dwcp_transfer::sim::SimRng;
 
@@ -31,15 +31,10 @@ fn job(
     src_cuts: &[Option<u64>],
     dst_cuts: &[Option<u64>],
 ) -> Outcome {
-    let l_src = TcpListener::bind("127.0.0.1:0").unwrap();
-    let l_dst = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a_src: SocketAddr = l_src.local_addr().unwrap();
-    let a_dst: SocketAddr = l_dst.local_addr().unwrap();
-    let ctl_l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let ctl_src = TcpStream::connect(ctl_l.local_addr().unwrap()).unwrap();
-    let (ctl_dst, _) = ctl_l.accept().unwrap();
-    let mut sm = CutStreams::new(TcpMover::new(l_src, a_dst), src_cuts);
-    let mut dm = CutStreams::new(TcpMover::new(l_dst, a_src), dst_cuts);
+    let p = common::pair();
+    let mut sm = CutStreams::new(p.src_mover, src_cuts);
+    let mut dm = CutStreams::new(p.dst_mover, dst_cuts);
+    let (ctl_src, ctl_dst) = (p.ctl_src, p.ctl_dst);
     let mut cfg = SourceConfig::new(src_img, 31);
     cfg.scratch = src_img.parent().unwrap().join("scratch-src");
     cfg.part_bytes = 1 << 20;

@@ -1,7 +1,6 @@
 //! Migration jobs end to end over loopback with the plain-TCP mover: pre-copy rounds against
 //! a live writer, cancel, incremental re-migration (cached base and manifest), wire bounds.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,8 +8,12 @@ use std::time::Duration;
 
 use dwcp_migrate::{
     DestConfig, DestReport, MigrateError, Progress, SourceConfig, SourceHooks, SourceReport,
-    TcpMover, run_dest, run_source,
+    run_dest, run_source,
 };
+
+mod common;
+
+use common::pair;
 
 const BS: usize = 4096;
 
@@ -78,29 +81,6 @@ fn change_blocks(img: &mut [u8], n: usize, seed: u64) -> Vec<usize> {
         }
     }
     chosen.into_iter().collect()
-}
-
-struct Pair {
-    src_mover: TcpMover,
-    dst_mover: TcpMover,
-    ctl_src: TcpStream,
-    ctl_dst: TcpStream,
-}
-
-fn pair() -> Pair {
-    let l_src = TcpListener::bind("127.0.0.1:0").unwrap();
-    let l_dst = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a_src: SocketAddr = l_src.local_addr().unwrap();
-    let a_dst: SocketAddr = l_dst.local_addr().unwrap();
-    let ctl_l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let ctl_src = TcpStream::connect(ctl_l.local_addr().unwrap()).unwrap();
-    let (ctl_dst, _) = ctl_l.accept().unwrap();
-    Pair {
-        src_mover: TcpMover::new(l_src, a_dst),
-        dst_mover: TcpMover::new(l_dst, a_src),
-        ctl_src,
-        ctl_dst,
-    }
 }
 
 #[derive(Default)]
