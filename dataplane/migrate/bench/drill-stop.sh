@@ -16,13 +16,9 @@ src="${SRC_IMG:-$dir/img/image-v1.ext4}"
 for f in "$dwcp" "$lab_bin" "$src"; do [[ -e $f ]] || { echo "missing $f" >&2; exit 1; }; done
 w="$dir/drill"
 mkdir -p "$w"
-"$lab_bin" up --profile wan --delay-ms 25 --loss 0.01 --rate-mbit 200 --stats-secs 0 >"$w/lab.out" 2>&1 &
-lab=$!
-trap 'kill -INT $lab 2>/dev/null || true; wait $lab 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q "^  B:" "$w/lab.out" && break; sleep 0.1; done
-ns_a=$(awk '/^  A:/ {print $2}' "$w/lab.out"); ns_b=$(awk '/^  B:/ {print $2}' "$w/lab.out")
-ip_a=$(awk '/^  A:/ {print $3}' "$w/lab.out"); ip_b=$(awk '/^  B:/ {print $3}' "$w/lab.out")
-[[ -n $ns_b ]] || { cat "$w/lab.out" >&2; exit 1; }
+. "$(dirname "$0")/lab.sh"
+trap lab_down EXIT
+lab_up "$lab_bin" "$w/lab.out" "${WAN_LAB[@]}"
 rm -rf "$w/dst.img" "$w"/dst.img.dwcp-* "$w/.dwcp-migrate" "$w/scratch"
 ip netns exec "$ns_b" "$dwcp" migrate recv --iface veth-b --local "$ip_b:7600" --peer "$ip_a:7600" \
   --core 1 --timeout 600 "$w/dst.img" >"$w/recv.out" 2>"$w/recv.err" &

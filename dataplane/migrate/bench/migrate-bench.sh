@@ -32,22 +32,15 @@ cc="${PEER_CC:-bbr}"
 v1="${SRC_IMG:-$dir/img/image-v1.ext4}"
 for b in "$dwcp" "$lab_bin" "$mkchange"; do [[ -x $b ]] || { echo "missing $b" >&2; exit 1; }; done
 
+. "$(dirname "$0")/lab.sh"
 case "$profile" in
   direct) lab_args=(--profile direct) ;;
-  wan) lab_args=(--profile wan --delay-ms 25 --loss 0.01 --rate-mbit 200) ;;
+  wan) lab_args=("${WAN_LAB[@]}") ;;
   *) echo "profile: direct | wan" >&2; exit 2 ;;
 esac
 mkdir -p "$dir/a" "$dir/b" "$dir/logs"
-"$lab_bin" up "${lab_args[@]}" --stats-secs 0 >"$dir/logs/lab.out" 2>&1 &
-lab_pid=$!
-cleanup() { kill -INT "$lab_pid" 2>/dev/null || true; wait "$lab_pid" 2>/dev/null || true; }
-trap cleanup EXIT
-for _ in $(seq 100); do grep -q "^  B:" "$dir/logs/lab.out" && break; sleep 0.1; done
-ns_a=$(awk '/^  A:/ {print $2}' "$dir/logs/lab.out")
-ns_b=$(awk '/^  B:/ {print $2}' "$dir/logs/lab.out")
-ip_a=$(awk '/^  A:/ {print $3}' "$dir/logs/lab.out")
-ip_b=$(awk '/^  B:/ {print $3}' "$dir/logs/lab.out")
-[[ -n $ns_b ]] || { cat "$dir/logs/lab.out" >&2; exit 1; }
+trap lab_down EXIT
+lab_up "$lab_bin" "$dir/logs/lab.out" "${lab_args[@]}"
 A() { ip netns exec "$ns_a" "$@"; }
 B() { ip netns exec "$ns_b" "$@"; }
 for ns in "$ns_a" "$ns_b"; do ip netns exec "$ns" sysctl -qw net.ipv4.tcp_congestion_control="$cc"; done

@@ -12,12 +12,10 @@ T="${T:-target/release}"
 F="${F:?F=file to send}"
 work=$(mktemp -d)
 L="$work/lab.out"
-"$T/dwcp-lab" up --profile wan --delay-ms 25 --loss 0.01 --rate-mbit 200 --stats-secs 0 >"$L" 2>&1 &
-lp=$!
-trap 'kill -INT $lp; wait $lp; tail -3 "$L"; rm -rf "$work"' EXIT
-for _ in $(seq 100); do grep -q "^  B:" "$L" && break; sleep 0.1; done
-na=$(awk '/^  A:/ {print $2}' "$L"); nb=$(awk '/^  B:/ {print $2}' "$L")
-ia=$(awk '/^  A:/ {print $3}' "$L"); ib=$(awk '/^  B:/ {print $3}' "$L")
+. "$(dirname "$0")/lab.sh"
+trap 'lab_down; tail -3 "$L"; rm -rf "$work"' EXIT
+lab_up "$T/dwcp-lab" "$L" "${WAN_LAB[@]}"
+na=$ns_a nb=$ns_b ia=$ip_a ib=$ip_b
 port=7600
 for cfg in "$@"; do
   port=$((port + 2))
