@@ -377,9 +377,9 @@ impl ChunkCodec {
         bs
     }
 
+    /// Raw: the engine sends the chunk where it already is (no copy into `out`).
     fn raw(&self, raw: &[u8], out: &mut Vec<u8>) -> u8 {
         out.clear();
-        out.extend_from_slice(raw);
         self.control.count(CODEC_RAW, raw.len(), raw.len());
         CODEC_RAW
     }
@@ -507,7 +507,9 @@ impl ChunkCodec {
         };
         out.clear();
         match codec {
-            CODEC_RAW => out.extend_from_slice(payload),
+            // raw: the engine writes the payload itself (ChunkDecoder contract)
+            CODEC_RAW if payload.len() == len => return Ok(()),
+            CODEC_RAW => return Err(length(payload.len())),
             CODEC_ZERO if payload.is_empty() => out.resize(len, 0),
             CODEC_ZERO => return Err(length(payload.len())),
             CODEC_ZSTD => {
@@ -611,6 +613,10 @@ mod tests {
             for (i, c) in obj.chunks(8000).enumerate() {
                 let mut out = Vec::new();
                 let id = enc.encode(mode, ALL, i as u64 * 8000, c, &mut out);
+                // raw: the engine sends the chunk itself
+                if id == CODEC_RAW {
+                    out = c.to_vec();
+                }
                 wire.push((i, id, out));
             }
             // decode in reverse order with a fresh decoder: no chunk depends on another
@@ -621,6 +627,10 @@ mod tests {
                 let mut out = Vec::new();
                 dec.decode(*id, *i as u64 * 8000, c.len(), payload, &mut out)
                     .expect("decode");
+                if *id == CODEC_RAW {
+                    assert!(out.is_empty(), "raw is written from the payload");
+                    out = payload.clone();
+                }
                 assert_eq!(&out[..], c, "{choice} {mode} chunk {i}");
             }
             let es = enc.control().stats();

@@ -100,8 +100,35 @@ fn payload_len_u32(len: usize) -> Result<u32, FrameError> {
 /// The header is validated first ([`Header::validate`]); a SEALED header is refused (use
 /// [`build_sealed_frame`]).
 pub fn build_frame(header: &Header, payload: &[u8], out: &mut [u8]) -> Result<usize, FrameError> {
+    // header rules first, as before: a bad header is reported as such whatever the buffer
     let mut h = *header;
     h.payload_len = payload_len_u32(payload.len())?;
+    if h.flags.contains(Flags::SEALED) {
+        return Err(FrameError::SealedNotVerified);
+    }
+    h.validate()?;
+    let got = out.len();
+    let dst =
+        out.get_mut(HEADER_LEN..HEADER_LEN + payload.len())
+            .ok_or(FrameError::BufferTooSmall {
+                need: HEADER_LEN + payload.len() + CRC_LEN,
+                got,
+            })?;
+    dst.copy_from_slice(payload);
+    finish_frame_in_place(header, payload.len(), out)
+}
+
+/// Completes an unsealed frame whose payload the caller already wrote at
+/// `out[HEADER_LEN..HEADER_LEN + payload_len]` (no copy: a sender reads or encodes a chunk
+/// straight into its transmit buffer): writes `header` with `payload_len` set, then the
+/// CRC32C trailer; returns the frame length. Same header rules as [`build_frame`].
+pub fn finish_frame_in_place(
+    header: &Header,
+    payload_len: usize,
+    out: &mut [u8],
+) -> Result<usize, FrameError> {
+    let mut h = *header;
+    h.payload_len = payload_len_u32(payload_len)?;
     if h.flags.contains(Flags::SEALED) {
         return Err(FrameError::SealedNotVerified);
     }
@@ -112,11 +139,40 @@ pub fn build_frame(header: &Header, payload: &[u8], out: &mut [u8]) -> Result<us
         return Err(FrameError::BufferTooSmall { need: total, got });
     };
     let (hdr, rest) = frame.split_at_mut(HEADER_LEN);
-    let (body, trailer) = rest.split_at_mut(payload.len());
+    let (body, trailer) = rest.split_at_mut(payload_len);
     h.write(hdr)?;
-    body.copy_from_slice(payload);
     let crc = frame_crc(hdr, body);
     trailer.copy_from_slice(&crc.to_be_bytes());
+    Ok(total)
+}
+
+/// [`finish_frame_in_place`] for a SEALED frame: the plaintext payload is already at
+/// `out[HEADER_LEN..HEADER_LEN + payload_len]`; writes the header (SEALED flag set), calls
+/// `seal` as [`build_sealed_frame`] does and writes the tag. Returns the frame length.
+pub fn seal_frame_in_place<F>(
+    header: &Header,
+    payload_len: usize,
+    out: &mut [u8],
+    seal: F,
+) -> Result<usize, FrameError>
+where
+    F: FnOnce(&[u8; HEADER_LEN], &mut [u8]) -> [u8; TAG_LEN],
+{
+    let mut h = *header;
+    h.payload_len = payload_len_u32(payload_len)?;
+    h.flags.insert(Flags::SEALED);
+    h.validate()?;
+    let total = h.frame_len();
+    let got = out.len();
+    let Some(frame) = out.get_mut(..total) else {
+        return Err(FrameError::BufferTooSmall { need: total, got });
+    };
+    let (hdr, rest) = frame.split_at_mut(HEADER_LEN);
+    let (body, trailer) = rest.split_at_mut(payload_len);
+    let hdr_bytes = h.to_bytes();
+    hdr.copy_from_slice(&hdr_bytes);
+    let tag = seal(&hdr_bytes, body);
+    trailer.copy_from_slice(&tag);
     Ok(total)
 }
 
@@ -176,19 +232,15 @@ where
     h.payload_len = payload_len_u32(plaintext.len())?;
     h.flags.insert(Flags::SEALED);
     h.validate()?;
-    let total = h.frame_len();
     let got = out.len();
-    let Some(frame) = out.get_mut(..total) else {
-        return Err(FrameError::BufferTooSmall { need: total, got });
-    };
-    let (hdr, rest) = frame.split_at_mut(HEADER_LEN);
-    let (body, trailer) = rest.split_at_mut(plaintext.len());
-    let hdr_bytes = h.to_bytes();
-    hdr.copy_from_slice(&hdr_bytes);
-    body.copy_from_slice(plaintext);
-    let tag = seal(&hdr_bytes, body);
-    trailer.copy_from_slice(&tag);
-    Ok(total)
+    let dst = out
+        .get_mut(HEADER_LEN..HEADER_LEN + plaintext.len())
+        .ok_or(FrameError::BufferTooSmall {
+            need: HEADER_LEN + plaintext.len() + TAG_LEN,
+            got,
+        })?;
+    dst.copy_from_slice(plaintext);
+    seal_frame_in_place(header, plaintext.len(), out, seal)
 }
 
 /// Splits `buf` into header, payload and trailer after checking the header and the exact

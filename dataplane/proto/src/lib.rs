@@ -43,7 +43,8 @@ pub use error::{DropReason, FrameError};
 pub use frame::{
     CRC_LEN, DEFAULT_PORT, Frame, MAX_FRAME_LEN, MAX_PAYLOAD, MIN_FRAME_LEN, TAG_LEN, Trailer,
     UnverifiedFrame, UnverifiedFrameMut, build_frame, build_sealed_frame, build_typed_frame,
-    frame_crc, parse_frame, parse_frame_unverified, parse_frame_unverified_mut,
+    finish_frame_in_place, frame_crc, parse_frame, parse_frame_unverified,
+    parse_frame_unverified_mut, seal_frame_in_place,
 };
 pub use header::{
     CONTROL_STREAM, Codec, Flags, FrameType, HEADER_LEN, Header, MAGIC, SEALED_SEQ_LIMIT, Version,

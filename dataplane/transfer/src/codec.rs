@@ -67,6 +67,9 @@ pub trait ChunkEncoder: std::fmt::Debug + Send {
     fn codecs(&self) -> u32;
     /// Encode `raw` (chunk at `offset`) into `out`, using only codecs in `allowed`; returns the
     /// codec id. `mode` is the current link mode (the codec layer's policy input).
+    ///
+    /// For [`CODEC_RAW`] `out` is ignored: the engine sends `raw` where it already is (it
+    /// reads the chunk straight into the frame), so an encoder need not copy it.
     fn encode(
         &mut self,
         mode: LinkMode,
@@ -82,6 +85,10 @@ pub trait ChunkDecoder: std::fmt::Debug + Send {
     /// Bitmask of codec ids this decoder understands.
     fn codecs(&self) -> u32;
     /// Decode `payload` (codec `codec`) of the chunk at `offset` with raw length `len` into `out`.
+    ///
+    /// For [`CODEC_RAW`] a decoder checks that `payload` is `len` bytes and leaves `out`
+    /// empty: the engine then writes the payload from the receive buffer itself (no copy).
+    /// Any other codec fills `out` with exactly `len` bytes.
     fn decode(
         &mut self,
         codec: u8,
@@ -112,7 +119,6 @@ impl ChunkEncoder for BasicCodec {
         if allowed & (1 << CODEC_ZERO) != 0 && raw.iter().all(|&b| b == 0) {
             return CODEC_ZERO;
         }
-        out.extend_from_slice(raw);
         CODEC_RAW
     }
 }
@@ -131,7 +137,14 @@ impl ChunkDecoder for BasicCodec {
     ) -> Result<(), CodecError> {
         out.clear();
         match codec {
-            CODEC_RAW => out.extend_from_slice(payload),
+            CODEC_RAW if payload.len() == len => return Ok(()),
+            CODEC_RAW => {
+                return Err(CodecError::Length {
+                    codec,
+                    got: payload.len(),
+                    expected: len,
+                });
+            }
             CODEC_ZERO if payload.is_empty() => out.resize(len, 0),
             CODEC_ZERO => {
                 return Err(CodecError::Length {

@@ -13,22 +13,49 @@ pub struct RangeSet {
 
 impl RangeSet {
     /// Insert `r`, merging with overlapping or adjacent ranges. Returns how many values were new.
+    ///
+    /// No allocation: the common case (extending the range that ends at `r.start`, i.e.
+    /// in-order arrival) is one tree lookup and an in-place update.
     pub fn insert(&mut self, r: Range<u64>) -> u64 {
         if r.start >= r.end {
             return 0;
         }
+        // Fast path: `r` extends (or lies inside) the range before it, and no range starts
+        // within `(r.start, r.end]`.
+        if let Some((&s, e)) = self.map.range_mut(..=r.start).next_back()
+            && *e >= r.start
+        {
+            let old_end = *e;
+            if r.end <= old_end {
+                return 0;
+            }
+            let next_start = self
+                .map
+                .range(s + 1..)
+                .next()
+                .map(|(&ns, _)| ns)
+                .unwrap_or(u64::MAX);
+            if next_start > r.end {
+                // re-borrow: the lookup above ended the first borrow
+                if let Some(e) = self.map.get_mut(&s) {
+                    *e = r.end;
+                }
+                return r.end - old_end;
+            }
+        }
         let (mut start, mut end) = (r.start, r.end);
-        let mut touching: Vec<(u64, u64)> = Vec::new();
+        let mut overlap = 0u64;
+        // the range before `r.start` that touches it, then every range starting in [start, end]
         if let Some((&s, &e)) = self.map.range(..r.start).next_back()
             && e >= r.start
         {
-            touching.push((s, e));
-        }
-        touching.extend(self.map.range(r.start..=r.end).map(|(&s, &e)| (s, e)));
-        let mut overlap = 0u64;
-        for (s, e) in touching {
             overlap += e.min(r.end).saturating_sub(s.max(r.start));
             start = start.min(s);
+            end = end.max(e);
+            self.map.remove(&s);
+        }
+        while let Some((&s, &e)) = self.map.range(r.start..=r.end).next() {
+            overlap += e.min(r.end).saturating_sub(s.max(r.start));
             end = end.max(e);
             self.map.remove(&s);
         }
@@ -53,11 +80,14 @@ impl RangeSet {
     }
     /// Remove everything below `v`.
     pub fn remove_below(&mut self, v: u64) {
-        let below: Vec<(u64, u64)> = self.map.range(..v).map(|(&s, &e)| (s, e)).collect();
-        for (s, e) in below {
-            self.map.remove(&s);
+        while let Some((&s, &e)) = self.map.first_key_value() {
+            if s >= v {
+                break;
+            }
+            self.map.pop_first();
             if e > v {
                 self.map.insert(v, e);
+                break;
             }
         }
     }

@@ -147,6 +147,8 @@ pub struct Receiver {
     hash: HashState,
     hashed: u64,
     dec: Vec<u8>,
+    /// Decrypted payload of a SEALED frame (reused).
+    plain: Vec<u8>,
     st: ReceiverStats,
     sec: wire::SecState,
     /// Unsealed CLOSEs answering refused HELLOs, with their connection ids (the current
@@ -202,6 +204,7 @@ impl Receiver {
             hash: HashState::default(),
             hashed: 0,
             dec: Vec::new(),
+            plain: Vec::new(),
             st: ReceiverStats::default(),
             sec,
             rejects: VecDeque::new(),
@@ -264,8 +267,34 @@ impl Receiver {
     /// Handle one received datagram.
     pub fn handle_frame(&mut self, now: Instant, datagram: &[u8]) {
         self.st.frames_received += 1;
-        let env = match self.sec.decode(datagram) {
-            Ok(e) => e,
+        let mut plain = std::mem::take(&mut self.plain);
+        let decoded = self.sec.decode_ref(datagram, &mut plain);
+        let env = match decoded {
+            // the hot path: the header was parsed once, the payload is borrowed
+            Ok(wire::Received::Data {
+                version,
+                conn_id,
+                data,
+            }) => {
+                if self.conn_id != Some(conn_id) {
+                    self.st.frames_foreign += 1;
+                    self.sec
+                        .drops
+                        .add(dwcp_proto::DropReason::UnknownConnection);
+                } else if version != self.version {
+                    self.st.frames_malformed += 1;
+                    self.sec.drops.add(dwcp_proto::DropReason::NotNegotiated);
+                } else {
+                    self.last_activity = Some(now);
+                    self.on_data(now, data);
+                }
+                self.plain = plain;
+                return;
+            }
+            Ok(wire::Received::Other(e)) => {
+                self.plain = plain;
+                e
+            }
             Err(e) if e.is_corruption() => {
                 self.st.frames_corrupt += 1;
                 return;
@@ -287,13 +316,9 @@ impl Receiver {
                     .drops
                     .add(dwcp_proto::DropReason::UnknownConnection);
             }
-            Frame::Data(_) if env.version != self.version => {
+            Frame::Data(_) => {
+                // DATA takes the borrowed path above
                 self.st.frames_malformed += 1;
-                self.sec.drops.add(dwcp_proto::DropReason::NotNegotiated);
-            }
-            Frame::Data(d) => {
-                self.last_activity = Some(now);
-                self.on_data(now, d)
             }
             Frame::Keepalive => {
                 self.last_activity = Some(now);
@@ -486,7 +511,7 @@ impl Receiver {
         };
     }
 
-    fn on_data(&mut self, now: Instant, d: wire::Data) {
+    fn on_data(&mut self, now: Instant, d: wire::DataRef<'_>) {
         match self.state {
             ReceiverState::Complete => {
                 self.st.duplicate_chunks += 1;
@@ -526,7 +551,7 @@ impl Receiver {
             Ok(())
         } else {
             self.decoder
-                .decode(d.codec, d.offset, len, &d.payload, &mut dec)
+                .decode(d.codec, d.offset, len, d.payload, &mut dec)
         };
         if decoded.is_err() {
             self.dec = dec;
@@ -535,9 +560,17 @@ impl Receiver {
         }
         // sequence bookkeeping for acks
         let st = &mut self.streams[s];
-        let dup_seq = d.seq < st.cum || st.above.contains(d.seq);
         let in_order = st.largest.is_none_or(|l| d.seq == l + 1);
-        if !dup_seq {
+        let dup_seq;
+        if d.seq == st.cum && st.above.is_empty() {
+            // in order with no gap below: only the watermark moves (no range-set work)
+            dup_seq = false;
+            st.cum += 1;
+            st.largest = Some(d.seq);
+        } else if d.seq < st.cum || st.above.contains(d.seq) {
+            dup_seq = true;
+        } else {
+            dup_seq = false;
             st.above.insert(d.seq..d.seq + 1);
             if let Some(first) = st.above.first()
                 && first.start <= st.cum
@@ -568,7 +601,15 @@ impl Receiver {
             self.dec = dec;
             return;
         }
-        if let Err(e) = self.sink.write_at(d.offset, &dec) {
+        // A decoder leaves `dec` empty for a raw chunk: the payload itself is the chunk (no
+        // copy; the decoder checked its length).
+        let data: &[u8] = if dec.is_empty() { d.payload } else { &dec };
+        if data.len() != len {
+            self.dec = dec;
+            self.st.frames_malformed += 1;
+            return;
+        }
+        if let Err(e) = self.sink.write_at(d.offset, data) {
             self.dec = dec;
             let off = d.offset;
             self.fail(TransferError::Sink {
@@ -577,6 +618,13 @@ impl Receiver {
                 source: e,
             });
             return;
+        }
+        // the object hash advances over the bytes just written while they are in memory
+        // whenever they extend the hashed prefix (always, on an in-order path)
+        if d.offset == self.hashed {
+            self.hash.0.update(data);
+            self.hashed += len as u64;
+            self.st.bytes_hashed_in_memory += len as u64;
         }
         self.dec = dec;
         self.st.bytes_written += len as u64;
@@ -643,6 +691,7 @@ impl Receiver {
                 Ok(n) if n > 0 => {
                     self.hash.0.update(&buf[..n]);
                     self.hashed += n as u64;
+                    self.st.bytes_read_back += n as u64;
                 }
                 Ok(_) => {
                     let off = self.hashed;

@@ -30,7 +30,7 @@ use crate::io::Source;
 use crate::mode::{LinkMode, ModeDetector, ModeThresholds};
 use crate::stats::{SenderStats, SenderTimeline};
 use crate::streams::{MIN_INTERVAL_ROUNDS, StreamAdapter};
-use crate::wire::{self, Caps, CloseCode, Data, Frame, Hello, Session};
+use crate::wire::{self, Caps, CloseCode, Frame, Hello, Session};
 use crate::{TransferError, VERSION_1, VERSION_3};
 
 /// Frames a late-polling driver may send back-to-back to catch up with the pacing rate.
@@ -96,6 +96,10 @@ pub struct SenderConfig {
     pub mode: ModeThresholds,
     /// Keys and policy for SEALED sessions (`dwcp-secure`); `None` = unsealed only.
     pub security: Option<wire::SecurityFactory>,
+    /// Most data frames pacing admits back to back (see [`Sender::burst_quantum`]); the
+    /// dataplane sets it to what one backend batch carries (a GSO send holds at most 64
+    /// segments of 64 KiB in all).
+    pub max_burst_frames: u32,
     /// Path estimate from an earlier connection to the same peer
     /// ([`Sender::path_estimate`]): the connection checks it with one short paced train and
     /// then skips Startup (see [`Bbr::set_path_hint`]). `None` = cold start.
@@ -124,6 +128,7 @@ impl Default for SenderConfig {
             mode: ModeThresholds::default(),
             security: None,
             path_hint: None,
+            max_burst_frames: 16,
         }
     }
 }
@@ -157,14 +162,54 @@ struct Packet {
     tx_index: u64,
     snap: SendSnapshot,
     bytes: u64,
-    in_flight: bool,
 }
 
+/// One stream's send state. Packets in flight live in a ring indexed by sequence number
+/// (`ring[seq - base]`; sequence numbers are assigned in order and never reused), so a send,
+/// an ack and a loss are O(1) without a tree node or an allocation per frame. A packet
+/// declared lost leaves the ring for the small `lost` map, where a late ack can still find
+/// it (a spurious loss), until it is forgotten; so `base` is always the oldest packet in
+/// flight and an ack's ranges only walk packets that are still in flight.
 #[derive(Debug, Clone, Default)]
 struct StreamTx {
     next_seq: u64,
-    packets: BTreeMap<u64, Packet>,
+    base: u64,
+    ring: VecDeque<Option<Packet>>,
+    lost: BTreeMap<u64, Packet>,
     acked_raw: u64,
+}
+
+impl StreamTx {
+    fn push(&mut self, seq: u64, p: Packet) {
+        debug_assert_eq!(seq, self.base + self.ring.len() as u64);
+        if self.ring.is_empty() {
+            self.base = seq;
+        }
+        self.ring.push_back(Some(p));
+    }
+
+    fn slot(&self, seq: u64) -> Option<usize> {
+        let i = seq.checked_sub(self.base)?;
+        (i < self.ring.len() as u64).then_some(i as usize)
+    }
+
+    fn in_flight(&self, seq: u64) -> Option<&Packet> {
+        self.slot(seq).and_then(|i| self.ring[i].as_ref())
+    }
+
+    /// Takes the packet out of the ring (acked or declared lost).
+    fn take(&mut self, seq: u64) -> Option<Packet> {
+        let i = self.slot(seq)?;
+        let p = self.ring[i].take();
+        while matches!(self.ring.front(), Some(None)) {
+            self.ring.pop_front();
+            self.base += 1;
+        }
+        if self.ring.is_empty() {
+            self.base = self.next_seq;
+        }
+        p
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -207,7 +252,9 @@ pub struct Sender {
     retx: VecDeque<u64>,
     streams: Vec<StreamTx>,
     rr: usize,
-    send_order: BTreeMap<u64, (u16, u64)>,
+    /// (tx index, stream, seq) of every transmission, oldest first; entries whose packet
+    /// is no longer in flight are skipped and dropped from the front.
+    send_order: VecDeque<(u64, u16, u64)>,
     tx_counter: u64,
     bytes_in_flight: u64,
     rtt: crate::rtt::RttEstimator,
@@ -222,6 +269,9 @@ pub struct Sender {
     keepalive_due: Option<Instant>,
     keepalive_count: u32,
     pacing_credit: bool,
+    /// Bytes of the current pacing burst still admitted back to back (0: wait for
+    /// `next_send`).
+    burst_left: u64,
     ctrl_seq: u64,
     max_cum: Vec<u64>,
     chunks_acked: u64,
@@ -231,8 +281,8 @@ pub struct Sender {
     interval_bytes: u64,
     interval_start: Instant,
     interval_limited: bool,
-    raw: Vec<u8>,
     enc: Vec<u8>,
+    acked_scratch: Vec<(SendSnapshot, u64)>,
     st: Counters,
     sec: wire::SecState,
     created: Instant,
@@ -357,7 +407,7 @@ impl Sender {
             retx: VecDeque::new(),
             streams: Vec::new(),
             rr: 0,
-            send_order: BTreeMap::new(),
+            send_order: VecDeque::new(),
             tx_counter: 0,
             bytes_in_flight: 0,
             rtt,
@@ -371,6 +421,7 @@ impl Sender {
             keepalive_due: None,
             keepalive_count: 0,
             pacing_credit: false,
+            burst_left: 0,
             ctrl_seq: 0,
             max_cum: Vec::new(),
             chunks_acked: 0,
@@ -380,8 +431,8 @@ impl Sender {
             interval_bytes: 0,
             interval_start: now,
             interval_limited: true,
-            raw: Vec::new(),
             enc: Vec::new(),
+            acked_scratch: Vec::new(),
             st: Counters::default(),
             sec,
             created: now,
@@ -700,6 +751,7 @@ impl Sender {
         self.rto_backoff = 0;
         self.tlp_count = 0;
         self.probe = None;
+        self.burst_left = 0;
         self.keepalive_due = None;
         self.keepalive_count = 0;
         self.control.clear();
@@ -748,54 +800,53 @@ impl Sender {
             return;
         }
         self.max_cum[s] = a.cumulative;
-        let mut keys: Vec<u64> = self.streams[s]
-            .packets
-            .range(..a.cumulative)
-            .map(|(k, _)| *k)
-            .collect();
-        for r in &a.ranges {
-            keys.extend(self.streams[s].packets.range(r.clone()).map(|(k, _)| *k));
-        }
-        if keys.is_empty() {
-            return;
-        }
-        let mut acked = Vec::with_capacity(keys.len());
-        let mut largest: Option<(u64, Packet)> = None;
-        for k in keys {
-            let Some(p) = self.streams[s].packets.remove(&k) else {
-                continue;
-            };
-            if p.in_flight {
+        let mut acked = std::mem::take(&mut self.acked_scratch);
+        acked.clear();
+        let mut largest: Option<(u64, Instant)> = None;
+        let mut any = false;
+        // every sequence number below `cumulative`, then each SACK range: only packets still
+        // in flight (the ring, from `base`) or declared lost (the `lost` map) are visited
+        let cum = 0..a.cumulative;
+        for r in std::iter::once(&cum).chain(a.ranges.iter()) {
+            let st = &self.streams[s];
+            let lo = r.start.max(st.base);
+            let hi = r.end.min(st.next_seq);
+            for seq in lo..hi {
+                let Some(p) = self.streams[s].take(seq) else {
+                    continue;
+                };
                 self.bytes_in_flight -= p.bytes;
                 acked.push((p.snap, p.bytes));
-            } else {
-                // declared lost, yet delivered: the reordering window was too small (or the
-                // RTO fired during a stall of either host); the loss no longer counts
-                self.st.spurious_losses += 1;
-                self.cc.on_spurious_loss(p.bytes);
-                self.reo_mult = (self.reo_mult + 1).min(4);
-                self.reo_decay_round = self.cc.rounds() + 16;
+                self.on_delivered(s, seq, &p, &mut largest);
+                any = true;
             }
-            let idx = p.chunk as usize;
-            if self.chunks[idx] != ChunkSt::Acked {
-                self.chunks[idx] = ChunkSt::Acked;
-                self.chunks_acked += 1;
-                let raw = self.chunk_len(p.chunk);
-                self.st.bytes_acked += raw;
-                self.streams[s].acked_raw += raw;
+            // a packet declared lost left the ring: look for it in the (small) lost map
+            if !self.streams[s].lost.is_empty() {
+                while let Some((&seq, _)) = self.streams[s].lost.range(r.clone()).next() {
+                    let Some(p) = self.streams[s].lost.remove(&seq) else {
+                        break;
+                    };
+                    // declared lost, yet delivered: the reordering window was too small (or
+                    // the RTO fired during a stall of either host); the loss no longer counts
+                    self.st.spurious_losses += 1;
+                    self.cc.on_spurious_loss(p.bytes);
+                    self.reo_mult = (self.reo_mult + 1).min(4);
+                    self.reo_decay_round = self.cc.rounds() + 16;
+                    self.on_delivered(s, seq, &p, &mut largest);
+                    any = true;
+                }
             }
-            // RACK: send time of the most recently sent packet known delivered.
-            self.rack_xmit = Some(self.rack_xmit.map_or(p.snap.sent, |t| t.max(p.snap.sent)));
-            if largest.as_ref().is_none_or(|(seq, _)| k > *seq) {
-                largest = Some((k, p));
-            }
+        }
+        if !any {
+            self.acked_scratch = acked;
+            return;
         }
         self.rto_backoff = 0;
         self.tlp_count = 0;
         let mut rtt_sample = None;
         let min_rtt = self.rtt.min().unwrap_or(Duration::ZERO);
-        if let Some((_, p)) = largest {
-            let mut r = now.saturating_duration_since(p.snap.sent);
+        if let Some((_, sent)) = largest {
+            let mut r = now.saturating_duration_since(sent);
             let delay =
                 Duration::from_micros(u64::from(a.ack_delay_us)).min(self.cfg.max_ack_delay);
             if r >= min_rtt + delay {
@@ -808,12 +859,36 @@ impl Sender {
         let round = self
             .cc
             .on_ack(now, &acked, rtt_sample, self.bytes_in_flight);
+        self.acked_scratch = acked;
         self.note_cc_state(now);
         if round {
             self.on_round(now);
         }
         self.detect_losses(now);
         self.check_all_acked(now);
+    }
+
+    /// Bookkeeping for one acknowledged packet (in flight or declared lost before).
+    fn on_delivered(
+        &mut self,
+        s: usize,
+        seq: u64,
+        p: &Packet,
+        largest: &mut Option<(u64, Instant)>,
+    ) {
+        let idx = p.chunk as usize;
+        if self.chunks[idx] != ChunkSt::Acked {
+            self.chunks[idx] = ChunkSt::Acked;
+            self.chunks_acked += 1;
+            let raw = self.chunk_len(p.chunk);
+            self.st.bytes_acked += raw;
+            self.streams[s].acked_raw += raw;
+        }
+        // RACK: send time of the most recently sent packet known delivered.
+        self.rack_xmit = Some(self.rack_xmit.map_or(p.snap.sent, |t| t.max(p.snap.sent)));
+        if largest.is_none_or(|(l, _)| seq > l) {
+            *largest = Some((seq, p.snap.sent));
+        }
     }
 
     fn chunk_len(&self, idx: u64) -> u64 {
@@ -829,10 +904,7 @@ impl Sender {
                 break;
             }
             self.lost_fifo.pop_front();
-            let pk = &mut self.streams[usize::from(s)].packets;
-            if pk.get(&seq).is_some_and(|p| !p.in_flight) {
-                pk.remove(&seq);
-            }
+            self.streams[usize::from(s)].lost.remove(&seq);
         }
         if let (Some(min_rtt), Some(srtt)) = (self.cc.min_rtt(), self.rtt.srtt()) {
             self.mode
@@ -882,24 +954,21 @@ impl Sender {
     }
 
     fn newest_in_flight_chunk(&self) -> Option<u64> {
-        self.send_order.iter().rev().find_map(|(&tx, &(s, seq))| {
+        self.send_order.iter().rev().find_map(|&(tx, s, seq)| {
             self.streams[usize::from(s)]
-                .packets
-                .get(&seq)
-                .filter(|p| p.in_flight && p.tx_index == tx)
+                .in_flight(seq)
+                .filter(|p| p.tx_index == tx)
                 .map(|p| p.chunk)
         })
     }
 
     fn declare_lost(&mut self, now: Instant, s: u16, seq: u64) {
-        let Some(p) = self.streams[usize::from(s)].packets.get_mut(&seq) else {
+        let st = &mut self.streams[usize::from(s)];
+        let Some(p) = st.take(seq) else {
             return;
         };
-        if !p.in_flight {
-            return;
-        }
-        p.in_flight = false;
         let (bytes, chunk) = (p.bytes, p.chunk);
+        st.lost.insert(seq, p);
         self.bytes_in_flight -= bytes;
         self.cc.on_loss(bytes);
         self.st.losses += 1;
@@ -912,13 +981,13 @@ impl Sender {
 
     /// Oldest packet still in flight, pruning stale entries.
     fn oldest_in_flight(&mut self) -> Option<(u64, u16, u64, Instant)> {
-        while let Some((&tx, &(s, seq))) = self.send_order.iter().next() {
-            match self.streams[usize::from(s)].packets.get(&seq) {
-                Some(p) if p.in_flight && p.tx_index == tx => {
+        while let Some(&(tx, s, seq)) = self.send_order.front() {
+            match self.streams[usize::from(s)].in_flight(seq) {
+                Some(p) if p.tx_index == tx => {
                     return Some((tx, s, seq, p.snap.sent));
                 }
                 _ => {
-                    self.send_order.remove(&tx);
+                    self.send_order.pop_front();
                 }
             }
         }
@@ -934,7 +1003,8 @@ impl Sender {
                 break;
             }
             if now >= sent + wait {
-                self.send_order.remove(&tx);
+                debug_assert_eq!(self.send_order.front().map(|e| e.0), Some(tx));
+                self.send_order.pop_front();
                 self.declare_lost(now, s, seq);
             } else {
                 self.loss_timer = Some(sent + wait);
@@ -957,7 +1027,8 @@ impl Sender {
             if sent + rto > now {
                 break;
             }
-            self.send_order.remove(&tx);
+            debug_assert_eq!(self.send_order.front().map(|e| e.0), Some(tx));
+            self.send_order.pop_front();
             self.declare_lost(now, s, seq);
         }
         self.rto_backoff += 1;
@@ -986,10 +1057,26 @@ impl Sender {
         self.bytes_in_flight + self.mss() <= self.cc.cwnd()
     }
 
-    /// Next datagram to send now, if any.
+    /// Next datagram to send now, if any, as a fresh buffer (tests and the simulator; the
+    /// dataplane uses [`Sender::poll_transmit_into`]).
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; wire::HEADER_LEN + wire::MAX_PAYLOAD + dwcp_proto::TAG_LEN];
+        let n = self.poll_transmit_into(now, &mut buf)?;
+        buf.truncate(n);
+        Some(buf)
+    }
+
+    /// Writes the next datagram to send now, if any, straight into `buf` (a slot of the
+    /// backend's GSO buffer or a UMEM frame) and returns its length. A data chunk is read
+    /// from the source into its place in the frame and checksummed or sealed there: no
+    /// intermediate buffer, no allocation. Call it until it returns `None`: pacing admits a
+    /// whole burst ([`Sender::burst_quantum`]) at a time, then `poll_timeout` says when the
+    /// next burst is due. A `buf` too small for the negotiated frame size fails the transfer
+    /// ([`TransferError::Encode`]).
+    pub fn poll_transmit_into(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         if let Some(f) = self.control.pop_front() {
-            return self.emit(&f);
+            let b = self.emit(&f)?;
+            return self.put(&b, buf);
         }
         match self.state {
             SenderState::Handshake if now >= self.hello_due && self.hello_count >= MAX_HELLOS => {
@@ -1029,53 +1116,162 @@ impl Sender {
                 }
                 self.hello_sent = Some(now);
                 self.hello_due = now + self.hello_interval();
-                self.emit(&hello)
+                let b = self.emit(&hello)?;
+                self.put(&b, buf)
             }
             SenderState::Transfer => {
                 if let Some(c) = self.probe.take()
                     && self.chunks[c as usize] == ChunkSt::InFlight
                 {
                     self.st.tail_probes += 1;
-                    return match self.send_job(now, Job::Probe(c)) {
-                        Ok(b) => b,
-                        Err(e) => {
-                            self.fail(e);
-                            let f = self.control.pop_front()?;
-                            self.emit(&f)
-                        }
-                    };
+                    return self.send_or_fail(now, Job::Probe(c), buf);
                 }
-                if now < self.next_send {
+                if self.burst_left == 0 && now < self.next_send {
                     return None;
                 }
                 if !self.cwnd_room() {
                     self.pacing_credit = false;
+                    self.burst_left = 0;
                     return None;
                 }
                 let Some(job) = self.peek_job() else {
                     self.pacing_credit = false;
+                    self.burst_left = 0;
                     self.cc.on_app_limited(self.bytes_in_flight);
                     self.interval_limited = true;
                     return None;
                 };
-                match self.send_job(now, job) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        self.fail(e);
-                        let f = self.control.pop_front()?;
-                        self.emit(&f)
-                    }
+                if self.burst_left == 0 {
+                    self.burst_left = self.burst_quantum();
                 }
+                self.send_or_fail(now, job, buf)
             }
             _ => None,
         }
     }
 
-    fn send_job(&mut self, now: Instant, job: Job) -> Result<Option<Vec<u8>>, TransferError> {
+    /// Bytes pacing admits back to back once a burst is due: about 1 ms at the pacing rate
+    /// (as Linux's TSO autosizing does), at least two frames and at most
+    /// [`SenderConfig::max_burst_frames`]. The average rate is unchanged (each frame still
+    /// moves the next send time by its own gap); what changes is that a burst goes to the
+    /// backend as one batch (one GSO send, one ring kick) and the worker can sleep between
+    /// bursts on a slow link.
+    pub fn burst_quantum(&self) -> u64 {
+        let mss = self.mss();
+        let max = mss * u64::from(self.cfg.max_burst_frames.max(1));
+        let per_ms = (self.cc.pacing_rate() / 1000.0) as u64;
+        per_ms.clamp((2 * mss).min(max), max)
+    }
+
+    fn put(&mut self, bytes: &[u8], buf: &mut [u8]) -> Option<usize> {
+        match buf.get_mut(..bytes.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                Some(bytes.len())
+            }
+            None => {
+                let got = buf.len();
+                self.fail_local(TransferError::Encode {
+                    what: "transmit buffer",
+                    source: dwcp_proto::FrameError::BufferTooSmall {
+                        need: bytes.len(),
+                        got,
+                    },
+                });
+                None
+            }
+        }
+    }
+
+    /// Fails without queueing a CLOSE that could not be written either.
+    fn fail_local(&mut self, e: TransferError) {
+        if !matches!(self.state, SenderState::Complete | SenderState::Failed) {
+            self.state = SenderState::Failed;
+            self.error = Some(e);
+        }
+    }
+
+    fn send_or_fail(&mut self, now: Instant, job: Job, buf: &mut [u8]) -> Option<usize> {
+        match self.send_job(now, job, buf) {
+            Ok(n) => n,
+            Err(e) => {
+                self.fail(e);
+                let f = self.control.pop_front()?;
+                let b = self.emit(&f)?;
+                self.put(&b, buf)
+            }
+        }
+    }
+
+    fn send_job(
+        &mut self,
+        now: Instant,
+        job: Job,
+        buf: &mut [u8],
+    ) -> Result<Option<usize>, TransferError> {
         let (chunk, retransmit) = match job {
-            Job::Retransmit(c) => {
+            Job::Retransmit(c) => (c, true),
+            Job::New(c) => (c, false),
+            Job::Probe(c) => (c, true),
+        };
+        let offset = chunk * self.chunk_size;
+        let len = self.chunk_len(chunk) as usize;
+        let trailer = self.sec.trailer_len(self.conn_id);
+        let need = wire::HEADER_LEN + len + trailer;
+        let got = buf.len();
+        let Some(frame) = buf.get_mut(..need) else {
+            return Err(TransferError::Encode {
+                what: "data frame (transmit buffer smaller than the chunk's frame)",
+                source: dwcp_proto::FrameError::BufferTooSmall { need, got },
+            });
+        };
+        // the chunk is read straight into its place in the frame
+        let payload = &mut frame[wire::HEADER_LEN..wire::HEADER_LEN + len];
+        let mut done = 0;
+        while done < len {
+            let n = self
+                .source
+                .read_at(offset + done as u64, &mut payload[done..])
+                .map_err(|e| TransferError::Source {
+                    offset: offset + done as u64,
+                    source: e,
+                })?;
+            if n == 0 {
+                return Err(TransferError::Source {
+                    offset: offset + done as u64,
+                    source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "source shrank"),
+                });
+            }
+            done += n;
+        }
+        let mut codec = CODEC_RAW;
+        let mut plen = len;
+        if self.version != VERSION_1 {
+            let mut enc = std::mem::take(&mut self.enc);
+            codec = self.encoder.encode(
+                self.mode.mode(),
+                self.codecs_allowed,
+                offset,
+                payload,
+                &mut enc,
+            );
+            // CODEC_RAW: the chunk stays where it was read (an encoder need not copy it).
+            // The chunk was fit to the MTU: an encoding longer than the raw chunk would not
+            // fit (nor is it worth sending), so the raw bytes go instead.
+            if codec != CODEC_RAW {
+                if enc.len() > len {
+                    codec = CODEC_RAW;
+                } else {
+                    payload[..enc.len()].copy_from_slice(&enc);
+                    plen = enc.len();
+                }
+            }
+            self.enc = enc;
+        }
+        // the job is committed from here on
+        match job {
+            Job::Retransmit(_) => {
                 self.retx.pop_front();
-                (c, true)
             }
             Job::New(c) => {
                 self.next_new = c + 1;
@@ -1083,58 +1279,16 @@ impl Sender {
                     let t = self.since_created(now);
                     self.timeline.last_new_chunk_sent.get_or_insert(t);
                 }
-                (c, false)
             }
-            Job::Probe(c) => (c, true),
-        };
+            Job::Probe(_) => {}
+        }
         self.chunks[chunk as usize] = ChunkSt::InFlight;
         let stream = (self.rr % usize::from(self.adapter.current().max(1))) as u16;
         self.rr = self.rr.wrapping_add(1);
         let st = &mut self.streams[usize::from(stream)];
         let seq = st.next_seq;
         st.next_seq += 1;
-        let offset = chunk * self.chunk_size;
-        let len = self.chunk_len(chunk) as usize;
-        self.raw.resize(len, 0);
-        let mut got = 0;
-        while got < len {
-            let n = self
-                .source
-                .read_at(offset + got as u64, &mut self.raw[got..])
-                .map_err(|e| TransferError::Source {
-                    offset: offset + got as u64,
-                    source: e,
-                })?;
-            if n == 0 {
-                return Err(TransferError::Source {
-                    offset: offset + got as u64,
-                    source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "source shrank"),
-                });
-            }
-            got += n;
-        }
-        let mut enc = std::mem::take(&mut self.enc);
-        let mut codec = if self.version == VERSION_1 {
-            enc.clear();
-            enc.extend_from_slice(&self.raw);
-            CODEC_RAW
-        } else {
-            self.encoder.encode(
-                self.mode.mode(),
-                self.codecs_allowed,
-                offset,
-                &self.raw,
-                &mut enc,
-            )
-        };
-        // The chunk was fit to the MTU: an encoding longer than the raw chunk would not fit
-        // (nor is it worth sending), so the raw bytes go instead.
-        if enc.len() > len {
-            enc.clear();
-            enc.extend_from_slice(&self.raw);
-            codec = CODEC_RAW;
-        }
-        let frame = Frame::Data(Data {
+        let hdr = wire::DataRef {
             stream,
             seq,
             object_id: self.cfg.object_id,
@@ -1142,16 +1296,21 @@ impl Sender {
             codec,
             last: chunk + 1 == self.n_chunks,
             retransmit,
-            payload: enc,
-        });
-        let bytes = self.emit(&frame);
-        if let Frame::Data(d) = frame {
-            self.enc = d.payload;
-        }
-        let Some(bytes) = bytes else {
-            return Ok(None);
+            payload: &[],
         };
-        let wire_len = bytes.len() as u64;
+        let built = wire::data_header(self.version, self.conn_id, &hdr)
+            .and_then(|h| self.sec.finish_in_place(&h, plen, frame));
+        let wire_len = match built {
+            Ok(n) => n as u64,
+            Err(source) => {
+                return Err(TransferError::Encode {
+                    what: "data frame",
+                    source,
+                });
+            }
+        };
+        self.st.frames_sent += 1;
+        self.st.bytes_sent += wire_len;
         // Polled later than the pacer can make up for (a descheduled driver on a busy host):
         // the rate this sender reaches now says nothing about the path, so, like running out
         // of data, its delivery-rate samples may raise the bandwidth estimate but not lower
@@ -1170,17 +1329,16 @@ impl Sender {
         let snap = self.cc.on_send(now, self.bytes_in_flight);
         let tx = self.tx_counter;
         self.tx_counter += 1;
-        self.streams[usize::from(stream)].packets.insert(
+        self.streams[usize::from(stream)].push(
             seq,
             Packet {
                 chunk,
                 tx_index: tx,
                 snap,
                 bytes: wire_len,
-                in_flight: true,
             },
         );
-        self.send_order.insert(tx, (stream, seq));
+        self.send_order.push_back((tx, stream, seq));
         self.bytes_in_flight += wire_len;
         self.st.data_frames_sent += 1;
         if retransmit {
@@ -1191,7 +1349,8 @@ impl Sender {
         let gap = Duration::from_secs_f64(wire_len as f64 / rate);
         // A driver that polls late during a paced run may catch up by at most
         // PACING_BURST_FRAMES back-to-back frames; after a stall on cwnd, flow control or data
-        // there is no credit, and an exact driver (the simulator) never bursts.
+        // there is no credit, and an exact driver (the simulator) sends one burst quantum at
+        // a time.
         let floor = if self.pacing_credit {
             now.checked_sub(self.pacing_catch_up(gap)).unwrap_or(now)
         } else {
@@ -1199,9 +1358,10 @@ impl Sender {
         };
         self.next_send = self.next_send.max(floor) + gap;
         self.last_send = now;
+        self.burst_left = self.burst_left.saturating_sub(wire_len);
         // credit only while the next frame is limited by pacing alone
         self.pacing_credit = self.cwnd_room() && self.peek_job().is_some();
-        Ok(Some(bytes))
+        Ok(Some(wire_len as usize))
     }
 
     /// How far behind schedule a late-polled, pacing-limited sender may catch up:
@@ -1224,7 +1384,12 @@ impl Sender {
                     t = Some(t.map_or(r, |x| x.min(r)));
                 }
                 if self.cwnd_room() && self.peek_job().is_some() {
-                    let n = self.next_send;
+                    // inside a burst the next frame is due at once
+                    let n = if self.burst_left > 0 {
+                        self.last_send
+                    } else {
+                        self.next_send
+                    };
                     t = Some(t.map_or(n, |x| x.min(n)));
                 }
                 if let Some(p) = self.tlp_deadline() {

@@ -146,6 +146,12 @@ pub struct ReceiverStats {
     pub chunks_resumed: u64,
     /// Durability flushes.
     pub flushes: u64,
+    /// Object bytes hashed from memory as they were written (they extended the hashed
+    /// prefix: every byte on an in-order path).
+    pub bytes_hashed_in_memory: u64,
+    /// Object bytes read back from the sink to be hashed (chunks that arrived ahead of a
+    /// gap, or were held from before a restart).
+    pub bytes_read_back: u64,
     /// AEAD suite when the connection is SEALED, else `None`.
     pub sealed: Option<&'static str>,
     /// Received frames dropped, by reason (auth_failed, replay, unauthenticated, ...).

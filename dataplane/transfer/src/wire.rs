@@ -80,6 +80,91 @@ pub struct Data {
     pub payload: Vec<u8>,
 }
 
+/// A received DATA frame whose payload borrows the datagram (or the decryption buffer): the
+/// receiver's hot path, with no allocation and no copy before the chunk is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataRef<'a> {
+    /// Stream id.
+    pub stream: u16,
+    /// Per-stream sequence number.
+    pub seq: u64,
+    /// Object id.
+    pub object_id: u64,
+    /// Byte offset of the chunk in the object.
+    pub offset: u64,
+    /// Codec id of the payload.
+    pub codec: u8,
+    /// Last chunk of the object.
+    pub last: bool,
+    /// Retransmission of a chunk sent before.
+    pub retransmit: bool,
+    /// Encoded payload.
+    pub payload: &'a [u8],
+}
+
+impl DataRef<'_> {
+    /// An owned copy.
+    pub fn to_owned_data(&self) -> Data {
+        Data {
+            stream: self.stream,
+            seq: self.seq,
+            object_id: self.object_id,
+            offset: self.offset,
+            codec: self.codec,
+            last: self.last,
+            retransmit: self.retransmit,
+            payload: self.payload.to_vec(),
+        }
+    }
+
+    fn of<'p>(h: &Header, payload: &'p [u8]) -> DataRef<'p> {
+        DataRef {
+            stream: h.stream_id,
+            seq: h.seq,
+            object_id: h.object_id,
+            offset: h.offset,
+            codec: h.codec.as_u8(),
+            last: h.flags.contains(Flags::LAST),
+            retransmit: h.flags.contains(Flags::RETRANSMIT),
+            payload,
+        }
+    }
+}
+
+/// A decoded datagram as the receive path sees it: DATA borrowed, anything else owned.
+#[derive(Debug)]
+pub enum Received<'a> {
+    /// A DATA frame (trailer verified).
+    Data {
+        /// Version byte.
+        version: u8,
+        /// Connection id.
+        conn_id: u32,
+        /// The frame.
+        data: DataRef<'a>,
+    },
+    /// Any other frame.
+    Other(Envelope),
+}
+
+/// The header of a DATA frame (payload length filled in when the frame is finished).
+pub fn data_header(version: u8, conn_id: u32, d: &DataRef<'_>) -> Result<Header, FrameError> {
+    let mut h = Header::new(version_of(version), FrameType::Data);
+    h.conn_id = conn_id;
+    h.stream_id = d.stream;
+    h.seq = d.seq;
+    h.object_id = d.object_id;
+    h.offset = d.offset;
+    h.codec = Codec::from_u8(d.codec)?;
+    if d.last {
+        h.flags.insert(Flags::LAST);
+    }
+    if d.retransmit {
+        h.flags.insert(Flags::RETRANSMIT);
+    }
+    Ok(h)
+}
+
 /// Selective acknowledgement of one stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ack {
@@ -241,19 +326,17 @@ fn parts<'a>(
             )
         }
         Frame::Data(d) => {
-            let mut h = Header::new(v, FrameType::Data);
-            h.conn_id = conn_id;
-            h.stream_id = d.stream;
-            h.seq = d.seq;
-            h.object_id = d.object_id;
-            h.offset = d.offset;
-            h.codec = Codec::from_u8(d.codec)?;
-            if d.last {
-                h.flags.insert(Flags::LAST);
-            }
-            if d.retransmit {
-                h.flags.insert(Flags::RETRANSMIT);
-            }
+            let r = DataRef {
+                stream: d.stream,
+                seq: d.seq,
+                object_id: d.object_id,
+                offset: d.offset,
+                codec: d.codec,
+                last: d.last,
+                retransmit: d.retransmit,
+                payload: &d.payload,
+            };
+            let h = data_header(version, conn_id, &r)?;
             return Ok((h, std::borrow::Cow::Borrowed(&d.payload)));
         }
         Frame::Ack(a) => {
@@ -428,10 +511,44 @@ pub fn decode(buf: &[u8]) -> Result<Envelope, WireError> {
 /// decryption (`auth_failed`) → replay window of the (connection, direction, stream), updated
 /// only now (`replay`) → payload decode. With `sealed` = `None` this is [`decode`].
 pub fn decode_with(buf: &[u8], sealed: Option<&mut SealedConn>) -> Result<Envelope, WireError> {
+    let mut plain = Vec::new();
+    Ok(match decode_ref(buf, sealed, &mut plain)? {
+        Received::Data {
+            version,
+            conn_id,
+            data,
+        } => Envelope {
+            version,
+            conn_id,
+            frame: Frame::Data(data.to_owned_data()),
+            transcript: Vec::new(),
+        },
+        Received::Other(e) => e,
+    })
+}
+
+/// [`decode_with`] without a copy for DATA: the header is parsed once, the trailer checked,
+/// and the payload is borrowed from `buf` (unsealed) or decrypted into `plain` (SEALED; the
+/// buffer is reused across calls). Every other frame is decoded as by [`decode_with`].
+pub fn decode_ref<'a>(
+    buf: &'a [u8],
+    sealed: Option<&mut SealedConn>,
+    plain: &'a mut Vec<u8>,
+) -> Result<Received<'a>, WireError> {
     let uf = dwcp_proto::parse_frame_unverified(buf)?;
     let h = uf.header;
+    let unsealed = |uf: dwcp_proto::UnverifiedFrame<'a>| -> Result<Received<'a>, WireError> {
+        let dwcp_proto::Trailer::Crc32c(expected) = uf.trailer else {
+            return Err(FrameError::SealedNotVerified.into());
+        };
+        let actual = dwcp_proto::frame_crc(uf.header_bytes, uf.payload);
+        if expected != actual {
+            return Err(FrameError::ChecksumMismatch { expected, actual }.into());
+        }
+        verified(uf.header, uf.payload)
+    };
     let Some(conn) = sealed else {
-        return decode(buf);
+        return unsealed(uf);
     };
     if !h.flags.contains(Flags::SEALED) {
         if h.conn_id == conn.conn_id
@@ -441,7 +558,7 @@ pub fn decode_with(buf: &[u8], sealed: Option<&mut SealedConn>) -> Result<Envelo
                 reason: DropReason::Unauthenticated,
             });
         }
-        return decode(buf);
+        return unsealed(uf);
     }
     if h.conn_id != conn.conn_id {
         return Err(WireError::Session {
@@ -456,16 +573,29 @@ pub fn decode_with(buf: &[u8], sealed: Option<&mut SealedConn>) -> Result<Envelo
     let slot = conn.window_slot(h.stream_id).ok_or(WireError::Session {
         reason: DropReason::NotNegotiated,
     })?;
-    let mut plain = uf.payload.to_vec();
+    plain.clear();
+    plain.extend_from_slice(uf.payload);
     conn.keys
-        .open(&h.aead_nonce(), uf.header_bytes, &mut plain, tag)
+        .open(&h.aead_nonce(), uf.header_bytes, plain, tag)
         .map_err(|TagMismatch| WireError::Session {
             reason: DropReason::AuthFailed,
         })?;
     conn.windows[slot]
         .accept(h.seq)
         .map_err(|reason| WireError::Session { reason })?;
-    decode_verified(h, &plain)
+    verified(h, plain)
+}
+
+/// A frame whose trailer was verified: DATA borrowed, the rest decoded.
+fn verified(h: Header, payload: &[u8]) -> Result<Received<'_>, WireError> {
+    if h.frame_type == FrameType::Data {
+        return Ok(Received::Data {
+            version: h.version.as_u8(),
+            conn_id: h.conn_id,
+            data: DataRef::of(&h, payload),
+        });
+    }
+    decode_verified(h, payload).map(Received::Other)
 }
 
 /// Decode the payload of a frame whose trailer was verified.
@@ -1023,5 +1153,49 @@ impl SecState {
             self.drops.add(e.reason());
         }
         r
+    }
+
+    /// [`decode_ref`] on the current connection (DATA borrowed, no copy unless SEALED, whose
+    /// plaintext goes to `plain`); a drop is counted by reason.
+    pub fn decode_ref<'a>(
+        &mut self,
+        buf: &'a [u8],
+        plain: &'a mut Vec<u8>,
+    ) -> Result<Received<'a>, WireError> {
+        let r = decode_ref(buf, self.conn.as_mut(), plain);
+        if let Err(e) = &r {
+            self.drops.add(e.reason());
+        }
+        r
+    }
+
+    /// Finishes a frame whose payload (`payload_len` bytes) is already in place after the
+    /// header in `out`: header and CRC32C, or sealed in place when the connection
+    /// `header.conn_id` is keyed. Returns the frame length.
+    pub fn finish_in_place(
+        &mut self,
+        header: &Header,
+        payload_len: usize,
+        out: &mut [u8],
+    ) -> Result<usize, FrameError> {
+        match &mut self.conn {
+            Some(c) if c.conn_id == header.conn_id => {
+                let nonce = header.aead_nonce();
+                let keys = c.keys();
+                dwcp_proto::seal_frame_in_place(header, payload_len, out, |hdr, body| {
+                    keys.seal(&nonce, hdr, body)
+                })
+            }
+            _ => dwcp_proto::finish_frame_in_place(header, payload_len, out),
+        }
+    }
+
+    /// Trailer length of frames on connection `conn_id`: the AEAD tag when it is keyed, else
+    /// the CRC32C.
+    pub fn trailer_len(&self, conn_id: u32) -> usize {
+        match &self.conn {
+            Some(c) if c.conn_id == conn_id => TAG_LEN,
+            _ => TRAILER_LEN,
+        }
     }
 }
