@@ -110,6 +110,7 @@ pub struct WorkerStats {
     rx_oversize: AtomicU64,
     rx_errors: AtomicU64,
     tx_dropped: AtomicU64,
+    tx_deferred: AtomicU64,
     tx_oversize: AtomicU64,
     wakeups: AtomicU64,
     frames_ok: AtomicU64,
@@ -160,6 +161,7 @@ impl WorkerStats {
         st(&self.rx_oversize, io.rx_oversize);
         st(&self.rx_errors, io.rx_errors);
         st(&self.tx_dropped, io.tx_dropped);
+        st(&self.tx_deferred, io.tx_deferred);
         st(&self.tx_oversize, io.tx_oversize);
         st(&self.wakeups, io.wakeups);
         st(&self.frames_ok, local.frames_ok);
@@ -188,6 +190,7 @@ impl WorkerStats {
                 rx_oversize: ld(&self.rx_oversize),
                 rx_errors: ld(&self.rx_errors),
                 tx_dropped: ld(&self.tx_dropped),
+                tx_deferred: ld(&self.tx_deferred),
                 tx_oversize: ld(&self.tx_oversize),
                 wakeups: ld(&self.wakeups),
             },

@@ -1,8 +1,9 @@
 //! One AF_XDP port: a UMEM, its frame pools, its rings, and the rx/tx batch types.
 //!
 //! Owns: frame ownership. A frame is at any time in exactly one place: the rx spare pool,
-//! the fill ring, an open [`RxBatch`], the tx pool, an open [`TxBatch`], or the tx ring
-//! (until it comes back on the completion ring). The first half of the UMEM circulates on
+//! the fill ring, an open [`RxBatch`], the tx pool, the tx staging area (an open
+//! [`TxBatch`], or frames a commit kept because the tx ring was full; they go first on the
+//! next commit), or the tx ring (until it comes back on the completion ring). The first half of the UMEM circulates on
 //! the receive path (spare pool -> fill ring -> rx ring -> batch -> spare pool), the second
 //! half on the transmit path (tx pool -> batch -> tx ring -> completion ring -> tx pool), so
 //! a worker can hold received frames and fill frames to send at the same time without
@@ -32,7 +33,8 @@ pub struct PortStats {
     pub tx_packets: u64,
     /// Bytes handed to the tx ring.
     pub tx_bytes: u64,
-    /// Packets dropped at commit because the tx ring was full.
+    /// Packets a commit could not hand over because the tx ring was full: they stay staged
+    /// and go first on the next commit (counted once per commit they wait through).
     pub tx_ring_full: u64,
     /// `push` calls refused because no tx frame was free (back-pressure, not a drop).
     pub tx_no_frame: u64,
@@ -62,7 +64,11 @@ const MAX_FRAGS: usize = 32;
 pub(crate) struct TxHalf<T> {
     rings: T,
     pool: FramePool,
+    /// `staged[..kept_descs]`: descriptors a commit could not hand over (tx ring full), with
+    /// `kept_packets` packets among them; they open the next batch.
     staged: Box<[XdpDesc]>,
+    kept_descs: usize,
+    kept_packets: usize,
     comp: Box<[u64]>,
     stats: PortStats,
 }
@@ -118,6 +124,8 @@ impl<R: RxRings, T: TxRings> XskPort<R, T> {
                 rings: tx_rings,
                 pool: FramePool::range(rx_frames, total - rx_frames, FRAME_SIZE),
                 staged: vec![XdpDesc::default(); batch].into_boxed_slice(),
+                kept_descs: 0,
+                kept_packets: 0,
                 comp: vec![0u64; batch].into_boxed_slice(),
                 stats: PortStats::default(),
             },
@@ -159,9 +167,15 @@ impl<R: RxRings, T: TxRings> XskPort<R, T> {
         self.tx.pool.len()
     }
 
-    /// Tx frames currently owned by the kernel (tx ring or not yet completed).
+    /// Tx frames not in the pool: in the kernel (tx ring or not yet completed) or kept
+    /// staged by a commit that found the tx ring full.
     pub fn tx_in_flight(&self) -> usize {
         self.tx.pool.capacity() - self.tx.pool.len()
+    }
+
+    /// Packets the last commit kept because the tx ring was full (sent first by the next).
+    pub fn tx_kept(&self) -> usize {
+        self.tx.kept_packets
     }
 
     /// Receives up to `max` descriptors (bounded by the batch size).
@@ -418,15 +432,17 @@ impl<T: TxRings> TxHalf<T> {
     fn open<'a>(&'a mut self, area: &'a UmemArea) -> TxBatch<'a, T> {
         self.reap();
         TxBatch {
+            n: self.kept_descs,
             half: self,
             area,
-            n: 0,
         }
     }
 }
 
-/// Frames being written for transmission. [`TxBatch::commit`] puts them on the tx ring;
-/// dropping the batch without committing returns them to the pool unsent.
+/// Frames being written for transmission. [`TxBatch::commit`] puts them on the tx ring
+/// (what the ring has no room for stays staged for the next batch); dropping the batch
+/// without committing returns the frames pushed into it to the pool unsent (frames an
+/// earlier commit kept stay staged).
 #[must_use = "staged frames are sent only on commit()"]
 pub struct TxBatch<'a, T: TxRings> {
     half: &'a mut TxHalf<T>,
@@ -441,9 +457,14 @@ impl<T: TxRings> std::fmt::Debug for TxBatch<'_, T> {
 }
 
 impl<'a, T: TxRings> TxBatch<'a, T> {
-    /// Descriptors staged so far.
+    /// Descriptors staged so far (those an earlier commit kept included).
     pub fn staged(&self) -> usize {
         self.n
+    }
+
+    /// Packets an earlier commit kept (tx ring full); they open this batch.
+    pub fn kept(&self) -> usize {
+        self.half.kept_packets
     }
 
     /// Descriptor slots left in this batch.
@@ -456,24 +477,42 @@ impl<'a, T: TxRings> TxBatch<'a, T> {
     /// call `write`) when no frame or batch slot is free or `max_len` is too large.
     #[inline]
     pub fn push_with(&mut self, max_len: usize, write: impl FnOnce(&mut [u8]) -> usize) -> bool {
+        self.try_push_with(max_len, |b| Some(write(b))) == Some(true)
+    }
+
+    /// Like [`TxBatch::push_with`], but `write` may decline: `None` when no frame or slot is
+    /// free or `max_len` is too large (`write` not called), `Some(true)` when `write`
+    /// returned a length (staged), `Some(false)` when it returned `None` (the frame goes
+    /// back to the pool, nothing is staged).
+    #[inline]
+    pub fn try_push_with(
+        &mut self,
+        max_len: usize,
+        write: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Option<bool> {
         if max_len > FRAME_SIZE as usize || self.n == self.half.staged.len() {
-            return false;
+            return None;
         }
         let Some(addr) = self.half.pool.pop() else {
             self.half.stats.tx_no_frame += 1;
-            return false;
+            return None;
         };
         // SAFETY: `addr` was just taken from the tx pool, so no ring and no other batch holds
         // this frame; the slice does not outlive this call.
         let buf = unsafe { self.area.frame_mut(addr, max_len) };
-        let len = write(buf).min(max_len);
+        let Some(len) = write(buf) else {
+            if !self.half.pool.push(addr) {
+                self.half.stats.bad_frames += 1;
+            }
+            return Some(false);
+        };
         self.half.staged[self.n] = XdpDesc {
             addr,
-            len: len as u32,
+            len: len.min(max_len) as u32,
             options: 0,
         };
         self.n += 1;
-        true
+        Some(true)
     }
 
     /// Copies the concatenation of `parts` into as many frames as it needs (fragments after
@@ -518,15 +557,15 @@ impl<'a, T: TxRings> TxBatch<'a, T> {
         true
     }
 
-    /// Puts the staged frames on the tx ring and wakes the kernel if it asked. Frames the
-    /// ring had no room for go back to the pool and count as `tx_ring_full`. Returns the
-    /// number of packets handed over.
+    /// Puts the staged frames on the tx ring and wakes the kernel if it asked. Whole
+    /// packets the ring had no room for stay staged, moved to the front, and open the next
+    /// batch (counted in `tx_ring_full`). Returns the number of packets handed over.
     pub fn commit(mut self) -> usize {
-        let n = std::mem::take(&mut self.n);
+        let n = self.n;
+        let half = &mut *self.half;
         if n == 0 {
             return 0;
         }
-        let half = &mut *self.half;
         let sent = half.rings.transmit(&half.staged[..n]);
         let mut packets = 0;
         for d in &half.staged[..sent] {
@@ -536,14 +575,16 @@ impl<'a, T: TxRings> TxBatch<'a, T> {
             }
         }
         half.stats.tx_packets += packets;
-        for d in &half.staged[sent..n] {
-            if d.options & XDP_PKT_CONTD == 0 {
-                half.stats.tx_ring_full += 1;
-            }
-            if !half.pool.push(d.addr) {
-                half.stats.bad_frames += 1;
-            }
-        }
+        let kept_packets = half.staged[sent..n]
+            .iter()
+            .filter(|d| d.options & XDP_PKT_CONTD == 0)
+            .count();
+        half.stats.tx_ring_full += kept_packets as u64;
+        half.staged.copy_within(sent..n, 0);
+        half.kept_descs = n - sent;
+        half.kept_packets = kept_packets;
+        // Drop leaves the kept frames alone: they are `staged[..kept_descs]` now.
+        self.n = half.kept_descs;
         if half.rings.needs_wakeup() {
             half.stats.tx_wakeups += 1;
             half.rings.wake();
@@ -554,12 +595,13 @@ impl<'a, T: TxRings> TxBatch<'a, T> {
 
 impl<T: TxRings> Drop for TxBatch<'_, T> {
     fn drop(&mut self) {
+        // Not committed: the frames pushed into this batch go back; kept ones stay.
         let half = &mut *self.half;
-        for d in &half.staged[..self.n] {
+        for d in &half.staged[half.kept_descs..self.n] {
             if !half.pool.push(d.addr) {
                 half.stats.bad_frames += 1;
             }
         }
-        self.n = 0;
+        self.n = half.kept_descs;
     }
 }

@@ -131,7 +131,7 @@ fn uncommitted_tx_batch_returns_frames() {
 }
 
 #[test]
-fn tx_ring_full_is_counted_and_frames_come_back() {
+fn tx_ring_full_keeps_frames_for_the_next_commit() {
     let cfg = FakeConfig {
         frames: 128,
         ring_size: 8,
@@ -140,16 +140,70 @@ fn tx_ring_full_is_counted_and_frames_come_back() {
     };
     let (mut port, k) = FakeKernel::port(cfg).unwrap();
     let mut tx = port.tx_batch();
-    for _ in 0..20 {
-        assert!(tx.push_with(64, |_| 64));
+    for j in 0..20 {
+        assert!(tx.push_with(64, |b| {
+            b[..64].copy_from_slice(&pattern(j, 64));
+            64
+        }));
     }
     assert_eq!(tx.commit(), 8);
-    let s = port.stats();
-    assert_eq!(s.tx_ring_full, 12);
-    assert_eq!(port.tx_in_flight(), 8);
-    assert_eq!(k.drain_tx(port.area()).len(), 8);
+    assert_eq!(port.stats().tx_ring_full, 12);
+    assert_eq!(port.tx_kept(), 12);
+    // 8 in the ring, 12 kept staged: none back in the pool, none lost.
+    assert_eq!(port.tx_in_flight(), 20);
+    let mut out = k.drain_tx(port.area());
+    assert_eq!(out.len(), 8);
+    port.poll();
+    assert_eq!(port.tx_in_flight(), 12);
+
+    // A batch dropped without commit gives back only what was pushed into it.
+    let mut tx = port.tx_batch();
+    assert_eq!((tx.staged(), tx.kept()), (12, 12));
+    assert!(tx.push_with(64, |_| 64));
+    drop(tx);
+    assert_eq!(port.tx_in_flight(), 12);
+
+    // The kept frames go first; the still-full ring keeps the rest again.
+    let mut tx = port.tx_batch();
+    assert!(tx.push_with(64, |b| {
+        b[..64].copy_from_slice(&pattern(20, 64));
+        64
+    }));
+    assert_eq!(tx.commit(), 8);
+    assert_eq!(port.tx_kept(), 5);
+    out.extend(k.drain_tx(port.area()));
+    port.poll();
+    let tx = port.tx_batch();
+    assert_eq!(tx.commit(), 5);
+    out.extend(k.drain_tx(port.area()));
     port.poll();
     assert_eq!(port.tx_in_flight(), 0);
+    assert_eq!(port.tx_kept(), 0);
+    assert_eq!(out.len(), 21);
+    for (j, p) in out.iter().enumerate() {
+        assert_eq!(p, &pattern(j, 64), "packet {j} in order, once");
+    }
+    let s = port.stats();
+    assert_eq!((s.tx_packets, s.tx_ring_full, s.bad_frames), (21, 17, 0));
+}
+
+#[test]
+fn try_push_declined_returns_the_frame() {
+    let (mut port, k) = FakeKernel::port(FakeConfig::default()).unwrap();
+    let mut tx = port.tx_batch();
+    assert_eq!(tx.try_push_with(64, |_| None), Some(false));
+    assert_eq!(tx.staged(), 0);
+    assert_eq!(
+        tx.try_push_with(64, |b| {
+            b[..64].copy_from_slice(&pattern(1, 64));
+            Some(64)
+        }),
+        Some(true)
+    );
+    assert_eq!(tx.try_push_with(5000, |_| unreachable!()), None);
+    assert_eq!(tx.commit(), 1);
+    assert_eq!(port.tx_in_flight(), 1);
+    assert_eq!(k.drain_tx(port.area()), vec![pattern(1, 64)]);
 }
 
 #[test]

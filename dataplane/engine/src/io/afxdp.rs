@@ -5,7 +5,10 @@
 //! it with the shared XDP program, stripping Ethernet/IPv4/UDP on receive (multi-buffer
 //! packets are gathered into one reassembly buffer), and writing those headers from a
 //! template on send, directly into UMEM frames (jumbo datagrams are built in a scratch
-//! buffer and spread over several frames).
+//! buffer and spread over several frames). A full tx ring loses nothing: the port keeps
+//! what the ring did not take for the next commit (see `dwcp_xsk::port`), and a push that
+//! finds no free frame or slot returns `false` before writing, so the caller keeps its
+//! datagram.
 //! Does not: attach the program itself (see [`super::SharedProgram`]), fragment IP, or
 //! parse DWCP.
 
@@ -116,8 +119,7 @@ impl AfXdpBackend {
                 max_datagram: self.max_datagram,
                 multi_buffer: self.multi_buffer,
                 stats: &mut self.tx_stats,
-                staged: 0,
-                staged_bytes: 0,
+                pushed: 0,
             },
         )
     }
@@ -149,8 +151,7 @@ impl Backend for AfXdpBackend {
             max_datagram: self.max_datagram,
             multi_buffer: self.multi_buffer,
             stats: &mut self.tx_stats,
-            staged: 0,
-            staged_bytes: 0,
+            pushed: 0,
         }))
     }
 
@@ -168,14 +169,36 @@ impl Backend for AfXdpBackend {
             rx_not_ours: r.rx_not_ours,
             rx_oversize: r.rx_oversize,
             rx_errors: r.rx_errors,
-            tx_packets: t.tx_packets,
-            tx_bytes: t.tx_bytes,
+            // The port counts what the ring took, headers included (one set per packet).
+            tx_packets: s.tx_packets,
+            tx_bytes: s.tx_bytes - s.tx_packets * HDR_LEN as u64,
             tx_dropped: t.tx_dropped,
+            tx_deferred: s.tx_ring_full,
             tx_oversize: t.tx_oversize,
             wakeups: s.rx_wakeups + s.tx_wakeups,
         }
     }
+
+    fn tx_blocked(&self) -> bool {
+        self.sock.tx_kept() > 0
+    }
+
+    fn wait(&mut self, timeout: Duration, want_write: bool) {
+        // `poll` on the socket also kicks the kernel when a ring asked for a wakeup
+        // (need_wakeup), so a sleeping worker still drives rx and tx. POLLOUT means "tx ring
+        // at most half full", which a busy zero-copy driver may not signal promptly: waits
+        // for room are kept short.
+        let timeout = if want_write {
+            timeout.min(MAX_WRITE_WAIT)
+        } else {
+            timeout
+        };
+        super::wait_fd(self.sock.fd(), timeout, want_write);
+    }
 }
+
+/// Longest wait for tx ring room (then the worker commits again).
+const MAX_WRITE_WAIT: Duration = Duration::from_micros(100);
 
 pub(crate) struct XdpRx<'a> {
     batch: dwcp_xsk::RxBatch<'a, KernelRx>,
@@ -219,63 +242,62 @@ pub(crate) struct XdpTx<'a> {
     batch: dwcp_xsk::TxBatch<'a, KernelTx>,
     tmpl: &'a HeaderTemplate,
     scratch: &'a mut [u8],
-    max_datagram: usize,
+    pub(crate) max_datagram: usize,
     multi_buffer: bool,
     stats: &'a mut IoStats,
-    staged: usize,
-    staged_bytes: u64,
+    /// Datagrams pushed into this batch (the port's kept ones come on top).
+    pushed: usize,
 }
 
 impl XdpTx<'_> {
     #[inline]
-    pub(crate) fn push_with(
+    pub(crate) fn try_push_with(
         &mut self,
         max_len: usize,
-        write: impl FnOnce(&mut [u8]) -> usize,
-    ) -> bool {
+        write: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Option<bool> {
         if max_len > self.max_datagram {
             self.stats.tx_oversize += 1;
-            return false;
+            return None;
         }
-        let mut n = 0;
         let tmpl = self.tmpl;
-        let ok = if HDR_LEN + max_len <= FRAME_SIZE as usize {
-            self.batch.push_with(HDR_LEN + max_len, |buf| {
-                n = write(&mut buf[HDR_LEN..]).min(max_len);
+        let frame = FRAME_SIZE as usize;
+        let done = if HDR_LEN + max_len <= frame {
+            self.batch.try_push_with(HDR_LEN + max_len, |buf| {
+                let n = write(&mut buf[HDR_LEN..])?.min(max_len);
                 tmpl.write(buf, n);
-                HDR_LEN + n
-            })
+                Some(HDR_LEN + n)
+            })?
         } else if self.multi_buffer {
-            if self.batch.room() == 0 {
-                return false;
+            // Room for the longest datagram first, so a written datagram always fits.
+            if self.batch.room() < (HDR_LEN + max_len).div_ceil(frame) {
+                return None;
             }
-            n = write(&mut self.scratch[HDR_LEN..HDR_LEN + max_len]).min(max_len);
-            tmpl.write(self.scratch, n);
-            self.batch.push_gather(&[&self.scratch[..HDR_LEN + n]])
+            match write(&mut self.scratch[HDR_LEN..HDR_LEN + max_len]) {
+                Some(n) => {
+                    let n = n.min(max_len);
+                    tmpl.write(self.scratch, n);
+                    let ok = self.batch.push_gather(&[&self.scratch[..HDR_LEN + n]]);
+                    debug_assert!(ok, "room was checked");
+                    ok
+                }
+                None => false,
+            }
         } else {
             self.stats.tx_oversize += 1;
-            return false;
+            return None;
         };
-        if ok {
-            self.staged += 1;
-            self.staged_bytes += n as u64;
+        if done {
+            self.pushed += 1;
         }
-        ok
+        Some(done)
     }
 
     pub(crate) fn staged(&self) -> usize {
-        self.staged
+        self.batch.kept() + self.pushed
     }
 
     pub(crate) fn commit(self) -> usize {
-        let sent = self.batch.commit();
-        self.stats.tx_packets += sent as u64;
-        self.stats.tx_dropped += (self.staged - sent) as u64;
-        self.stats.tx_bytes += if sent == self.staged {
-            self.staged_bytes
-        } else {
-            self.staged_bytes * sent as u64 / self.staged.max(1) as u64
-        };
-        sent
+        self.batch.commit()
     }
 }

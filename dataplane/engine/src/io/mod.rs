@@ -15,8 +15,10 @@ pub mod net;
 pub mod udp;
 
 use std::net::SocketAddrV4;
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub use afxdp::AfXdpBackend;
 use dwcp_ebpf::{AttachMode, ProgramConfig, XdpProgram};
@@ -171,8 +173,12 @@ pub struct IoStats {
     pub rx_oversize: u64,
     /// Receive system-call errors.
     pub rx_errors: u64,
-    /// Datagrams not sent: ring or socket buffer full, or a send error.
+    /// Datagrams not sent because the kernel refused them with an error (not a full
+    /// buffer). A full socket buffer or tx ring drops nothing: see `tx_deferred`.
     pub tx_dropped: u64,
+    /// Times a datagram had to wait for a later commit because the socket buffer or the tx
+    /// ring was full (a datagram waiting through three commits counts three).
+    pub tx_deferred: u64,
     /// Datagrams refused because they exceed `max_datagram` or a frame without multi-buffer.
     pub tx_oversize: u64,
     /// Kernel wakeups issued (AF_XDP need_wakeup).
@@ -216,7 +222,10 @@ impl RxBatch<'_> {
     pub fn release(self) {}
 }
 
-/// Datagrams being written for sending; sent on [`TxBatch::commit`], discarded on drop.
+/// Datagrams being written for sending; sent on [`TxBatch::commit`]. What the kernel had no
+/// room for (full socket buffer or tx ring) stays staged and goes first on the next commit,
+/// so a full port holds a burst and never loses it; datagrams pushed but never committed
+/// are discarded when the batch is dropped.
 #[must_use = "datagrams are sent only on commit()"]
 pub struct TxBatch<'a>(pub(crate) TxInner<'a>);
 
@@ -233,13 +242,40 @@ impl std::fmt::Debug for TxBatch<'_> {
 
 impl TxBatch<'_> {
     /// Writes one UDP payload of at most `max_len` bytes in place: `write` fills the buffer
-    /// and returns the length. `false` when the batch is full, no buffer is free, or
-    /// `max_len` is above the port's limit (then `write` is not called).
+    /// and returns the length. `false` when the batch is full (also when it is still full
+    /// of datagrams an earlier commit kept), no buffer is free, or `max_len` is above the
+    /// port's limit; then `write` is not called and the caller keeps its datagram.
     #[inline]
     pub fn push_with(&mut self, max_len: usize, write: impl FnOnce(&mut [u8]) -> usize) -> bool {
+        self.try_push_with(max_len, |b| Some(write(b))) == Some(true)
+    }
+
+    /// Like [`TxBatch::push_with`], but `write` may have nothing to write:
+    /// * `None`: no room (batch full, no free buffer, or `max_len` above the port's limit);
+    ///   `write` was not called;
+    /// * `Some(true)`: `write` returned `Some(len)`, a datagram of `len` bytes is staged;
+    /// * `Some(false)`: `write` returned `None`; nothing is staged and the buffer goes back
+    ///   (no empty datagram is sent).
+    ///
+    /// So a producer can write straight into the port's buffers:
+    /// `tx.try_push_with(mtu, |buf| endpoint.poll_transmit_into(now, buf))`.
+    #[inline]
+    pub fn try_push_with(
+        &mut self,
+        max_len: usize,
+        write: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Option<bool> {
         match &mut self.0 {
-            TxInner::Xdp(x) => x.push_with(max_len, write),
-            TxInner::Udp(u) => u.push_with(max_len, write),
+            TxInner::Xdp(x) => x.try_push_with(max_len, write),
+            TxInner::Udp(u) => u.try_push_with(max_len, write),
+        }
+    }
+
+    /// Largest UDP payload this port sends (its `max_datagram`).
+    pub fn max_datagram(&self) -> usize {
+        match &self.0 {
+            TxInner::Xdp(x) => x.max_datagram,
+            TxInner::Udp(u) => u.max_datagram,
         }
     }
 
@@ -251,7 +287,7 @@ impl TxBatch<'_> {
         })
     }
 
-    /// Datagrams staged.
+    /// Datagrams staged (including those an earlier commit kept).
     pub fn staged(&self) -> usize {
         match &self.0 {
             TxInner::Xdp(x) => x.staged(),
@@ -259,7 +295,8 @@ impl TxBatch<'_> {
         }
     }
 
-    /// Sends the staged datagrams; returns how many the kernel took.
+    /// Sends the staged datagrams; returns how many the kernel took. The rest stay staged
+    /// for the next batch (see [`Backend::tx_blocked`]).
     pub fn commit(self) -> usize {
         match self.0 {
             TxInner::Xdp(x) => x.commit(),
@@ -280,6 +317,28 @@ pub trait Backend {
     fn poll(&mut self);
     /// Counters.
     fn stats(&self) -> IoStats;
+    /// The last commit was cut short by a full socket buffer (`EAGAIN`) or tx ring: what it
+    /// kept waits in the batch. Wait with `want_write` instead of retrying at once.
+    fn tx_blocked(&self) -> bool;
+    /// Sleeps until a datagram can be received (or, with `want_write`, the port has room to
+    /// send) or `timeout` passed (microsecond precision; a signal also ends it).
+    fn wait(&mut self, timeout: Duration, want_write: bool);
+}
+
+/// `ppoll` on one descriptor for `POLLIN` (and `POLLOUT` with `want_write`), at most
+/// `timeout`. Errors (EINTR) just end the wait: the caller polls the port anyway.
+pub(crate) fn wait_fd(fd: BorrowedFd<'_>, timeout: Duration, want_write: bool) {
+    use nix::poll::{PollFd, PollFlags, ppoll};
+    let mut ev = PollFlags::POLLIN;
+    if want_write {
+        ev |= PollFlags::POLLOUT;
+    }
+    let mut fds = [PollFd::new(fd, ev)];
+    let _ = ppoll(
+        &mut fds,
+        Some(nix::sys::time::TimeSpec::from_duration(timeout)),
+        None,
+    );
 }
 
 /// Either backend, chosen at run time.
@@ -323,6 +382,19 @@ impl Backend for Port {
         match self {
             Port::AfXdp(b) => b.stats(),
             Port::Udp(b) => b.stats(),
+        }
+    }
+    #[inline]
+    fn tx_blocked(&self) -> bool {
+        match self {
+            Port::AfXdp(b) => b.tx_blocked(),
+            Port::Udp(b) => b.tx_blocked(),
+        }
+    }
+    fn wait(&mut self, timeout: Duration, want_write: bool) {
+        match self {
+            Port::AfXdp(b) => b.wait(timeout, want_write),
+            Port::Udp(b) => b.wait(timeout, want_write),
         }
     }
 }

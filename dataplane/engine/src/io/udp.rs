@@ -3,11 +3,14 @@
 //!
 //! Owns: the socket (bound to the local address, connected to the peer, non-blocking,
 //! `SO_REUSEPORT` so every worker can bind the same port), its batch buffers
-//! (`dwcp_xsk::mmsg`), and the counters. Does not: retry sends (a full socket buffer drops
-//! and counts; the transfer layer retransmits) or parse DWCP.
+//! (`dwcp_xsk::mmsg`), and the counters. A full socket buffer (`EAGAIN`) loses nothing: the
+//! datagrams the kernel did not take stay staged and go first on the next commit, the port
+//! reports itself write-blocked ([`Backend::tx_blocked`]) and [`Backend::wait`] sleeps on
+//! `POLLOUT`. Does not: parse DWCP.
 
 use std::net::UdpSocket;
 use std::os::fd::AsFd;
+use std::time::Duration;
 
 use dwcp_xsk::mmsg::{self, MmsgRx, MmsgTx};
 
@@ -109,7 +112,6 @@ impl Backend for UdpBackend {
             sock: &self.sock,
             max_datagram: self.max_datagram,
             stats: &mut self.tx_stats,
-            bytes: 0,
         };
         (RxBatch(RxInner::Udp(rx)), TxBatch(TxInner::Udp(tx)))
     }
@@ -120,7 +122,6 @@ impl Backend for UdpBackend {
             sock: &self.sock,
             max_datagram: self.max_datagram,
             stats: &mut self.tx_stats,
-            bytes: 0,
         }))
     }
 
@@ -135,6 +136,14 @@ impl Backend for UdpBackend {
             rx_oversize: r.rx_oversize,
             ..*t
         }
+    }
+
+    fn tx_blocked(&self) -> bool {
+        self.tx.blocked()
+    }
+
+    fn wait(&mut self, timeout: Duration, want_write: bool) {
+        super::wait_fd(self.sock.as_fd(), timeout, want_write);
     }
 }
 
@@ -165,61 +174,45 @@ impl UdpRx<'_> {
 pub(crate) struct UdpTx<'a> {
     tx: &'a mut MmsgTx,
     sock: &'a UdpSocket,
-    max_datagram: usize,
+    pub(crate) max_datagram: usize,
     stats: &'a mut IoStats,
-    bytes: u64,
 }
 
 impl UdpTx<'_> {
     #[inline]
-    pub(crate) fn push_with(
+    pub(crate) fn try_push_with(
         &mut self,
         max_len: usize,
-        write: impl FnOnce(&mut [u8]) -> usize,
-    ) -> bool {
+        write: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Option<bool> {
         if max_len > self.max_datagram {
             self.stats.tx_oversize += 1;
-            return false;
+            return None;
         }
-        let mut n = 0;
-        let ok = self.tx.push_with(max_len, |b| {
-            n = write(b).min(max_len);
-            n
-        });
-        if ok {
-            self.bytes += n as u64;
-        }
-        ok
+        self.tx.try_push_with(max_len, write)
     }
 
     pub(crate) fn staged(&self) -> usize {
         self.tx.staged()
     }
 
-    pub(crate) fn commit(mut self) -> usize {
-        let staged = self.tx.staged();
-        let sent = match self.tx.send(self.sock.as_fd()) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::debug!(error = %super::error_chain(&e), "sendmmsg");
-                0
-            }
-        };
-        self.stats.tx_packets += sent as u64;
-        self.stats.tx_dropped += (staged - sent) as u64;
-        self.stats.tx_bytes += if sent == staged {
-            self.bytes
-        } else {
-            self.bytes * sent as u64 / staged.max(1) as u64
-        };
-        self.bytes = 0;
-        sent
+    pub(crate) fn commit(self) -> usize {
+        let out = self.tx.send(self.sock.as_fd());
+        if let Some(e) = &out.error {
+            tracing::debug!(error = %super::error_chain(e), dropped = out.dropped, "sendmmsg");
+        }
+        self.stats.tx_packets += out.sent as u64;
+        self.stats.tx_bytes += out.sent_bytes as u64;
+        self.stats.tx_deferred += out.kept as u64;
+        self.stats.tx_dropped += out.dropped as u64;
+        out.sent
     }
 }
 
 impl Drop for UdpTx<'_> {
     fn drop(&mut self) {
-        // Not committed: discard (after commit the batch is already empty).
-        self.tx.clear();
+        // Pushed but not committed: discarded. What a commit kept stays staged (after a
+        // commit nothing else is left, so this is a no-op then).
+        self.tx.discard_unsent_pushes();
     }
 }
