@@ -225,4 +225,8 @@ impl<E: Endpoint> Handler for EndpointHandler<E> {
             self.publish(now, false);
         }
     }
+
+    fn next_wakeup(&mut self) -> Option<Instant> {
+        self.ep.as_mut().and_then(|e| e.poll_timeout())
+    }
 }

@@ -1034,6 +1034,22 @@ impl Handler for RecvHandler {
             }
         }
     }
+
+    fn next_wakeup(&mut self) -> Option<Instant> {
+        // Work comes from received frames (they end the worker's sleep) and from these
+        // timers only: the receivers' ack and close timers and the end of each linger.
+        let timers = self
+            .active
+            .values()
+            .filter_map(|i| i.rx.poll_timeout())
+            .chain(self.lingering.iter().filter_map(|l| l.2.poll_timeout()))
+            .chain(self.lingering.front().map(|l| l.0));
+        Some(
+            timers
+                .min()
+                .unwrap_or_else(|| Instant::now() + crate::worker::MAX_SLEEP),
+        )
+    }
 }
 
 /// Opens the output once the first bytes are ready (QEMU's `-incoming` may start late).

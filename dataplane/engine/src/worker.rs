@@ -3,10 +3,13 @@
 //! Owns: one thread per configured core, pinned with `core_affinity`, each opening its own
 //! port ([`crate::io::open_port`], AF_XDP socket on queue = worker index, or UDP) *after*
 //! pinning so its UMEM and pools are first touched on the worker's NUMA node; the
-//! busy-poll loop (receive a batch, let the [`Handler`] answer it, let it send more, commit,
-//! housekeeping); DWCP validation of every received datagram with `dwcp_proto` (failures
+//! polling loop (receive a batch, let the [`Handler`] answer it, let it send more, commit,
+//! housekeeping), which busy-polls while traffic flows and, once idle for a short streak,
+//! sleeps on the port (`ppoll`) until a datagram arrives or the handler's next timer
+//! ([`Handler::next_wakeup`]) is due, and waits for `POLLOUT` when the port's send buffer is
+//! full instead of spinning; DWCP validation of every received datagram with `dwcp_proto` (failures
 //! counted per [`DropReason`]); per-worker counters published to shared atomics once per
-//! batch; clean shutdown (stop flag, join, sockets closed and unregistered, XDP program
+//! batch, with the thread's CPU time; clean shutdown (stop flag, join, sockets closed and unregistered, XDP program
 //! detached when the last port is gone).
 //! Does not: implement the transfer protocol (the transfer engine implements [`Handler`]),
 //! or balance load between workers (the NIC's RSS / the XDP program's queue mapping does).
@@ -71,6 +74,14 @@ pub trait Handler: Send + 'static {
     fn on_rx(&mut self, frames: RxFrames<'_, '_>, tx: &mut TxBatch<'_>);
     /// Called every loop iteration (also when nothing arrived) to send more.
     fn poll_tx(&mut self, _tx: &mut TxBatch<'_>) {}
+    /// When the handler next has work that no received datagram brings (a timer, the
+    /// pacer's next send): an idle worker sleeps on its port until then (at most
+    /// [`MAX_SLEEP`], so it still sees the stop flag), or until a datagram arrives. A time
+    /// not in the future keeps the worker polling. `None` means unknown (work may come from
+    /// elsewhere, such as another thread): the worker then sleeps no longer than [`NAP`].
+    fn next_wakeup(&mut self) -> Option<Instant> {
+        None
+    }
 }
 
 /// Worker pool configuration.
@@ -80,18 +91,34 @@ pub struct WorkerConfig {
     pub cores: Vec<usize>,
     /// Port configuration (shared by all workers).
     pub io: IoConfig,
-    /// `yield_now` when an iteration found nothing to do, and a 50 us nap once nothing
-    /// happened for 200 us (shares the CPU: streams, daemon jobs, tests; off for a dedicated
-    /// core).
+    /// The worker shares its core (streams, daemon jobs, tests): `yield_now` when an
+    /// iteration found nothing to do, and sleep on the port once nothing happened for
+    /// [`NAP_AFTER`]. Off (a dedicated core), the worker busy-polls for [`DEDICATED_BUSY`]
+    /// before it sleeps.
     pub idle_yield: bool,
 }
 
-/// A worker that shares its core (`idle_yield`) naps once it found nothing to do for this
+/// A worker that shares its core (`idle_yield`) sleeps once it found nothing to do for this
 /// long: about 300-1000 empty polls, well under any RTT the pacer or the acks wait for.
-const NAP_AFTER: Duration = Duration::from_micros(50);
-/// The nap (plus the kernel's timer slack, 50 us by default): frames that arrive meanwhile
-/// wait in the ring.
-const NAP: Duration = Duration::from_micros(20);
+pub const NAP_AFTER: Duration = Duration::from_micros(50);
+/// The idle streak before a worker on a dedicated core sleeps.
+pub const DEDICATED_BUSY: Duration = Duration::from_micros(200);
+/// The sleep when the handler cannot say when it next has work: a datagram that arrives
+/// meanwhile ends it early (the wait is a `ppoll` on the port).
+pub const NAP: Duration = Duration::from_micros(20);
+/// The longest sleep, so the stop flag is seen within it.
+pub const MAX_SLEEP: Duration = Duration::from_millis(5);
+/// The longest wait for room when a commit was cut short by a full socket buffer or ring
+/// (`POLLOUT` usually ends it much sooner).
+const BLOCKED_WAIT: Duration = Duration::from_millis(1);
+/// Timer slack of a worker thread (ns): short sleeps end when asked, not up to the
+/// default 50 us later.
+const TIMER_SLACK_NS: u64 = 1000;
+/// A busy worker reads its CPU clock (a system call) once per this many published batches;
+/// an idle one at most once per [`IDLE_PUBLISH`].
+const CPU_EVERY: u32 = 64;
+/// How often an idle worker publishes its counters.
+const IDLE_PUBLISH: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Default)]
 struct Local {
@@ -113,6 +140,7 @@ pub struct WorkerStats {
     tx_deferred: AtomicU64,
     tx_oversize: AtomicU64,
     wakeups: AtomicU64,
+    cpu_ns: AtomicU64,
     frames_ok: AtomicU64,
     dwcp_drops: [AtomicU64; DropReason::COUNT],
     selection: Mutex<Option<Selection>>,
@@ -132,6 +160,9 @@ pub struct WorkerSnapshot {
     pub selection: Option<Selection>,
     /// I/O counters.
     pub io: IoStats,
+    /// CPU time of the worker thread since its port opened, ns (read when counters are
+    /// published, not per frame; final once the worker stopped).
+    pub cpu_ns: u64,
     /// Valid DWCP frames delivered to the handler.
     pub frames_ok: u64,
     /// Datagrams dropped by DWCP validation, per reason (index with [`DropReason::index`]).
@@ -151,7 +182,7 @@ impl WorkerSnapshot {
 }
 
 impl WorkerStats {
-    fn publish(&self, io: &IoStats, local: &Local) {
+    fn publish(&self, io: &IoStats, local: &Local, cpu_ns: u64) {
         let st = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
         st(&self.rx_packets, io.rx_packets);
         st(&self.rx_bytes, io.rx_bytes);
@@ -164,6 +195,7 @@ impl WorkerStats {
         st(&self.tx_deferred, io.tx_deferred);
         st(&self.tx_oversize, io.tx_oversize);
         st(&self.wakeups, io.wakeups);
+        st(&self.cpu_ns, cpu_ns);
         st(&self.frames_ok, local.frames_ok);
         for (a, v) in self.dwcp_drops.iter().zip(local.drops) {
             st(a, v);
@@ -194,6 +226,7 @@ impl WorkerStats {
                 tx_oversize: ld(&self.tx_oversize),
                 wakeups: ld(&self.wakeups),
             },
+            cpu_ns: ld(&self.cpu_ns),
             frames_ok: ld(&self.frames_ok),
             dwcp_drops: std::array::from_fn(|i| ld(&self.dwcp_drops[i])),
         }
@@ -422,10 +455,22 @@ fn run<H: Handler>(a: RunArgs<H>) -> H {
     let _ = ready.send(Ok(()));
     drop(ready);
 
+    if let Err(e) = nix::sys::prctl::set_timerslack(TIMER_SLACK_NS as _) {
+        tracing::debug!(worker = index, error = %e, "could not lower the timer slack");
+    }
+    let cpu0 = thread_cpu_ns();
+    let cpu = || thread_cpu_ns().saturating_sub(cpu0);
     let batch = io_cfg.batch;
+    let busy_for = if idle_yield {
+        NAP_AFTER
+    } else {
+        DEDICATED_BUSY
+    };
     let mut local = Local::default();
-    let mut idle: u32 = 0;
+    let mut cpu_ns = 0;
+    let mut busy: u32 = 0;
     let mut idle_since: Option<Instant> = None;
+    let mut next_idle_publish = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let (mut rx, mut tx) = port.batches(batch);
         let got = !rx.is_empty();
@@ -444,32 +489,65 @@ fn run<H: Handler>(a: RunArgs<H>) -> H {
         tx.commit();
         port.poll();
         if got || sent {
-            stats.publish(&port.stats(), &local);
-            idle = 0;
-            idle_since = None;
-        } else {
-            idle = idle.wrapping_add(1);
-            if idle.is_multiple_of(1024) {
-                stats.publish(&port.stats(), &local);
+            busy = busy.wrapping_add(1);
+            if busy.is_multiple_of(CPU_EVERY) {
+                cpu_ns = cpu();
             }
+            stats.publish(&port.stats(), &local, cpu_ns);
+            idle_since = None;
+            if !got && port.tx_blocked() {
+                // The socket buffer or tx ring is full and what it kept waits: sleep until
+                // there is room (or a datagram arrives) instead of retrying at once.
+                port.wait(BLOCKED_WAIT, true);
+            }
+            continue;
+        }
+        let now = Instant::now();
+        if now >= next_idle_publish {
+            cpu_ns = cpu();
+            stats.publish(&port.stats(), &local, cpu_ns);
+            next_idle_publish = now + IDLE_PUBLISH;
+        }
+        let since = *idle_since.get_or_insert(now);
+        if now - since < busy_for {
             if idle_yield {
                 // A yield alone still leaves the core busy: a thread that shares it (the
                 // migration's encoder or applier, the other appliance of a lab) gets only its
-                // fair share. After a short idle streak the worker naps instead.
-                let since = *idle_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= NAP_AFTER {
-                    std::thread::sleep(NAP);
-                } else {
-                    std::thread::yield_now();
-                }
+                // fair share. After a short idle streak the worker sleeps instead.
+                std::thread::yield_now();
             }
+            continue;
+        }
+        let timeout = match handler.next_wakeup() {
+            Some(t) => t.saturating_duration_since(now).min(MAX_SLEEP),
+            None => NAP,
+        };
+        if !timeout.is_zero() {
+            port.wait(timeout, false);
+        } else if idle_yield {
+            std::thread::yield_now();
         }
     }
-    // Drain what is in flight briefly so the last frames leave before the socket closes.
+    // Let what is in flight leave before the socket closes: completions, and datagrams a
+    // full socket buffer or ring kept.
     for _ in 0..100 {
+        let tx = port.tx_batch();
+        let left = tx.staged();
+        tx.commit();
         port.poll();
+        if left > 0 && port.tx_blocked() {
+            port.wait(Duration::from_micros(100), true);
+        }
     }
-    stats.publish(&port.stats(), &local);
+    stats.publish(&port.stats(), &local, cpu());
     drop(port);
     handler
+}
+
+/// CPU time of the calling thread, ns (0 if the clock cannot be read).
+fn thread_cpu_ns() -> u64 {
+    use nix::time::{ClockId, clock_gettime};
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
 }
