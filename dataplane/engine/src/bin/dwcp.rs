@@ -15,8 +15,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use dwcp_engine::daemon::{self, DaemonConfig};
 use dwcp_engine::demo::{self, DemoOptions};
-use dwcp_engine::io::{BackendChoice, IoConfig, Selection};
+use dwcp_engine::io::{BackendChoice, IoConfig, IoStats, Selection};
 use dwcp_engine::runner::{RecvReport, RunOptions, SendReport, recv_file};
+use dwcp_engine::worker::WorkerSnapshot;
 use dwcp_transfer::{ReceiverConfig, SenderConfig};
 use serde_json::{Value, json};
 
@@ -307,6 +308,31 @@ fn gbit(bytes: u64, d: Duration) -> f64 {
     bytes as f64 * 8.0 / d.as_secs_f64().max(1e-9) / 1e9
 }
 
+/// The port's counters as a JSON object.
+fn io_json(io: &IoStats) -> Value {
+    json!({
+        "rx_packets": io.rx_packets,
+        "rx_bytes": io.rx_bytes,
+        "tx_packets": io.tx_packets,
+        "tx_bytes": io.tx_bytes,
+        "rx_not_ours": io.rx_not_ours,
+        "rx_oversize": io.rx_oversize,
+        "rx_errors": io.rx_errors,
+        "tx_dropped": io.tx_dropped,
+        "tx_deferred": io.tx_deferred,
+        "tx_oversize": io.tx_oversize,
+        "wakeups": io.wakeups,
+    })
+}
+
+/// Worker CPU seconds and CPU ns per object byte.
+fn cpu(w: &WorkerSnapshot, object_bytes: u64) -> (f64, f64) {
+    (
+        w.cpu_ns as f64 / 1e9,
+        w.cpu_ns as f64 / object_bytes.max(1) as f64,
+    )
+}
+
 fn send_json(r: &SendReport) -> Value {
     let s = &r.stats;
     json!({
@@ -342,7 +368,9 @@ fn send_json(r: &SendReport) -> Value {
         "timeline": timeline_json(&s.timeline),
         "security": dwcp_secure::cli::stats_json(s.sealed, &s.drops),
         "selection": selection_json(&r.selection),
-        "io": format!("{:?}", r.worker.io),
+        "io": io_json(&r.worker.io),
+        "cpu_s": cpu(&r.worker, r.object_len).0,
+        "cpu_ns_per_byte": cpu(&r.worker, r.object_len).1,
         "xdp_counters": r.xdp.as_ref().map(|c| format!("{c:?}")),
     })
 }
@@ -382,7 +410,9 @@ fn recv_json(r: &RecvReport) -> Value {
         "codec": codec_json(&r.codec),
         "security": dwcp_secure::cli::stats_json(s.sealed, &s.drops),
         "selection": selection_json(&r.selection),
-        "io": format!("{:?}", r.worker.io),
+        "io": io_json(&r.worker.io),
+        "cpu_s": cpu(&r.worker, r.object_len).0,
+        "cpu_ns_per_byte": cpu(&r.worker, r.object_len).1,
         "xdp_counters": r.xdp.as_ref().map(|c| format!("{c:?}")),
     })
 }
@@ -420,6 +450,8 @@ fn print_send(r: &SendReport) {
         c.chunks[5],
         r.codec_reason
     );
+    let (cpu_s, per_byte) = cpu(&r.worker, r.object_len);
+    println!("  worker CPU {cpu_s:.3} s ({per_byte:.2} ns/byte)");
     if let Some(sel) = &r.selection {
         println!("  backend {} ({})", sel.kind, sel.detail);
         if let Some(why) = &sel.fallback_reason {
@@ -441,6 +473,8 @@ fn print_recv(r: &RecvReport) {
         s.duplicate_chunks,
         s.chunks_resumed
     );
+    let (cpu_s, per_byte) = cpu(&r.worker, r.object_len);
+    println!("  worker CPU {cpu_s:.3} s ({per_byte:.2} ns/byte)");
     if let Some(sel) = &r.selection {
         println!("  backend {} ({})", sel.kind, sel.detail);
     }
