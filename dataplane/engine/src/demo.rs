@@ -249,7 +249,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
                 io,
                 core,
                 timeout,
-                idle_yield: true,
+                idle_yield: false,
             }
         };
         let ropts = mk(dwcp_netns::IF_B, ip_b, ip_a, 1);

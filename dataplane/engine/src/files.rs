@@ -20,11 +20,19 @@ use std::path::{Path, PathBuf};
 
 use dwcp_transfer::{Journal, Sink, Source};
 
-/// A file (or block device) read at arbitrary offsets.
+/// Bytes a [`FileSource`] reads ahead with one `pread`, and a [`FileSink`] gathers into one
+/// `pwrite`: a chunk is 1-8 KB, so a system call per chunk would cost more than its copy.
+pub const IO_BLOCK: usize = 1 << 20;
+
+/// A file (or block device) read at arbitrary offsets. Reads go through a read-ahead block
+/// ([`IO_BLOCK`]): the sender reads chunks in offset order, so one `pread` serves about 700
+/// chunks of 1420 bytes.
 #[derive(Debug)]
 pub struct FileSource {
     file: File,
     len: u64,
+    block: Vec<u8>,
+    block_off: u64,
 }
 
 impl FileSource {
@@ -32,7 +40,26 @@ impl FileSource {
     pub fn open(path: &Path) -> io::Result<Self> {
         let file = File::open(path)?;
         let len = file_len(&file)?;
-        Ok(Self { file, len })
+        Ok(Self {
+            file,
+            len,
+            block: Vec::new(),
+            block_off: 0,
+        })
+    }
+
+    /// Reads `buf.len()` bytes at `offset` (fewer at the end of the file), straight from the
+    /// file.
+    fn pread(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = self.file.read_at(&mut buf[done..], offset + done as u64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(done)
     }
 }
 
@@ -55,17 +82,25 @@ impl Source for FileSource {
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let want = buf.len().min(self.len.saturating_sub(offset) as usize);
-        let mut done = 0;
-        while done < want {
-            let n = self
-                .file
-                .read_at(&mut buf[done..want], offset + done as u64)?;
-            if n == 0 {
-                break;
-            }
-            done += n;
+        if want >= IO_BLOCK / 2 {
+            // a large read (the sender's hash pass) gains nothing from the block
+            return self.pread(offset, &mut buf[..want]);
         }
-        Ok(done)
+        let end = offset + want as u64;
+        let block_end = self.block_off + self.block.len() as u64;
+        if offset < self.block_off || end > block_end {
+            self.block.resize(IO_BLOCK, 0);
+            let mut block = std::mem::take(&mut self.block);
+            let n = self.pread(offset, &mut block);
+            self.block = block;
+            let n = n?;
+            self.block.truncate(n);
+            self.block_off = offset;
+        }
+        let from = (offset - self.block_off) as usize;
+        let n = want.min(self.block.len().saturating_sub(from));
+        buf[..n].copy_from_slice(&self.block[from..from + n]);
+        Ok(n)
     }
 }
 
@@ -96,11 +131,16 @@ impl DestPaths {
     }
 }
 
-/// The part file a receiver writes into.
+/// The part file a receiver writes into. Writes that continue one another are gathered in
+/// memory ([`IO_BLOCK`]) and written with one `pwrite` when a write does not continue the
+/// run, the block is full, or before a flush or a read; so an in-order receive costs one
+/// system call per MiB, not one per chunk.
 #[derive(Debug)]
 pub struct FileSink {
     file: File,
     paths: DestPaths,
+    run: Vec<u8>,
+    run_off: u64,
 }
 
 impl FileSink {
@@ -113,7 +153,21 @@ impl FileSink {
             .create(true)
             .truncate(false)
             .open(&paths.part)?;
-        Ok(Self { file, paths })
+        Ok(Self {
+            file,
+            paths,
+            run: Vec::with_capacity(IO_BLOCK),
+            run_off: 0,
+        })
+    }
+
+    /// Writes the gathered run.
+    fn write_run(&mut self) -> io::Result<()> {
+        if !self.run.is_empty() {
+            self.file.write_all_at(&self.run, self.run_off)?;
+            self.run.clear();
+        }
+        Ok(())
     }
 
     /// A second handle on the same part file (the engine owns one, the caller keeps one to
@@ -122,12 +176,15 @@ impl FileSink {
         Ok(Self {
             file: self.file.try_clone()?,
             paths: self.paths.clone(),
+            run: Vec::new(),
+            run_off: 0,
         })
     }
 
     /// After the engine verified the object: trims the part file to `len`, syncs it, renames
     /// it onto the destination, syncs the directory and removes the journal.
-    pub fn finish(self, len: u64) -> io::Result<PathBuf> {
+    pub fn finish(mut self, len: u64) -> io::Result<PathBuf> {
+        self.write_run()?;
         self.file.set_len(len)?;
         self.file.sync_all()?;
         std::fs::rename(&self.paths.part, &self.paths.dest)?;
@@ -144,20 +201,39 @@ impl FileSink {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        Ok(self.paths.dest)
+        Ok(self.paths.dest.clone())
+    }
+}
+
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        // best effort: bytes not yet journaled are sent again after a restart anyway
+        let _ = self.write_run();
     }
 }
 
 impl Sink for FileSink {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.file.write_all_at(data, offset)
+        let continues = offset == self.run_off + self.run.len() as u64;
+        if !continues || self.run.len() + data.len() > IO_BLOCK {
+            self.write_run()?;
+            self.run_off = offset;
+        }
+        if data.len() >= IO_BLOCK {
+            self.run_off = offset + data.len() as u64;
+            return self.file.write_all_at(data, offset);
+        }
+        self.run.extend_from_slice(data);
+        Ok(())
     }
 
     fn flush_durable(&mut self) -> io::Result<()> {
+        self.write_run()?;
         self.file.sync_data()
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.write_run()?;
         let mut done = 0;
         while done < buf.len() {
             let n = self.file.read_at(&mut buf[done..], offset + done as u64)?;

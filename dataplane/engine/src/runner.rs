@@ -204,6 +204,8 @@ pub fn send_file_with_codec(
     let object_len = dwcp_transfer::Source::len(&source);
     // The worker moves frames a batch at a time: keep two batches in flight at least.
     cfg.min_cwnd_frames = cfg.min_cwnd_frames.max(2 * opts.io.batch as u64);
+    // A pacing burst is what one GSO send carries (64 KiB), within the port's batch.
+    cfg.max_burst_frames = burst_frames(&opts.io);
     let (encoder, control) = crate::codec::sender_codec(codec)
         .map_err(|e| RunError::Failed(format!("chunk codec: {}", crate::io::error_chain(&e))))?;
     let mut monitor = LinkBoundMonitor::new(control.clone());
@@ -232,6 +234,13 @@ pub fn send_file_with_codec(
         worker,
         xdp,
     })
+}
+
+/// Data frames one pacing burst may hold on this port: one 64 KiB GSO send's worth (44
+/// frames at MTU 1500), at least 8 and at most the port's batch.
+pub(crate) fn burst_frames(io: &IoConfig) -> u32 {
+    let per_gso = dwcp_xsk::mmsg::MAX_UDP / io.max_datagram.max(1);
+    per_gso.clamp(8, io.batch.max(8)) as u32
 }
 
 /// Most a completed receiver lingers for a sender that keeps asking for its CLOSE (the

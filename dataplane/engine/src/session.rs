@@ -2,9 +2,10 @@
 //! on a pinned dataplane worker.
 //!
 //! Owns: the glue between the I/O-free transfer engine and the worker loop — received
-//! datagrams go to `handle_frame`, timers to `handle_timeout`, and `poll_transmit` fills the
-//! worker's tx batch; a frame that did not fit in the batch is kept and sent first next time,
-//! so backpressure never loses a frame. Progress is published to a [`Progress`] handle that
+//! datagrams go to `handle_frame`, timers to `handle_timeout`, and `poll_transmit_into`
+//! writes each datagram straight into a slot of the worker's tx batch (a GSO buffer or a
+//! UMEM frame); when the batch has no room the engine is not asked, so backpressure never
+//! loses a frame. The clock is read once per batch, not per frame. Progress is published to a [`Progress`] handle that
 //! other threads read (CLI progress bar, JSON report, control-plane stats).
 //!
 //! Does not: choose the backend or pin threads (the worker does), parse DWCP itself (the
@@ -25,8 +26,8 @@ pub trait Endpoint: Send + 'static {
     type Stats: Clone + Send + std::fmt::Debug + 'static;
     /// A datagram arrived.
     fn handle_frame(&mut self, now: Instant, datagram: &[u8]);
-    /// The next datagram to send now, if any.
-    fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>>;
+    /// Writes the next datagram to send now, if any, into `buf`; returns its length.
+    fn poll_transmit_into(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize>;
     /// When `handle_timeout` must next be called.
     fn poll_timeout(&mut self) -> Option<Instant>;
     /// Timers fired.
@@ -44,8 +45,8 @@ impl Endpoint for Sender {
     fn handle_frame(&mut self, now: Instant, datagram: &[u8]) {
         Sender::handle_frame(self, now, datagram);
     }
-    fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
-        Sender::poll_transmit(self, now)
+    fn poll_transmit_into(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        Sender::poll_transmit_into(self, now, buf)
     }
     fn poll_timeout(&mut self) -> Option<Instant> {
         Sender::poll_timeout(self)
@@ -69,8 +70,8 @@ impl Endpoint for Receiver {
     fn handle_frame(&mut self, now: Instant, datagram: &[u8]) {
         Receiver::handle_frame(self, now, datagram);
     }
-    fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
-        Receiver::poll_transmit(self, now)
+    fn poll_transmit_into(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        Receiver::poll_transmit_into(self, now, buf)
     }
     fn poll_timeout(&mut self) -> Option<Instant> {
         Receiver::poll_timeout(self)
@@ -117,7 +118,6 @@ impl<S: Clone> Progress<S> {
 #[derive(Debug)]
 pub struct EndpointHandler<E: Endpoint> {
     ep: Option<E>,
-    pending: Option<Vec<u8>>,
     progress: Arc<Progress<E::Stats>>,
     last_publish: Option<Instant>,
     publish_every: Duration,
@@ -133,7 +133,6 @@ impl<E: Endpoint> EndpointHandler<E> {
         (
             Self {
                 ep: Some(ep),
-                pending: None,
                 progress: progress.clone(),
                 last_publish: None,
                 publish_every: Duration::from_millis(50),
@@ -147,7 +146,6 @@ impl<E: Endpoint> EndpointHandler<E> {
     pub fn idle() -> Self {
         Self {
             ep: None,
-            pending: None,
             progress: Arc::new(Progress {
                 inner: Mutex::new(None),
             }),
@@ -189,19 +187,10 @@ impl<E: Endpoint> EndpointHandler<E> {
         if ep.poll_timeout().is_some_and(|t| t <= now) {
             ep.handle_timeout(now);
         }
-        loop {
-            let frame = match self.pending.take() {
-                Some(f) => f,
-                None => match ep.poll_transmit(now) {
-                    Some(f) => f,
-                    None => break,
-                },
-            };
-            if !tx.push(&frame) {
-                self.pending = Some(frame);
-                break;
-            }
-        }
+        let max = tx.max_datagram();
+        // until the engine has nothing more to send now, or the batch has no room left (then
+        // the engine is not asked, so it keeps what it would have sent)
+        while tx.try_push_with(max, |buf| ep.poll_transmit_into(now, buf)) == Some(true) {}
     }
 }
 

@@ -746,6 +746,22 @@ impl Receiver {
         }
     }
 
+    /// [`Receiver::poll_transmit`] into a caller's buffer (a receiver sends only small
+    /// control frames: ACKs, HELLO_ACK, CLOSE); returns the length. A frame larger than
+    /// `buf` is dropped and counted in `frames_unsent` (the next ACK repeats what it said).
+    pub fn poll_transmit_into(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        loop {
+            let f = self.poll_transmit(now)?;
+            match buf.get_mut(..f.len()) {
+                Some(dst) => {
+                    dst.copy_from_slice(&f);
+                    return Some(f.len());
+                }
+                None => self.st.frames_unsent += 1,
+            }
+        }
+    }
+
     /// Next datagram to send, if any.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
         if let Some((c, f)) = self.rejects.pop_front() {
@@ -770,6 +786,15 @@ impl Receiver {
             .streams
             .iter()
             .position(|s| s.immediate || s.ack_due.is_some_and(|t| now >= t))?;
+        // One ACK goes out now: every stream with unacknowledged frames answers in the same
+        // round. A sender's loss detection (RACK) compares send times across streams, so a
+        // stream whose ACK waited for max_ack_delay while another's went out at once would
+        // have its frames declared lost (spuriously) by the other's ACK.
+        for s in &mut self.streams[i..] {
+            if s.since_ack > 0 {
+                s.immediate = true;
+            }
+        }
         let st = &mut self.streams[i];
         st.immediate = false;
         st.ack_due = None;

@@ -269,6 +269,12 @@ pub struct Sender {
     keepalive_due: Option<Instant>,
     keepalive_count: u32,
     pacing_credit: bool,
+    /// ACKs arrived since the last loss detection (run before the next send or timer).
+    loss_check: bool,
+    /// [`Sender::pacing_catch_up`] of the current burst.
+    catch_up: Duration,
+    /// Latest RTT sample without the ack-delay correction (RACK's time threshold).
+    rack_rtt: Duration,
     /// Bytes of the current pacing burst still admitted back to back (0: wait for
     /// `next_send`).
     burst_left: u64,
@@ -307,6 +313,9 @@ struct Counters {
     spurious_losses: u64,
     tail_probes: u64,
     reconnects: u64,
+    waits_pacing: u64,
+    waits_cwnd: u64,
+    waits_data: u64,
 }
 
 /// XXH3-128 of a whole source, read in offset order.
@@ -421,6 +430,9 @@ impl Sender {
             keepalive_due: None,
             keepalive_count: 0,
             pacing_credit: false,
+            loss_check: false,
+            catch_up: Duration::ZERO,
+            rack_rtt: Duration::ZERO,
             burst_left: 0,
             ctrl_seq: 0,
             max_cum: Vec::new(),
@@ -752,6 +764,7 @@ impl Sender {
         self.tlp_count = 0;
         self.probe = None;
         self.burst_left = 0;
+        self.loss_check = false;
         self.keepalive_due = None;
         self.keepalive_count = 0;
         self.control.clear();
@@ -847,6 +860,10 @@ impl Sender {
         let min_rtt = self.rtt.min().unwrap_or(Duration::ZERO);
         if let Some((_, sent)) = largest {
             let mut r = now.saturating_duration_since(sent);
+            // RACK's time threshold uses the RTT as seen, ack delay included (as QUIC's
+            // loss detection does): a receiver that holds its ACKs while it works through a
+            // large receive batch must not make other streams' frames look overdue
+            self.rack_rtt = r;
             let delay =
                 Duration::from_micros(u64::from(a.ack_delay_us)).min(self.cfg.max_ack_delay);
             if r >= min_rtt + delay {
@@ -864,7 +881,12 @@ impl Sender {
         if round {
             self.on_round(now);
         }
-        self.detect_losses(now);
+        // Loss detection waits until the driver has handed over every frame of its receive
+        // batch (it runs at the next poll_transmit / handle_timeout): the receiver answers
+        // for all its streams at once, and judging other streams' frames by the first of
+        // those ACKs would declare them lost before their own ACK, a few frames later in the
+        // same batch, is read.
+        self.loss_check = true;
         self.check_all_acked(now);
     }
 
@@ -997,7 +1019,7 @@ impl Sender {
     fn detect_losses(&mut self, now: Instant) {
         self.loss_timer = None;
         let Some(rack) = self.rack_xmit else { return };
-        let wait = self.rtt.latest() + self.reorder_window();
+        let wait = self.rack_rtt + self.reorder_window();
         while let Some((tx, s, seq, sent)) = self.oldest_in_flight() {
             if sent >= rack {
                 break;
@@ -1120,6 +1142,9 @@ impl Sender {
                 self.put(&b, buf)
             }
             SenderState::Transfer => {
+                if std::mem::take(&mut self.loss_check) {
+                    self.detect_losses(now);
+                }
                 if let Some(c) = self.probe.take()
                     && self.chunks[c as usize] == ChunkSt::InFlight
                 {
@@ -1127,14 +1152,17 @@ impl Sender {
                     return self.send_or_fail(now, Job::Probe(c), buf);
                 }
                 if self.burst_left == 0 && now < self.next_send {
+                    self.st.waits_pacing += 1;
                     return None;
                 }
                 if !self.cwnd_room() {
+                    self.st.waits_cwnd += 1;
                     self.pacing_credit = false;
                     self.burst_left = 0;
                     return None;
                 }
                 let Some(job) = self.peek_job() else {
+                    self.st.waits_data += 1;
                     self.pacing_credit = false;
                     self.burst_left = 0;
                     self.cc.on_app_limited(self.bytes_in_flight);
@@ -1143,6 +1171,7 @@ impl Sender {
                 };
                 if self.burst_left == 0 {
                     self.burst_left = self.burst_quantum();
+                    self.catch_up = self.pacing_catch_up();
                 }
                 self.send_or_fail(now, job, buf)
             }
@@ -1158,6 +1187,10 @@ impl Sender {
     /// bursts on a slow link.
     pub fn burst_quantum(&self) -> u64 {
         let mss = self.mss();
+        if self.cc.state() == crate::cc::BbrState::WarmStart {
+            // the warm-start train measures the path by its spacing: frame by frame
+            return mss;
+        }
         let max = mss * u64::from(self.cfg.max_burst_frames.max(1));
         let per_ms = (self.cc.pacing_rate() / 1000.0) as u64;
         per_ms.clamp((2 * mss).min(max), max)
@@ -1317,11 +1350,9 @@ impl Sender {
         // it. Without this, a CPU-starved sender paces at what it measured, measures less
         // than it paced, and spirals down to a few Mbit/s.
         if self.pacing_credit {
-            let rate = self.cc.pacing_rate().max(1.0);
-            let gap = Duration::from_secs_f64(wire_len as f64 / rate);
             // a stall is ms-scale; a sender that is merely CPU-bound at Gbit/s (late by a few
             // us per frame) is what the path gives and keeps lowering the estimate
-            let stall = self.pacing_catch_up(gap).max(Duration::from_millis(1));
+            let stall = self.catch_up.max(Duration::from_millis(1));
             if now.saturating_duration_since(self.next_send) > stall {
                 self.cc.on_app_limited(self.bytes_in_flight + wire_len);
             }
@@ -1346,13 +1377,13 @@ impl Sender {
             self.st.bytes_retransmitted += wire_len;
         }
         let rate = self.cc.pacing_rate().max(1.0);
-        let gap = Duration::from_secs_f64(wire_len as f64 / rate);
+        let gap = Duration::from_nanos((wire_len as f64 * 1e9 / rate) as u64);
         // A driver that polls late during a paced run may catch up by at most
         // PACING_BURST_FRAMES back-to-back frames; after a stall on cwnd, flow control or data
         // there is no credit, and an exact driver (the simulator) sends one burst quantum at
         // a time.
         let floor = if self.pacing_credit {
-            now.checked_sub(self.pacing_catch_up(gap)).unwrap_or(now)
+            now.checked_sub(self.catch_up).unwrap_or(now)
         } else {
             now
         };
@@ -1365,12 +1396,19 @@ impl Sender {
     }
 
     /// How far behind schedule a late-polled, pacing-limited sender may catch up:
-    /// [`PACING_BURST_FRAMES`] frames, or an eighth of min_rtt when that is more. A driver
-    /// descheduled for a few ms on a busy host would otherwise lose the time for good, its
+    /// [`PACING_BURST_FRAMES`] frames, one burst quantum, or an eighth of min_rtt, whichever
+    /// is most. A driver descheduled for a few ms on a busy host, or one that slept between
+    /// bursts and woke a scheduler latency late, would otherwise lose the time for good, its
     /// delivery-rate samples would fall with it and the bandwidth estimate would spiral
-    /// down; a burst of min_rtt/8 adds at most that much queueing delay at the bottleneck.
-    fn pacing_catch_up(&self, gap: Duration) -> Duration {
-        (gap * PACING_BURST_FRAMES).max(self.cc.min_rtt().unwrap_or(Duration::ZERO) / 8)
+    /// down; a burst of min_rtt/8 or one quantum adds at most that much queueing delay at
+    /// the bottleneck.
+    /// Computed once per burst (it is read for every frame).
+    fn pacing_catch_up(&self) -> Duration {
+        let rate = self.cc.pacing_rate().max(1.0);
+        let quantum = self.burst_quantum();
+        let frames = self.mss() * u64::from(PACING_BURST_FRAMES);
+        Duration::from_nanos((quantum.max(frames) as f64 / rate * 1e9) as u64)
+            .max(self.cc.min_rtt().unwrap_or(Duration::ZERO) / 8)
     }
 
     /// When `handle_timeout` (then `poll_transmit`) should next be called.
@@ -1398,6 +1436,10 @@ impl Sender {
                 if self.probe.is_some() {
                     t = Some(self.last_recv.min(self.next_send));
                 }
+                if self.loss_check {
+                    // ACKs wait for loss detection: due at once
+                    t = Some(self.last_recv);
+                }
                 t
             }
             SenderState::AwaitClose => self.keepalive_due,
@@ -1417,7 +1459,8 @@ impl Sender {
         }
         match self.state {
             SenderState::Transfer => {
-                if self.loss_timer.is_some_and(|t| now >= t) {
+                if std::mem::take(&mut self.loss_check) || self.loss_timer.is_some_and(|t| now >= t)
+                {
                     self.detect_losses(now);
                 }
                 if self.rto_deadline().is_some_and(|t| now >= t) {
@@ -1471,6 +1514,9 @@ impl Sender {
             spurious_losses: self.st.spurious_losses,
             tail_probes: self.st.tail_probes,
             reconnects: self.st.reconnects,
+            waits_pacing: self.st.waits_pacing,
+            waits_cwnd: self.st.waits_cwnd,
+            waits_data: self.st.waits_data,
             conn_id: self.conn_id,
             srtt: self.rtt.srtt(),
             min_rtt: self.cc.min_rtt(),

@@ -41,6 +41,12 @@ pub struct SenderStats {
     pub tail_probes: u64,
     /// New connections started for this object (receiver restart or path loss).
     pub reconnects: u64,
+    /// Times `poll_transmit` had data to send but waited for the pacer (the next burst).
+    pub waits_pacing: u64,
+    /// Times it had data to send but the congestion window was full.
+    pub waits_cwnd: u64,
+    /// Times it had nothing to send (all sent, or the receive window was full).
+    pub waits_data: u64,
     /// Current connection id.
     pub conn_id: u32,
     /// Smoothed RTT.
@@ -149,6 +155,8 @@ pub struct ReceiverStats {
     /// Object bytes hashed from memory as they were written (they extended the hashed
     /// prefix: every byte on an in-order path).
     pub bytes_hashed_in_memory: u64,
+    /// Frames not sent because the transmit buffer was smaller than the frame.
+    pub frames_unsent: u64,
     /// Object bytes read back from the sink to be hashed (chunks that arrived ahead of a
     /// gap, or were held from before a restart).
     pub bytes_read_back: u64,

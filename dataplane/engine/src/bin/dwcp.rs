@@ -365,6 +365,7 @@ fn send_json(r: &SendReport) -> Value {
         "spurious_losses": s.spurious_losses,
         "tail_probes": s.tail_probes,
         "reconnects": s.reconnects,
+        "waits": {"pacing": s.waits_pacing, "cwnd": s.waits_cwnd, "data": s.waits_data},
         "timeline": timeline_json(&s.timeline),
         "security": dwcp_secure::cli::stats_json(s.sealed, &s.drops),
         "selection": selection_json(&r.selection),

@@ -54,7 +54,18 @@ impl UdpBackend {
         Ok((
             Self {
                 sock,
-                rx: MmsgRx::new(cfg.batch, slot),
+                // A GRO message holds up to 64 KiB: 8 of them (~44 frames each) are a
+                // receive batch, so the receiver answers every ~0.5 MB rather than after a
+                // whole batch of 64 (4 MB, milliseconds of work: the sender's RTT samples
+                // and loss detection would see that delay).
+                rx: MmsgRx::new(
+                    if gro {
+                        cfg.batch.min(GRO_BATCH)
+                    } else {
+                        cfg.batch
+                    },
+                    slot,
+                ),
                 tx: MmsgTx::new(cfg.batch, gso),
                 max_datagram: cfg.max_datagram,
                 rx_stats: IoStats::default(),
@@ -64,6 +75,9 @@ impl UdpBackend {
         ))
     }
 }
+
+/// GRO messages per receive batch.
+const GRO_BATCH: usize = 8;
 
 /// Socket buffer size asked for: bursts of a batch of 64 KiB GSO sends must fit.
 const SOCKET_BUFFER: usize = 8 << 20;
