@@ -1,29 +1,50 @@
 #!/usr/bin/env bash
 # Datacenter-profile goodput, side by side in one run: the appliance (AF_XDP and UDP
-# backends, `dwcp demo` over a veth pair between two namespaces, MTU 1500) and iperf3 TCP
-# (cubic, one stream) over a veth pair built the same way by `dwcp-lab bench`.
-# Usage: scripts/bench-demo.sh [REPS] [SIZE_MIB]     (root; prints a Markdown table)
+# backends, `dwcp demo` over a veth pair between two namespaces), iperf3 TCP one stream
+# (cubic and bbr, `dwcp-lab bench` over a veth pair built the same way) and the raw UDP
+# GSO/GRO loop with no protocol work (`dwcp-certify measure loop --path udp-gso`), all at
+# the same MTU. Repetitions alternate between the paths.
+# Usage: scripts/bench-demo.sh [REPS] [SIZE_MIB] [MTU]    (root; prints a Markdown table)
+# Raw lines (one JSON report per dwcp run) go to $OUT (default target/bench-demo.jsonl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${1:-5}
 SIZE=${2:-256}
-cargo build --release -q -p dwcp-engine --bin dwcp -p dwcp-bench --bin dwcp-lab
+MTU=${3:-1500}
+T="${CARGO_TARGET_DIR:-target}"
+OUT="${OUT:-$T/bench-demo.jsonl}"
+cargo build --release -q -p dwcp-engine --bin dwcp -p dwcp-bench --bin dwcp-lab --bin dwcp-certify
 stats() { python3 -c 'import sys,statistics as s; v=sorted(float(x) for x in sys.argv[1:]); print(f"{v[0]:.2f} / {s.median(v):.2f} / {v[-1]:.2f}")' "$@"; }
-declare -A res
-for b in afxdp udp; do
-  vals=()
-  for _ in $(seq "$REPS"); do
-    g=$("${CARGO_TARGET_DIR:-target}"/release/dwcp --json demo --size-mib "$SIZE" --backend "$b" --dir /dev/shm 2>/dev/null |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["send"]["goodput_gbit_s"])')
-    vals+=("$g")
+med() { python3 -c 'import sys,statistics as s; print(f"{s.median(float(x) for x in sys.argv[1:]):.3f}")' "$@"; }
+payload=$((MTU - 28))   # full-size UDP datagrams
+: > "$OUT"
+declare -A vals cpu_s cpu_r
+for rep in $(seq "$REPS"); do
+  for b in afxdp udp; do
+    rm -f /dev/shm/object.src /dev/shm/object.dst*
+    j=$("$T"/release/dwcp --json demo --size-mib "$SIZE" --backend "$b" --mtu "$MTU" --dir /dev/shm 2>/dev/null)
+    echo "$j" | python3 -c 'import json,sys; d=json.load(sys.stdin); d["bench"]=sys.argv[1]; print(json.dumps(d))' "$b" >> "$OUT"
+    read -r g cs cr < <(echo "$j" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["send"]["goodput_gbit_s"], d["send"]["cpu_ns_per_byte"], d["recv"]["cpu_ns_per_byte"])')
+    vals[$b]+="$g "; cpu_s[$b]+="$cs "; cpu_r[$b]+="$cr "
+    echo "rep $rep dwcp $b: $g Gbit/s, worker CPU $cs / $cr ns/B (send / recv)" >&2
   done
-  res[$b]=$(stats "${vals[@]}")
-  echo "dwcp $b: ${vals[*]}" >&2
+  g=$("$T"/release/dwcp-certify measure loop --path udp-gso --payload "$payload" --mtu "$MTU" --secs 3 |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["gbps"])')
+  vals[gso]+="$g "
+  echo "rep $rep raw UDP GSO/GRO loop ($payload B): $g Gbit/s" >&2
 done
-echo "iperf3:" >&2
-"${CARGO_TARGET_DIR:-target}"/release/dwcp-lab bench --profile direct --reps "$REPS" --secs 5 >&2
+tcp=()
+for cc in cubic bbr; do
+  line=$("$T"/release/dwcp-lab bench --profile direct --mtu "$MTU" --cc "$cc" --reps "$REPS" --secs 5 2>&1 | tee /dev/stderr | grep -E "^ *$cc:" | tail -1 | sed -E 's/^ *[a-z]+: *//; s/ *samples.*//')
+  tcp+=("$cc | $line")
+done
+best=$(python3 -c 'import sys,statistics as s; a=[float(x) for x in sys.argv[1].split()]; u=[float(x) for x in sys.argv[2].split()]; print(max(s.median(a), s.median(u)))' "${vals[afxdp]}" "${vals[udp]}")
 echo
-echo "| path (veth, MTU 1500, ${SIZE} MiB object) | goodput Gbit/s min / median / max |"
-echo "|---|---|"
-echo "| dwcp v3, AF_XDP backend | ${res[afxdp]} |"
-echo "| dwcp v3, UDP backend (GSO/GRO) | ${res[udp]} |"
+echo "| path (veth, MTU ${MTU}, ${SIZE} MiB object, ${REPS} reps) | goodput Gbit/s min / median / max | worker CPU ns/B send / recv (median) |"
+echo "|---|---|---|"
+echo "| dwcp v3, AF_XDP backend | $(stats ${vals[afxdp]}) | $(med ${cpu_s[afxdp]}) / $(med ${cpu_r[afxdp]}) |"
+echo "| dwcp v3, UDP backend (GSO/GRO) | $(stats ${vals[udp]}) | $(med ${cpu_s[udp]}) / $(med ${cpu_r[udp]}) |"
+echo "| raw UDP GSO/GRO loop, ${payload} B datagrams, no protocol work | $(stats ${vals[gso]}) | |"
+for l in "${tcp[@]}"; do echo "| iperf3 TCP one stream, ${l%% |*} | ${l#* | } | |"; done
+echo
+echo "best dwcp backend (median): $best Gbit/s; ratio to the raw GSO loop: $(python3 -c 'import sys,statistics as s; print(f"{float(sys.argv[1])/s.median(float(x) for x in sys.argv[2].split()):.2f}")' "$best" "${vals[gso]}")"
