@@ -5,6 +5,9 @@
 //! [`FakeKernel`] that plays the kernel's side: takes fill addresses and writes "received"
 //! packets into those frames (splitting large ones into multi-buffer fragments), consumes the
 //! tx ring and returns addresses on the completion ring, and sets the `need_wakeup` flags.
+//! The user side of the tx ring reserves slots like `xdpilone` does, from a cached copy of the
+//! consumer's index that is refreshed only when it shows no free slot, so the port's tx path
+//! meets the same stale reservations it meets on a real socket.
 //! With it, [`crate::port::XskPort`] is tested without privileges, like `xdpilone`'s and
 //! `s2n-quic-xdp`'s own ring tests.
 //!
@@ -16,7 +19,7 @@ use std::rc::Rc;
 use xdpilone::xdp::XdpDesc;
 
 use crate::port::XskPort;
-use crate::rings::{RxRings, TxRings, whole_packets};
+use crate::rings::{DescProducer, RxRings, TxRings, transmit_whole};
 use crate::umem::{UmemArea, UmemOptions};
 use crate::{FRAME_SIZE, XDP_PKT_CONTD, XskError};
 
@@ -100,6 +103,9 @@ pub struct FakeRx {
 pub struct FakeTx {
     tx: Shared<XdpDesc>,
     comp: Shared<u64>,
+    /// Cached consumer index plus the ring size: reservations end here, like `xdpilone`'s
+    /// (and libxdp's) producer cache, refreshed only when it leaves no free slot.
+    cached_end: u32,
 }
 
 impl RxRings for FakeRx {
@@ -117,11 +123,27 @@ impl RxRings for FakeRx {
     }
 }
 
+impl DescProducer for FakeTx {
+    fn put(&mut self, descs: &[XdpDesc], take: impl FnOnce(usize) -> usize) -> usize {
+        let mut ring = self.tx.borrow_mut();
+        let mut free = self.cached_end.wrapping_sub(ring.producer);
+        if free == 0 {
+            self.cached_end = ring.consumer.wrapping_add(ring.mask + 1);
+            free = self.cached_end.wrapping_sub(ring.producer);
+        }
+        let cap = (free as usize).min(descs.len());
+        let k = take(cap).min(cap);
+        ring.produce(&descs[..k])
+    }
+
+    fn free_now(&self) -> usize {
+        self.tx.borrow().free() as usize
+    }
+}
+
 impl TxRings for FakeTx {
     fn transmit(&mut self, descs: &[XdpDesc]) -> usize {
-        let mut ring = self.tx.borrow_mut();
-        let k = whole_packets(descs, ring.free() as usize);
-        ring.produce(&descs[..k])
+        transmit_whole(self, descs)
     }
     fn complete(&mut self, out: &mut [u64]) -> usize {
         self.comp.borrow_mut().consume(out)
@@ -198,6 +220,7 @@ impl FakeKernel {
         let tx = FakeTx {
             tx: k.tx.clone(),
             comp: k.comp.clone(),
+            cached_end: cfg.start,
         };
         let port = XskPort::assemble(area, rx, tx, cfg.frames / 2, cfg.batch, None);
         Ok((port, k))

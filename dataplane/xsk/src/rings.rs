@@ -3,7 +3,10 @@
 //! Owns: copying descriptors in and out of the rings in batches (one acquire/release per
 //! batch, not per descriptor) and the `need_wakeup` queries and kicks. The rx side is the
 //! fill ring plus the rx ring; the tx side is the tx ring plus the completion ring, so a
-//! worker can read received frames and write frames to send at the same time.
+//! worker can read received frames and write frames to send at the same time. Multi-buffer
+//! packets go on the tx ring whole ([`transmit_whole`]), through `xdpilone`'s cached view of
+//! the kernel's consumer: a reservation smaller than the next packet may be stale, and is
+//! then used up so the next one sees the ring's real room.
 //! Does not: own frames (see [`crate::port`]) or map rings (`xdpilone` does, and keeps the
 //! mappings alive with the socket). [`crate::fake`] implements the same traits over plain
 //! memory for unprivileged tests.
@@ -46,6 +49,8 @@ pub struct KernelRx {
 pub struct KernelTx {
     pub(crate) tx: RingTx,
     pub(crate) comp: CompletionQueue,
+    /// Entries in the tx ring.
+    pub(crate) tx_size: u32,
 }
 
 impl std::fmt::Debug for KernelRx {
@@ -70,6 +75,58 @@ pub fn whole_packets(descs: &[XdpDesc], room: usize) -> usize {
         .iter()
         .rposition(|d| d.options & crate::XDP_PKT_CONTD == 0)
         .map_or(0, |i| i + 1)
+}
+
+/// A descriptor ring the user side produces into, seen as `xdpilone` sees it: reservations
+/// are served from a cached copy of the consumer's index, refreshed only when the cache shows
+/// no free slot at all (libxdp's rule). A reservation can therefore be smaller than the
+/// ring's real room, and stays that small until it is used up.
+pub trait DescProducer {
+    /// Reserves up to `descs.len()` slots, writes `descs[..take(capacity)]` into them and
+    /// hands those to the consumer (the rest of the reservation is given back). Returns how
+    /// many were written.
+    fn put(&mut self, descs: &[XdpDesc], take: impl FnOnce(usize) -> usize) -> usize;
+    /// Free slots by the consumer's current index (not the cache); may only grow until the
+    /// next `put`.
+    fn free_now(&self) -> usize;
+}
+
+/// Puts the longest prefix of `descs` that ends on a packet boundary and fits the ring on
+/// it; returns its length. A reservation too small for the next (multi-buffer) packet is
+/// not taken as "ring full" when the ring really has room for that packet: the stale
+/// reservation is filled with the packet's first fragments, which empties the cache, and the
+/// next reservation (refreshed, so at least the rest of the packet) completes it. Without
+/// that, a cache left with one or two slots below a three-fragment packet would never be
+/// refreshed again and the ring would look full forever.
+pub fn transmit_whole<P: DescProducer>(ring: &mut P, descs: &[XdpDesc]) -> usize {
+    let mut done = 0;
+    while done < descs.len() {
+        let rest = &descs[done..];
+        // Fragments of the next packet.
+        let first = rest
+            .iter()
+            .position(|d| d.options & crate::XDP_PKT_CONTD == 0)
+            .map_or(rest.len(), |i| i + 1);
+        let room = ring.free_now();
+        let n = ring.put(rest, |cap| {
+            let k = whole_packets(rest, cap);
+            if k == 0 && cap > 0 && room >= first {
+                // Stale cache: the first `cap < first` fragments now, the rest in the next
+                // round, from a refreshed reservation with room for them.
+                cap
+            } else {
+                k
+            }
+        });
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    // A packet started above always had the ring's real room behind it, so it was
+    // finished: the count ends on a packet boundary.
+    debug_assert_eq!(whole_packets(descs, done), done, "a packet was put in part");
+    done
 }
 
 fn to_u32(n: usize) -> u32 {
@@ -116,24 +173,32 @@ impl RxRings for KernelRx {
     }
 }
 
+impl DescProducer for KernelTx {
+    #[inline]
+    fn put(&mut self, descs: &[XdpDesc], take: impl FnOnce(usize) -> usize) -> usize {
+        let mut w = self.tx.transmit(to_u32(descs.len()));
+        let k = take(w.capacity() as usize).min(w.capacity() as usize);
+        if k == 0 {
+            return 0;
+        }
+        let n = w.insert(descs[..k].iter().copied());
+        w.commit();
+        n as usize
+    }
+
+    #[inline]
+    fn free_now(&self) -> usize {
+        self.tx_size.saturating_sub(self.tx.pending()) as usize
+    }
+}
+
 impl TxRings for KernelTx {
     #[inline]
     fn transmit(&mut self, descs: &[XdpDesc]) -> usize {
-        // See `fill`: a short reservation may come from a stale cache; retry until the
-        // ring really is full.
-        let mut done = 0;
-        while done < descs.len() {
-            let rest = &descs[done..];
-            let mut w = self.tx.transmit(to_u32(rest.len()));
-            let k = whole_packets(rest, w.capacity() as usize);
-            if k == 0 {
-                break;
-            }
-            let n = w.insert(rest[..k].iter().copied());
-            w.commit();
-            done += n as usize;
-        }
-        done
+        // xdpilone serves reservations from a cached consumer index (see `fill`):
+        // `transmit_whole` retries short reservations and drains a stale one that is too
+        // small for a multi-buffer packet.
+        transmit_whole(self, descs)
     }
 
     #[inline]

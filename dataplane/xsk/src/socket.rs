@@ -201,7 +201,11 @@ impl XskPort<KernelRx, KernelTx> {
         let port = XskPort::assemble(
             area,
             KernelRx { fill, rx },
-            KernelTx { tx, comp },
+            KernelTx {
+                tx,
+                comp,
+                tx_size: cfg.ring_size,
+            },
             rx_frames,
             cfg.batch,
             Some(Box::new(Keep { _umem: umem })),
