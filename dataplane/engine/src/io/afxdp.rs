@@ -55,6 +55,13 @@ impl AfXdpBackend {
         queue: u32,
         program: &SharedProgram,
     ) -> Result<(Self, Selection), IoError> {
+        // A datagram that does not fit one UMEM frame needs multi-buffer (xdp.frags): on
+        // by itself for a jumbo MTU, so an MTU 9000 link works without a separate switch.
+        let jumbo = cfg.max_datagram + HDR_LEN > FRAME_SIZE as usize;
+        let cfg = &IoConfig {
+            multi_buffer: cfg.multi_buffer || jumbo,
+            ..cfg.clone()
+        };
         let attach = program.with(cfg, |p| Ok(p.mode()))?;
         let src = net::own_mac(&cfg.ifname)?;
         let dst = net::resolve_peer_mac(&cfg.ifname, cfg.peer, Duration::from_secs(2))?;
