@@ -16,7 +16,7 @@ OUT="${OUT:-$T/bench-demo.jsonl}"
 cargo build --release -q -p dwcp-engine --bin dwcp -p dwcp-bench --bin dwcp-lab --bin dwcp-certify
 stats() { python3 -c 'import sys,statistics as s; v=sorted(float(x) for x in sys.argv[1:]); print(f"{v[0]:.2f} / {s.median(v):.2f} / {v[-1]:.2f}")' "$@"; }
 med() { python3 -c 'import sys,statistics as s; print(f"{s.median(float(x) for x in sys.argv[1:]):.3f}")' "$@"; }
-payload=$((MTU - 28))   # full-size UDP datagrams
+payload=$((MTU - 100))   # the io-bench sizes: 1400 B at MTU 1500, 8900 B at 9000
 : > "$OUT"
 declare -A vals cpu_s cpu_r
 for rep in $(seq "$REPS"); do
