@@ -1020,17 +1020,13 @@ impl Handler for RecvHandler {
             if rx.poll_timeout().is_some_and(|t| t <= now) {
                 rx.handle_timeout(now);
             }
-            // Receiver frames are small (acks, closes); a full batch defers the rest to the
-            // next iteration, where poll_transmit yields them again.
-            while tx.staged() < 60 {
-                match rx.poll_transmit(now) {
-                    Some(f) => {
-                        if !tx.push(&f) {
-                            break;
-                        }
-                    }
-                    None => break,
-                }
+            // Receiver frames are small (acks, closes), written straight into the batch; when
+            // it has no room the receiver is not asked, so what it would send waits for the
+            // next iteration (a frame taken and then refused would be lost).
+            let max = tx.max_datagram();
+            while tx.staged() < 60
+                && tx.try_push_with(max, |b| rx.poll_transmit_into(now, b)) == Some(true)
+            {
             }
         }
     }
