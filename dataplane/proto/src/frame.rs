@@ -128,10 +128,27 @@ pub fn finish_frame_in_place(
     out: &mut [u8],
 ) -> Result<usize, FrameError> {
     let mut h = *header;
-    h.payload_len = payload_len_u32(payload_len)?;
     if h.flags.contains(Flags::SEALED) {
         return Err(FrameError::SealedNotVerified);
     }
+    let (total, hdr, body, trailer) = frame_parts(&mut h, payload_len, out)?;
+    h.write(hdr)?;
+    let crc = frame_crc(hdr, body);
+    trailer.copy_from_slice(&crc.to_be_bytes());
+    Ok(total)
+}
+
+/// A frame's length and its header, payload and trailer slices.
+type FrameParts<'o> = (usize, &'o mut [u8], &'o mut [u8], &'o mut [u8]);
+
+/// Sets `payload_len`, checks the header rules and the room in `out`, and splits the frame
+/// into header, payload and trailer; returns the frame length with the three parts.
+fn frame_parts<'o>(
+    h: &mut Header,
+    payload_len: usize,
+    out: &'o mut [u8],
+) -> Result<FrameParts<'o>, FrameError> {
+    h.payload_len = payload_len_u32(payload_len)?;
     h.validate()?;
     let total = h.frame_len();
     let got = out.len();
@@ -140,10 +157,7 @@ pub fn finish_frame_in_place(
     };
     let (hdr, rest) = frame.split_at_mut(HEADER_LEN);
     let (body, trailer) = rest.split_at_mut(payload_len);
-    h.write(hdr)?;
-    let crc = frame_crc(hdr, body);
-    trailer.copy_from_slice(&crc.to_be_bytes());
-    Ok(total)
+    Ok((total, hdr, body, trailer))
 }
 
 /// [`finish_frame_in_place`] for a SEALED frame: the plaintext payload is already at
@@ -159,16 +173,8 @@ where
     F: FnOnce(&[u8; HEADER_LEN], &mut [u8]) -> [u8; TAG_LEN],
 {
     let mut h = *header;
-    h.payload_len = payload_len_u32(payload_len)?;
     h.flags.insert(Flags::SEALED);
-    h.validate()?;
-    let total = h.frame_len();
-    let got = out.len();
-    let Some(frame) = out.get_mut(..total) else {
-        return Err(FrameError::BufferTooSmall { need: total, got });
-    };
-    let (hdr, rest) = frame.split_at_mut(HEADER_LEN);
-    let (body, trailer) = rest.split_at_mut(payload_len);
+    let (total, hdr, body, trailer) = frame_parts(&mut h, payload_len, out)?;
     let hdr_bytes = h.to_bytes();
     hdr.copy_from_slice(&hdr_bytes);
     let tag = seal(&hdr_bytes, body);
