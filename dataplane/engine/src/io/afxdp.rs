@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use dwcp_xsk::rings::{KernelRx, KernelTx};
-use dwcp_xsk::{FRAME_SIZE, XskConfig, XskSocket};
+use dwcp_xsk::{BindMode, FRAME_SIZE, XskConfig, XskSocket};
 
 use super::net::{self, HDR_LEN, HeaderTemplate};
 use super::{
@@ -108,6 +108,22 @@ impl AfXdpBackend {
             },
             sel,
         ))
+    }
+
+    /// The best AF_XDP bind mode `cfg.ifname` queue `queue` accepts (a small probe socket,
+    /// no XDP program attached); an error when AF_XDP is not usable there.
+    pub fn probe_bind_mode(cfg: &IoConfig, queue: u32) -> Result<BindMode, IoError> {
+        Ok(XskSocket::probe_bind_mode(&XskConfig {
+            ifname: cfg.ifname.clone(),
+            queue,
+            frames: cfg.frames,
+            ring_size: cfg.ring_size,
+            batch: cfg.batch,
+            zero_copy: true,
+            multi_buffer: cfg.multi_buffer || cfg.max_datagram + HDR_LEN > FRAME_SIZE as usize,
+            hugepages: false,
+            numa_node: None,
+        })?)
     }
 
     fn split(&mut self, max: usize) -> (XdpRx<'_>, XdpTx<'_>) {

@@ -4,9 +4,10 @@
 //! Owns: per-worker ports that receive a batch of UDP payloads into caller-visible buffers
 //! and send a batch of UDP payloads to one peer; batching (`recvmmsg`/`sendmmsg`, AF_XDP
 //! rings), UDP GSO/GRO, Ethernet/IPv4/UDP headers on the AF_XDP path, and the fallback
-//! decision: AF_XDP is tried first (XDP program attach, socket bind, XSKMAP registration,
-//! peer MAC); on any failure the port uses UDP sockets, logs one `warn!` line with the
-//! reason, and reports backend and reason in [`Selection`].
+//! decision: AF_XDP is tried first (XDP program attach, zero-copy socket bind, XSKMAP
+//! registration, peer MAC); on any failure, or when the driver binds in copy mode only
+//! ([`AutoDecline`]: UDP with GSO/GRO is faster there), the port uses UDP sockets, logs one
+//! line with the reason, and reports backend and reason in [`Selection`].
 //! Does not: parse DWCP (the worker does, see `crate::worker`), pin threads, or route
 //! (one port talks to one peer on the same link).
 
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 pub use afxdp::AfXdpBackend;
 use dwcp_ebpf::{AttachMode, ProgramConfig, XdpProgram};
+use dwcp_xsk::BindMode;
 pub use udp::UdpBackend;
 
 /// Which backend a port uses.
@@ -492,6 +494,24 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 
 static FALLBACK_LOGGED: AtomicBool = AtomicBool::new(false);
 
+/// Why [`BackendChoice::Auto`] turned down an AF_XDP socket that did open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AutoDecline {
+    /// The driver binds AF_XDP in copy mode only (veth, most virtual NICs): every frame is
+    /// copied between the kernel's buffers and the UMEM, and the kernel's UDP path with
+    /// GSO/GRO moves more bytes per core.
+    #[error("AF_XDP on {ifname} binds in copy mode only (the driver has no zero-copy)")]
+    CopyModeOnly {
+        /// Interface.
+        ifname: String,
+    },
+}
+
+/// The measured reason behind [`AutoDecline::CopyModeOnly`] (docs/perf.md, section 2c).
+pub const COPY_MODE_REASON: &str = "UDP with GSO/GRO moves about 3x the bytes per core of \
+    copy-mode AF_XDP on a veth pair (6.0 vs 2.0 Gbit/s, docs/perf.md 2c); \
+    --backend afxdp uses AF_XDP anyway";
+
 /// Opens the port for `queue`: AF_XDP if configured and working, else UDP (see module
 /// docs). Call it on the worker thread after pinning, so the UMEM is allocated there.
 pub fn open_port(
@@ -505,19 +525,36 @@ pub fn open_port(
             let (b, sel) = AfXdpBackend::open(cfg, queue, program)?;
             return Ok((Port::AfXdp(Box::new(b)), sel));
         }
-        BackendChoice::Auto => match AfXdpBackend::open(cfg, queue, program) {
-            Ok((b, sel)) => return Ok((Port::AfXdp(Box::new(b)), sel)),
-            Err(e) => Some(error_chain(&e)),
+        BackendChoice::Auto => match AfXdpBackend::probe_bind_mode(cfg, queue) {
+            Ok(BindMode::ZeroCopy) => {
+                let zc = IoConfig {
+                    zero_copy: true,
+                    ..cfg.clone()
+                };
+                match AfXdpBackend::open(&zc, queue, program) {
+                    Ok((b, sel)) => return Ok((Port::AfXdp(Box::new(b)), sel)),
+                    Err(e) => Some((error_chain(&e), false)),
+                }
+            }
+            Ok(BindMode::Copy) => {
+                let decline = AutoDecline::CopyModeOnly {
+                    ifname: cfg.ifname.clone(),
+                };
+                Some((format!("{decline}: {COPY_MODE_REASON}"), true))
+            }
+            Err(e) => Some((error_chain(&e), false)),
         },
     };
     let (b, mut sel) = UdpBackend::open(cfg)?;
-    if let Some(r) = &reason {
-        if !FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {
+    if let Some((r, chosen)) = &reason {
+        if *chosen {
+            tracing::info!(ifname = %cfg.ifname, queue, reason = %r, "using UDP sockets");
+        } else if !FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {
             tracing::warn!(ifname = %cfg.ifname, queue, reason = %r, "AF_XDP unavailable, using UDP sockets");
         } else {
             tracing::debug!(ifname = %cfg.ifname, queue, reason = %r, "AF_XDP unavailable, using UDP sockets");
         }
     }
-    sel.fallback_reason = reason;
+    sel.fallback_reason = reason.map(|(r, _)| r);
     Ok((Port::Udp(Box::new(b)), sel))
 }
