@@ -33,6 +33,7 @@ pub struct FileSource {
     len: u64,
     block: Vec<u8>,
     block_off: u64,
+    identity: Option<u128>,
 }
 
 impl FileSource {
@@ -40,11 +41,13 @@ impl FileSource {
     pub fn open(path: &Path) -> io::Result<Self> {
         let file = File::open(path)?;
         let len = file_len(&file)?;
+        let identity = file_identity(&file.metadata()?);
         Ok(Self {
             file,
             len,
             block: Vec::new(),
             block_off: 0,
+            identity,
         })
     }
 
@@ -53,6 +56,31 @@ impl FileSource {
     fn pread(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         read_full_at(&self.file, offset, buf)
     }
+}
+
+/// A regular file's identity ([`Source::identity`]): device, inode, length, modification
+/// and change times (nanoseconds), hashed. Any write through the file system changes the
+/// change time, and a rename or copy changes the inode. A block device has none: its
+/// content changes without any of these.
+fn file_identity(meta: &std::fs::Metadata) -> Option<u128> {
+    use std::os::unix::fs::MetadataExt;
+    if !meta.is_file() {
+        return None;
+    }
+    let mut b = Vec::with_capacity(64);
+    b.extend_from_slice(b"dwcp file identity 1");
+    for v in [meta.dev(), meta.ino(), meta.len()] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+    ] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    Some(xxhash_rust::xxh3::xxh3_128(&b))
 }
 
 /// Reads `buf.len()` bytes at `offset`, fewer only at the end of the file.
@@ -106,6 +134,10 @@ impl Source for FileSource {
         let n = want.min(self.block.len().saturating_sub(from));
         buf[..n].copy_from_slice(&self.block[from..from + n]);
         Ok(n)
+    }
+
+    fn identity(&self) -> Option<u128> {
+        self.identity
     }
 }
 
@@ -328,6 +360,14 @@ impl Journal for FileJournal {
         // line can only name durable bytes. Losing the newest lines in a crash costs a
         // retransmission, never correctness; a torn or zero-filled tail is ignored on read.
         f.write_all(format!("{} {}\n", range.start, range.end).as_bytes())
+    }
+
+    fn forget(&mut self, _object_id: u64) -> io::Result<()> {
+        self.file = None;
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 }
 

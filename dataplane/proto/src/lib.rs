@@ -51,8 +51,8 @@ pub use header::{
 };
 pub use negotiate::{NegotiateError, Session, negotiate};
 pub use payload::{
-    Ack, Capabilities, Close, CloseCode, Hello, Keepalive, MAX_CLOSE_MESSAGE_LEN,
-    MAX_KEY_EXCHANGE_LEN, MAX_NACK_RANGES, MAX_SACK_RANGES, Nack, Payload, Probe, ProbeAck,
-    SESSION_NONCE_LEN, SeqRange, VersionSet, WirePayload,
+    Ack, Capabilities, Close, CloseCode, DIGEST_XXH3_128, Hello, KEEPALIVE_DIGEST_LEN, Keepalive,
+    MAX_CLOSE_MESSAGE_LEN, MAX_KEY_EXCHANGE_LEN, MAX_NACK_RANGES, MAX_SACK_RANGES, Nack,
+    ObjectDigest, Payload, Probe, ProbeAck, SESSION_NONCE_LEN, SeqRange, VersionSet, WirePayload,
 };
 pub use replay::ReplayWindow;

@@ -333,6 +333,10 @@ bit_set! {
         MULTISTREAM = 1 << 2,
         /// SEALED frames (AEAD).
         SEALED = 1 << 3,
+        /// Late object digest: HELLO's object hash field carries the source's resume key
+        /// and the sender sends the object's XXH3-128 at the end, in a KEEPALIVE
+        /// ([`ObjectDigest`], docs/protocol.md 8.3).
+        LATE_DIGEST = 1 << 4,
     }
 }
 
@@ -806,9 +810,30 @@ impl WirePayload for ProbeAck {
 // ---------------------------------------------------------------------------------------
 // KEEPALIVE.
 
-/// KEEPALIVE payload: empty.
+/// Length of a KEEPALIVE payload that carries an [`ObjectDigest`].
+pub const KEEPALIVE_DIGEST_LEN: usize = 32;
+/// [`ObjectDigest::algorithm`] value of XXH3-128, the only one defined.
+pub const DIGEST_XXH3_128: u8 = 1;
+
+/// The digest of a whole object, sent by a sender at the end of a LATE_DIGEST session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ObjectDigest {
+    /// Object the digest is of.
+    pub object_id: u64,
+    /// XXH3-128 of the object's bytes in offset order.
+    pub xxh3_128: u128,
+}
+
+/// KEEPALIVE payload: empty, or (only from a sender, only on a session that negotiated
+/// LATE_DIGEST) the object's digest.
+///
+/// Digest layout (big-endian, 32 bytes): object_id u64, algorithm u8 (1 = XXH3-128),
+/// 7 reserved zero bytes, digest [u8; 16].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Keepalive;
+pub struct Keepalive {
+    /// The object's digest, when this KEEPALIVE carries one.
+    pub digest: Option<ObjectDigest>,
+}
 
 impl WirePayload for Keepalive {
     const FRAME_TYPE: FrameType = FrameType::Keepalive;
@@ -818,16 +843,50 @@ impl WirePayload for Keepalive {
     }
 
     fn encoded_len(&self) -> usize {
-        0
+        if self.digest.is_some() {
+            KEEPALIVE_DIGEST_LEN
+        } else {
+            0
+        }
     }
 
-    fn encode(&self, _out: &mut [u8]) -> Result<usize, FrameError> {
-        Ok(0)
+    fn encode(&self, out: &mut [u8]) -> Result<usize, FrameError> {
+        let Some(d) = self.digest else {
+            return Ok(0);
+        };
+        let mut w = Writer::new(out, KEEPALIVE_DIGEST_LEN)?;
+        w.put(&d.object_id.to_be_bytes())?;
+        w.put(&[DIGEST_XXH3_128])?;
+        w.zeros(7)?;
+        w.put(&d.xxh3_128.to_be_bytes())?;
+        Ok(w.pos)
     }
 
     fn decode(buf: &[u8]) -> Result<Self, FrameError> {
-        Reader::new(buf, Self::FRAME_TYPE).finish()?;
-        Ok(Self)
+        let ft = Self::FRAME_TYPE;
+        let mut r = Reader::new(buf, ft);
+        if buf.is_empty() {
+            return Ok(Self::default());
+        }
+        let object_id = r.u64()?;
+        let [algorithm] = r.array::<1>()?;
+        if algorithm != DIGEST_XXH3_128 {
+            return Err(bad(
+                ft,
+                "algorithm",
+                algorithm.into(),
+                "1 (XXH3-128) is the only digest algorithm",
+            ));
+        }
+        check_zero_padding(ft, r.take(7)?)?;
+        let xxh3_128 = u128::from_be_bytes(r.array()?);
+        r.finish()?;
+        Ok(Self {
+            digest: Some(ObjectDigest {
+                object_id,
+                xxh3_128,
+            }),
+        })
     }
 }
 

@@ -159,7 +159,13 @@ fn arb_payload() -> impl Strategy<Value = Payload<'static>> {
             probe_len: c,
             ack_delay_us: d
         })),
-        Just(Payload::Keepalive(Keepalive)),
+        Just(Payload::Keepalive(Keepalive::default())),
+        any::<(u64, u128)>().prop_map(|(object_id, xxh3_128)| Payload::Keepalive(Keepalive {
+            digest: Some(ObjectDigest {
+                object_id,
+                xxh3_128
+            })
+        })),
         arb_close().prop_map(Payload::Close),
     ]
 }

@@ -21,6 +21,14 @@ pub trait Source: std::fmt::Debug + Send {
     }
     /// Fill `buf` from `offset`; returns bytes read (short only at the end of the object).
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+    /// What identifies this version of the object without reading it (a file: device,
+    /// inode, length, modification and change times), as a 128-bit key that changes
+    /// whenever the object may have. It keys the receiver's resume journal under
+    /// LATE_DIGEST, so the sender need not hash the whole object before HELLO. `None`: no
+    /// such identity; the sender hashes the object first.
+    fn identity(&self) -> Option<u128> {
+        None
+    }
 }
 
 /// Where received chunks go.
@@ -41,12 +49,16 @@ pub trait Journal: std::fmt::Debug + Send {
     fn begin(&mut self, object_id: u64, len: u64, hash: u128) -> io::Result<Vec<Range<u64>>>;
     /// Record that `range` of `object_id` is durable (called only after `Sink::flush_durable`).
     fn record_durable(&mut self, object_id: u64, range: Range<u64>) -> io::Result<()>;
+    /// Forget everything recorded for `object_id`: its bytes did not verify, so none of them
+    /// may be resumed from.
+    fn forget(&mut self, object_id: u64) -> io::Result<()>;
 }
 
 /// An in-memory object to send.
 #[derive(Debug, Clone)]
 pub struct MemSource {
     data: Arc<Vec<u8>>,
+    identity: Option<u128>,
 }
 
 impl MemSource {
@@ -54,7 +66,15 @@ impl MemSource {
     pub fn new(data: Vec<u8>) -> Self {
         Self {
             data: Arc::new(data),
+            identity: None,
         }
+    }
+
+    /// The same source with an identity ([`Source::identity`]): a sender offers LATE_DIGEST.
+    #[must_use]
+    pub fn with_identity(mut self, identity: u128) -> Self {
+        self.identity = Some(identity);
+        self
     }
 }
 
@@ -69,6 +89,9 @@ impl Source for MemSource {
         let n = buf.len().min(self.data.len() - start);
         buf[..n].copy_from_slice(&self.data[start..start + n]);
         Ok(n)
+    }
+    fn identity(&self) -> Option<u128> {
+        self.identity
     }
 }
 
@@ -206,6 +229,11 @@ impl Journal for MemJournal {
     fn record_durable(&mut self, object_id: u64, range: Range<u64>) -> io::Result<()> {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         g.entry(object_id).or_default().ranges.insert(range);
+        Ok(())
+    }
+    fn forget(&mut self, object_id: u64) -> io::Result<()> {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.remove(&object_id);
         Ok(())
     }
 }

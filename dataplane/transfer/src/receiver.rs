@@ -57,6 +57,9 @@ pub struct ReceiverConfig {
     pub durable_interval: Duration,
     /// Keys and policy for SEALED sessions (`dwcp-secure`); `None` = unsealed only.
     pub security: Option<wire::SecurityFactory>,
+    /// Take LATE_DIGEST (docs/protocol.md 8.3): HELLO names the object by the source's
+    /// identity and the digest arrives at the end.
+    pub late_digest: bool,
 }
 
 impl Default for ReceiverConfig {
@@ -71,6 +74,7 @@ impl Default for ReceiverConfig {
             durable_batch_bytes: 4 << 20,
             durable_interval: Duration::from_millis(50),
             security: None,
+            late_digest: true,
         }
     }
 }
@@ -104,7 +108,7 @@ struct StreamRx {
 
 /// A streaming XXH3-128 state (which has no `Debug` of its own).
 #[derive(Clone, Default)]
-struct HashState(Xxh3);
+pub(crate) struct HashState(pub(crate) Xxh3);
 
 impl std::fmt::Debug for HashState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -125,7 +129,15 @@ pub struct Receiver {
     version: u8,
     object_id: u64,
     object_len: u64,
+    /// HELLO's object hash: the object's XXH3-128, or (LATE_DIGEST) the source's identity,
+    /// which keys the journal.
     object_hash: u128,
+    /// The session negotiated LATE_DIGEST.
+    late: bool,
+    /// LATE_DIGEST: the sender's digest of the object, once its KEEPALIVE arrived.
+    digest: Option<u128>,
+    /// XXH3-128 of the received object, once every byte is durable and hashed.
+    computed: Option<u128>,
     chunk_size: u64,
     n_chunks: u64,
     codecs: u32,
@@ -185,6 +197,9 @@ impl Receiver {
             object_id: 0,
             object_len: 0,
             object_hash: 0,
+            late: false,
+            digest: None,
+            computed: None,
             chunk_size: 0,
             n_chunks: 0,
             codecs: 1 << CODEC_RAW,
@@ -320,8 +335,22 @@ impl Receiver {
                 // DATA takes the borrowed path above
                 self.st.frames_malformed += 1;
             }
-            Frame::Keepalive => {
+            Frame::Keepalive(digest) => {
                 self.last_activity = Some(now);
+                if let Some(d) = digest {
+                    if !self.late || d.object_id != self.object_id {
+                        // a digest this session did not negotiate, or of another object
+                        self.st.frames_malformed += 1;
+                        return;
+                    }
+                    if self.digest.is_none() {
+                        self.digest = Some(d.xxh3_128);
+                        if self.state == ReceiverState::Receiving && self.computed.is_some() {
+                            self.conclude(now);
+                            return;
+                        }
+                    }
+                }
                 match self.state {
                     ReceiverState::Complete => self.queue_close(),
                     ReceiverState::Receiving => {
@@ -362,7 +391,10 @@ impl Receiver {
         if !self.control.iter().any(|f| matches!(f, Frame::Close(_))) {
             self.control.push_back(Frame::Close(Close {
                 code: CloseCode::NORMAL,
-                message: format!("verified xxh3-128 {:032x}", self.object_hash),
+                message: format!(
+                    "verified xxh3-128 {:032x}",
+                    self.computed.unwrap_or(self.object_hash)
+                ),
             }));
         }
     }
@@ -386,6 +418,9 @@ impl Receiver {
         );
         if self.sec.offers_sealed() {
             local.capabilities.insert(Capabilities::SEALED);
+        }
+        if self.cfg.late_digest {
+            local.capabilities.insert(Capabilities::LATE_DIGEST);
         }
         let session = match dwcp_proto::negotiate(&local, &h.caps) {
             Ok(s) => s,
@@ -418,10 +453,12 @@ impl Receiver {
         };
         let version = session.version.as_u8();
         let chunk_size = u64::from(session.chunk_size);
+        let late = session.capabilities.contains(Capabilities::LATE_DIGEST);
         let same_object = self.state != ReceiverState::Listening
             && self.object_id == h.object_id
             && self.object_len == h.object_len
             && self.object_hash == h.object_hash
+            && self.late == late
             && self.chunk_size == chunk_size;
         self.conn_id = Some(conn_id);
         self.version = version;
@@ -435,6 +472,9 @@ impl Receiver {
             self.object_id = h.object_id;
             self.object_len = h.object_len;
             self.object_hash = h.object_hash;
+            self.late = late;
+            self.digest = None;
+            self.computed = None;
             self.chunk_size = chunk_size;
             self.n_chunks = h.object_len.div_ceil(chunk_size);
             self.held = RangeSet::default();
@@ -730,14 +770,42 @@ impl Receiver {
         if self.hash_to(self.object_len).is_err() {
             return;
         }
-        let actual = self.hash.0.digest128();
-        if actual == self.object_hash {
+        self.computed = Some(self.hash.0.digest128());
+        self.conclude(now);
+    }
+
+    /// Compares the received object's hash with the sender's: HELLO's, or (LATE_DIGEST) the
+    /// digest, which may not have arrived yet (then the digest's KEEPALIVE concludes).
+    fn conclude(&mut self, now: Instant) {
+        let Some(actual) = self.computed else {
+            return;
+        };
+        let expected = if self.late {
+            match self.digest {
+                Some(d) => d,
+                None => return,
+            }
+        } else {
+            self.object_hash
+        };
+        if actual == expected {
             self.state = ReceiverState::Complete;
             self.queue_close();
             // CLOSE is not acknowledged: send it 3 times, 10 ms apart (docs/protocol.md 12)
             self.close_repeats = [now + CLOSE_REPEAT, now + CLOSE_REPEAT * 2].into();
         } else {
-            let (id, expected) = (self.object_id, self.object_hash);
+            let id = self.object_id;
+            if self.late {
+                // The source changed under an unchanged identity (or the sink lost bytes):
+                // nothing received may be resumed from.
+                if let Err(e) = self.journal.forget(id) {
+                    self.fail(TransferError::Journal {
+                        object_id: id,
+                        source: e,
+                    });
+                    return;
+                }
+            }
             self.fail(TransferError::HashMismatch {
                 object_id: id,
                 expected,

@@ -104,6 +104,11 @@ pub struct SenderConfig {
     /// ([`Sender::path_estimate`]): the connection checks it with one short paced train and
     /// then skips Startup (see [`Bbr::set_path_hint`]). `None` = cold start.
     pub path_hint: Option<PathHint>,
+    /// Offer LATE_DIGEST (docs/protocol.md 8.3) when the source has an identity
+    /// ([`Source::identity`]): the object is hashed while it is sent and its digest goes at
+    /// the end, instead of a whole read of the source before HELLO. A receiver that does not
+    /// take it gets a second HELLO with the digest computed first.
+    pub late_digest: bool,
 }
 
 impl Default for SenderConfig {
@@ -128,6 +133,7 @@ impl Default for SenderConfig {
             mode: ModeThresholds::default(),
             security: None,
             path_hint: None,
+            late_digest: true,
             max_burst_frames: 16,
         }
     }
@@ -230,7 +236,17 @@ pub struct Sender {
     state: SenderState,
     error: Option<TransferError>,
     object_len: u64,
-    object_hash: u128,
+    /// XXH3-128 of the object: computed before HELLO, or (late digest) once every byte
+    /// was hashed on its way out.
+    object_hash: Option<u128>,
+    /// LATE_DIGEST offered and not (yet) refused: HELLO carries `resume_key`.
+    late: bool,
+    /// What identifies this version of the source ([`Source::identity`]).
+    resume_key: u128,
+    /// Late digest: XXH3-128 state over `[0, hashed_to)`, fed from the chunks as they are
+    /// read for their first transmission (in offset order).
+    hasher: Box<crate::receiver::HashState>,
+    hashed_to: u64,
     version: u8,
     chunk_size: u64,
     n_chunks: u64,
@@ -361,10 +377,17 @@ impl Sender {
         encoder: Box<dyn ChunkEncoder>,
         now: Instant,
     ) -> Result<Self, TransferError> {
-        let object_hash = hash_source(source.as_mut())?;
-        let timeline = SenderTimeline {
-            source_hashed: Some(Instant::now().saturating_duration_since(now)),
-            ..SenderTimeline::default()
+        let identity = source.identity().filter(|_| cfg.late_digest);
+        let (object_hash, timeline) = match identity {
+            Some(_) => (None, SenderTimeline::default()),
+            None => {
+                let h = hash_source(source.as_mut())?;
+                let timeline = SenderTimeline {
+                    source_hashed: Some(Instant::now().saturating_duration_since(now)),
+                    ..SenderTimeline::default()
+                };
+                (Some(h), timeline)
+            }
         };
         let object_len = source.len();
         let chunk = fit_chunk(&cfg, cfg.security.is_some());
@@ -395,6 +418,10 @@ impl Sender {
             error: None,
             object_len,
             object_hash,
+            late: identity.is_some(),
+            resume_key: identity.unwrap_or(0),
+            hasher: Box::default(),
+            hashed_to: 0,
             version: 0,
             chunk_size: chunk,
             n_chunks: 0,
@@ -484,7 +511,7 @@ impl Sender {
         self.mode.mode()
     }
     /// XXH3-128 of the object.
-    pub fn object_hash(&self) -> u128 {
+    pub fn object_hash(&self) -> Option<u128> {
         self.object_hash
     }
     /// Chunk size in use (after negotiation).
@@ -580,7 +607,91 @@ impl Sender {
         if self.sec.offers_sealed() {
             caps.capabilities.insert(Capabilities::SEALED);
         }
+        if self.late {
+            caps.capabilities.insert(Capabilities::LATE_DIGEST);
+        }
         caps
+    }
+
+    /// Feeds the raw chunk `data` at `offset` to the late digest, first reading any part of
+    /// the source before it that was not sent (chunks a resumed receiver already held). A
+    /// chunk hashed before (a retransmission, a resend after a reconnect) is skipped. Once
+    /// the whole object is hashed, the digest goes out in a KEEPALIVE.
+    fn hash_chunk(&mut self, now: Instant, offset: u64, data: &[u8]) -> Result<(), TransferError> {
+        if !self.late || self.object_hash.is_some() {
+            return Ok(());
+        }
+        if offset > self.hashed_to {
+            self.hash_source_to(offset)?;
+        }
+        let end = offset + data.len() as u64;
+        if end > self.hashed_to {
+            let skip = (self.hashed_to - offset) as usize;
+            self.hasher.0.update(&data[skip..]);
+            self.hashed_to = end;
+        }
+        if self.hashed_to >= self.object_len {
+            self.conclude_digest(now);
+        }
+        Ok(())
+    }
+
+    /// Reads and hashes the source from `hashed_to` up to `end`.
+    fn hash_source_to(&mut self, end: u64) -> Result<(), TransferError> {
+        let mut buf = vec![0u8; (end - self.hashed_to).min(1 << 20) as usize];
+        while self.hashed_to < end {
+            let want = ((end - self.hashed_to) as usize).min(buf.len());
+            let off = self.hashed_to;
+            let n =
+                self.source
+                    .read_at(off, &mut buf[..want])
+                    .map_err(|e| TransferError::Source {
+                        offset: off,
+                        source: e,
+                    })?;
+            if n == 0 {
+                return Err(TransferError::Source {
+                    offset: off,
+                    source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "source shrank"),
+                });
+            }
+            self.hasher.0.update(&buf[..n]);
+            self.hashed_to += n as u64;
+        }
+        Ok(())
+    }
+
+    /// The late digest is complete: keep it and send it.
+    fn conclude_digest(&mut self, now: Instant) {
+        let h = self.hasher.0.digest128();
+        self.object_hash = Some(h);
+        let t = self.since_created(now);
+        self.timeline.digest_known.get_or_insert(t);
+        self.control
+            .push_back(Frame::Keepalive(self.digest_frame()));
+    }
+
+    /// The late digest for a KEEPALIVE (None without LATE_DIGEST or before it is known).
+    fn digest_frame(&self) -> Option<dwcp_proto::ObjectDigest> {
+        match (self.late, self.object_hash) {
+            (true, Some(h)) => Some(dwcp_proto::ObjectDigest {
+                object_id: self.cfg.object_id,
+                xxh3_128: h,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Late digest with every chunk acknowledged but not all of them sent by this sender
+    /// (a resumed receiver held the rest): hashes what is left of the source.
+    fn finish_digest(&mut self, now: Instant) {
+        if !self.late || self.object_hash.is_some() {
+            return;
+        }
+        match self.hash_source_to(self.object_len) {
+            Ok(()) => self.conclude_digest(now),
+            Err(e) => self.fail(e),
+        }
     }
 
     /// Handle one received datagram.
@@ -628,14 +739,16 @@ impl Sender {
                 if matches!(self.state, SenderState::Complete | SenderState::Failed) {
                     return;
                 }
-                let verified = format!("verified xxh3-128 {:032x}", self.object_hash);
+                let verified = self
+                    .object_hash
+                    .map(|h| format!("verified xxh3-128 {h:032x}"));
                 if c.code == CloseCode::NO_COMMON_VERSION {
                     self.state = SenderState::Failed;
                     self.error = Some(TransferError::Negotiation {
                         reason: "peer has no common version",
                     });
                 } else if c.code == CloseCode::NORMAL
-                    && c.message == verified
+                    && verified.as_deref() == Some(c.message.as_str())
                     && self.state != SenderState::Handshake
                 {
                     self.state = SenderState::Complete;
@@ -663,6 +776,24 @@ impl Sender {
                 return;
             }
         };
+        if self.late && !session.capabilities.contains(Capabilities::LATE_DIGEST) {
+            // The receiver takes HELLO's hash as the object's (a version-1 session, or a
+            // receiver without LATE_DIGEST): hash the source now and say HELLO again, on a
+            // new connection, with the hash in it.
+            match hash_source(self.source.as_mut()) {
+                Ok(h) => self.object_hash = Some(h),
+                Err(e) => {
+                    self.fail(e);
+                    return;
+                }
+            }
+            self.late = false;
+            let t = self.since_created(now);
+            self.timeline.source_hashed = Some(t);
+            let id = self.next_conn_id();
+            self.reset_connection(now, id);
+            return;
+        }
         if session.capabilities.contains(Capabilities::SEALED) {
             let max = session.max_streams.clamp(1, self.cfg.max_streams.max(1));
             let kex = &a.caps.key_exchange;
@@ -744,6 +875,13 @@ impl Sender {
     /// restarted). Connection state (streams, sequence spaces, congestion state, timers) starts
     /// over; the new HELLO_ACK decides which chunks are still needed.
     pub fn reconnect(&mut self, now: Instant, conn_id: u32) {
+        self.reset_connection(now, conn_id);
+        self.st.reconnects += 1;
+    }
+
+    /// [`Sender::reconnect`] without counting it (a second HELLO after a refused
+    /// LATE_DIGEST is not a reconnect).
+    fn reset_connection(&mut self, now: Instant, conn_id: u32) {
         self.conn_id = conn_id;
         self.state = SenderState::Handshake;
         self.error = None;
@@ -774,7 +912,6 @@ impl Sender {
         self.warm_hint = self.cc.path_estimate().or(self.warm_hint);
         self.cc = Bbr::new(self.cc_cfg, now);
         self.sec.reset();
-        self.st.reconnects += 1;
     }
 
     fn next_conn_id(&self) -> u32 {
@@ -799,6 +936,7 @@ impl Sender {
             self.timeline.all_acked.get_or_insert(t);
             self.rto_backoff = 0;
             self.keepalive_due = Some(now + self.rto());
+            self.finish_digest(now);
         }
     }
 
@@ -1117,7 +1255,11 @@ impl Sender {
                     initial_streams: self.cfg.initial_streams.max(1),
                     object_id: self.cfg.object_id,
                     object_len: self.object_len,
-                    object_hash: self.object_hash,
+                    object_hash: if self.late {
+                        self.resume_key
+                    } else {
+                        self.object_hash.unwrap_or_default()
+                    },
                 };
                 match self
                     .sec
@@ -1277,6 +1419,7 @@ impl Sender {
             }
             done += n;
         }
+        self.hash_chunk(now, offset, payload)?;
         let mut codec = CODEC_RAW;
         let mut plen = len;
         if self.version != VERSION_1 {
@@ -1480,7 +1623,9 @@ impl Sender {
             }
             SenderState::AwaitClose if self.keepalive_due.is_some_and(|t| now >= t) => {
                 // Ask for the verified CLOSE again: every RTO for three tries, then backing off.
-                self.control.push_back(Frame::Keepalive);
+                self.finish_digest(now);
+                self.control
+                    .push_back(Frame::Keepalive(self.digest_frame()));
                 self.keepalive_count += 1;
                 if self.keepalive_count > 3 {
                     self.rto_backoff += 1;

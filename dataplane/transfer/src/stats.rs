@@ -95,8 +95,12 @@ pub struct SenderStats {
 /// transitions only.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SenderTimeline {
-    /// The whole source was hashed (XXH3-128), just before the first HELLO can go out.
+    /// The whole source was hashed (XXH3-128) before a HELLO: the first one, or (a receiver
+    /// without LATE_DIGEST) the second. None with a late digest.
     pub source_hashed: Option<Duration>,
+    /// Late digest: the last byte of the object was hashed on its way out (the digest
+    /// KEEPALIVE is queued then).
+    pub digest_known: Option<Duration>,
     /// The first HELLO_ACK was accepted (handshake done).
     pub handshake_done: Option<Duration>,
     /// The congestion controller first left Startup (or a warm start) for Drain or ProbeBw.

@@ -202,8 +202,9 @@ pub enum Frame {
     Data(Data),
     /// ACK.
     Ack(Ack),
-    /// KEEPALIVE.
-    Keepalive,
+    /// KEEPALIVE; from a LATE_DIGEST sender whose data is all sent, with the object's
+    /// digest.
+    Keepalive(Option<dwcp_proto::ObjectDigest>),
     /// CLOSE.
     Close(Close),
 }
@@ -354,7 +355,10 @@ fn parts<'a>(
             };
             (Header::new(v, FrameType::Ack), ack.to_vec()?)
         }
-        Frame::Keepalive => (Header::new(v, FrameType::Keepalive), Vec::new()),
+        Frame::Keepalive(digest) => (
+            Header::new(v, FrameType::Keepalive),
+            dwcp_proto::Keepalive { digest: *digest }.to_vec()?,
+        ),
         Frame::Close(c) => {
             let close = dwcp_proto::Close {
                 code: c.code,
@@ -652,10 +656,7 @@ fn decode_verified(h: Header, payload: &[u8]) -> Result<Envelope, WireError> {
                 receive_rate: a.receive_rate,
             })
         }
-        FrameType::Keepalive => {
-            dwcp_proto::Keepalive::decode(payload)?;
-            Frame::Keepalive
-        }
+        FrameType::Keepalive => Frame::Keepalive(dwcp_proto::Keepalive::decode(payload)?.digest),
         FrameType::Close => {
             let c = dwcp_proto::Close::decode(payload)?;
             Frame::Close(Close {
@@ -925,7 +926,11 @@ mod tests {
             recv_timestamp_ns: 5,
             receive_rate: 6,
         }));
-        roundtrip(Frame::Keepalive);
+        roundtrip(Frame::Keepalive(None));
+        roundtrip(Frame::Keepalive(Some(dwcp_proto::ObjectDigest {
+            object_id: 9,
+            xxh3_128: 0xfeed_beef,
+        })));
         roundtrip(Frame::Close(Close {
             code: CloseCode::NORMAL,
             message: "done".into(),
@@ -934,11 +939,11 @@ mod tests {
 
     #[test]
     fn corruption_is_reported_as_such() {
-        let mut b = encode(1, 1, 0, &Frame::Keepalive).expect("encode");
+        let mut b = encode(1, 1, 0, &Frame::Keepalive(None)).expect("encode");
         let last = b.len() - 1;
         b[last] ^= 1;
         assert!(decode(&b).expect_err("must fail").is_corruption());
-        let mut b = encode(1, 1, 0, &Frame::Keepalive).expect("encode");
+        let mut b = encode(1, 1, 0, &Frame::Keepalive(None)).expect("encode");
         b.push(0);
         assert!(!decode(&b).expect_err("must fail").is_corruption());
     }

@@ -372,15 +372,24 @@ fn send_json(r: &SendReport) -> Value {
         "io": io_json(&r.worker.io),
         "cpu_s": cpu(&r.worker, r.object_len).0,
         "cpu_ns_per_byte": cpu(&r.worker, r.object_len).1,
-        "xdp_counters": r.xdp.as_ref().map(|c| format!("{c:?}")),
+        "xdp_counters": r.xdp.as_ref().map(xdp_json),
     })
 }
 
 /// The sender's milestones, seconds since the start of the send (`null` = not reached).
+/// The XDP program's counters as `{name: value}` (every counter, in index order).
+fn xdp_json(c: &dwcp_ebpf::Counters) -> serde_json::Value {
+    c.iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(v)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 fn timeline_json(t: &dwcp_transfer::SenderTimeline) -> Value {
     let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
     json!({
         "source_hashed_s": secs(t.source_hashed),
+        "digest_known_s": secs(t.digest_known),
         "handshake_done_s": secs(t.handshake_done),
         "startup_exit_s": secs(t.startup_exit),
         "probe_bw_s": secs(t.probe_bw),
@@ -414,7 +423,7 @@ fn recv_json(r: &RecvReport) -> Value {
         "io": io_json(&r.worker.io),
         "cpu_s": cpu(&r.worker, r.object_len).0,
         "cpu_ns_per_byte": cpu(&r.worker, r.object_len).1,
-        "xdp_counters": r.xdp.as_ref().map(|c| format!("{c:?}")),
+        "xdp_counters": r.xdp.as_ref().map(xdp_json),
     })
 }
 

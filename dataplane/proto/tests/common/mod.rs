@@ -180,7 +180,22 @@ pub fn sample_frames() -> Vec<(&'static str, Vec<u8>)> {
     ));
     v.push((
         "keepalive_v1",
-        typed(ctl(Version::V1, FrameType::Keepalive, conn, 10), &Keepalive),
+        typed(
+            ctl(Version::V1, FrameType::Keepalive, conn, 10),
+            &Keepalive::default(),
+        ),
+    ));
+    v.push((
+        "keepalive_digest",
+        typed(
+            ctl(Version::V3, FrameType::Keepalive, conn, 13),
+            &Keepalive {
+                digest: Some(ObjectDigest {
+                    object_id: 7,
+                    xxh3_128: 0x0011_2233_4455_6677_8899_aabb_ccdd_eeff,
+                }),
+            },
+        ),
     ));
     v.push((
         "close",
