@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use dwcp_shm::{DROP_REASONS, Role, Stat, TransferMode};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeCounterValue, EncodeLabelSet, EncodeMetric,
+};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
@@ -81,11 +83,11 @@ struct ShmCollector {
     core: Arc<Core>,
 }
 
-fn counter(
+fn counter<N: EncodeCounterValue + Copy + std::fmt::Debug>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    rows: &[(Vec<(&'static str, String)>, u64)],
+    rows: &[(Vec<(&'static str, String)>, N)],
 ) -> Result<(), std::fmt::Error> {
     let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
     if let [(labels, v)] = rows
@@ -156,6 +158,21 @@ impl Collector for ShmCollector {
         ] {
             counter(&mut enc, name, help, &per(s))?;
         }
+        let cpu: Vec<_> = stats
+            .iter()
+            .map(|w| {
+                (
+                    vec![("worker", w.worker.to_string())],
+                    w.get(Stat::CpuNs) as f64 * 1e-9,
+                )
+            })
+            .collect();
+        counter(
+            &mut enc,
+            "dwcp_worker_cpu_seconds",
+            "CPU time of the worker threads that ran the slot's transfers",
+            &cpu,
+        )?;
         let drops: Vec<_> = stats
             .iter()
             .flat_map(|w| {
@@ -217,6 +234,12 @@ impl Collector for ShmCollector {
             "dwcp_worker_cpu_ratio",
             "Worker CPU busy share",
             &g(Stat::CpuPermille, 1e-3),
+        )?;
+        gauge(
+            &mut enc,
+            "dwcp_worker_cpu_ns_per_byte",
+            "Worker CPU per object byte of the current or last transfer",
+            &g(Stat::CpuPsPerByte, 1e-3),
         )?;
         let hb: Vec<_> = stats
             .iter()

@@ -229,11 +229,15 @@ fn wait_job_end(s: &Server, id: u64, within: Duration) -> Value {
 }
 
 fn metric_sum(s: &Server, name: &str) -> u64 {
+    metric_sum_f64(s, name) as u64
+}
+
+fn metric_sum_f64(s: &Server, name: &str) -> f64 {
     let text = s.get("/metrics").text().unwrap();
     text.lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+        .sum::<f64>()
 }
 
 fn post_plan(s: &Server, stages: &[f64]) {
@@ -340,6 +344,11 @@ fn rollback_while_a_job_runs_fails_no_transfer() {
     assert_eq!(report2["version"], 1, "new flow after rollback: {report2}");
     assert_eq!(metric_sum(&s, "dwcp_worker_flows_v3_total"), 1);
     assert_eq!(metric_sum(&s, "dwcp_worker_flows_v1_total"), 1);
+    // the sending workers' CPU reached /metrics: time, and time per object byte
+    let cpu = metric_sum_f64(&s, "dwcp_worker_cpu_seconds_total");
+    let per_byte = metric_sum_f64(&s, "dwcp_worker_cpu_ns_per_byte");
+    assert!(cpu > 0.0 && cpu < 60.0, "cpu seconds {cpu}");
+    assert!(per_byte > 0.0, "cpu ns per byte {per_byte}");
     let starts = d.log_lines("job starting");
     assert_eq!(starts.len(), 2, "{starts:?}");
 }

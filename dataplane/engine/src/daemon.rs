@@ -5,7 +5,7 @@
 //! per-worker statistics blocks (a housekeeping thread), consuming commands with the
 //! exactly-once rule of docs/shm-abi.md (act, then commit; skip sequence numbers already
 //! applied), the latest table snapshot (re-read when the table generation changes), and one
-//! sending transfer per job on its own worker slot ([`crate::runner::send_file_cancellable`]),
+//! sending transfer per job on its own worker slot ([`crate::runner::send_file_observed`]),
 //! or, for disk and memory jobs, the source side of a pre-copy migration (`dwcp-migrate`
 //! rounds moved by [`crate::runner::RunnerMover`]), reporting `JobProgress` / `JobFinished`
 //! events. With keys configured ([`DaemonConfig::security`]) every job's frames are SEALED,
@@ -34,7 +34,7 @@ use dwcp_transfer::wire::SecurityFactory;
 use dwcp_transfer::{LinkMode, SenderConfig, SenderStats};
 
 use crate::io::IoConfig;
-use crate::runner::{RunError, RunOptions, send_file_cancellable};
+use crate::runner::{RunError, RunOptions, send_file_observed};
 use crate::worker::WorkerSnapshot;
 
 /// `JobFinished` error codes (the event carries a number; the text goes to the log).
@@ -599,6 +599,9 @@ struct Written {
     retransmits: u64,
     dropped: u64,
     mode: TransferMode,
+    cpu_ns: u64,
+    /// (worker CPU ns, wall time) at the last CPU-share update.
+    cpu_mark: Option<(u64, Instant)>,
 }
 
 impl Written {
@@ -625,6 +628,31 @@ impl Written {
             self.mode = mode;
             mode
         })
+    }
+
+    /// Adds the worker's CPU time since the last update, and sets the CPU share (over at
+    /// least 1 s) and the CPU per acknowledged object byte.
+    fn update_cpu(&mut self, w: &StatsWriter, cpu_ns: u64, bytes_acked: u64) {
+        if cpu_ns > self.cpu_ns {
+            w.add(Stat::CpuNs, cpu_ns - self.cpu_ns);
+            self.cpu_ns = cpu_ns;
+        }
+        if let Some(ps) = cpu_ns.saturating_mul(1000).checked_div(bytes_acked) {
+            w.set(Stat::CpuPsPerByte, ps);
+        }
+        let now = Instant::now();
+        match self.cpu_mark {
+            Some((c0, t0)) if now.duration_since(t0) >= Duration::from_secs(1) => {
+                let wall = now.duration_since(t0).as_nanos().max(1) as u64;
+                w.set(
+                    Stat::CpuPermille,
+                    (cpu_ns.saturating_sub(c0).saturating_mul(1000) / wall).min(1000),
+                );
+                self.cpu_mark = Some((cpu_ns, now));
+            }
+            Some(_) => {}
+            None => self.cpu_mark = Some((cpu_ns, now)),
+        }
     }
 }
 
@@ -665,7 +693,10 @@ fn run_job(
     let total = std::fs::metadata(path)
         .map(|m| m.len())
         .unwrap_or(spec.total_bytes);
-    let res = send_file_cancellable(path, sender, opts, Some(cancel), &mut |s| {
+    let codec = crate::codec::CodecChoice::Auto;
+    let res = send_file_observed(path, sender, opts, codec, Some(cancel), &mut |snap| {
+        written.update_cpu(&slot.stats, snap.cpu_ns, snap.stats.bytes_acked);
+        let s = &snap.stats;
         if let Some(mode) = written.update(&slot.stats, s) {
             emit(
                 events,
@@ -695,6 +726,7 @@ fn run_job(
     });
     let (outcome, bytes_done, code) = match &res {
         Ok(r) => {
+            written.update_cpu(&slot.stats, r.worker.cpu_ns, r.stats.bytes_acked);
             if let Some(mode) = written.update(&slot.stats, &r.stats) {
                 emit(
                     events,

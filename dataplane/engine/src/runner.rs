@@ -122,7 +122,7 @@ fn wait<S: Clone + std::fmt::Debug>(
     start: Instant,
     timeout: Duration,
     cancel: Option<&AtomicBool>,
-    on_progress: &mut dyn FnMut(&S),
+    on_progress: &mut dyn FnMut(&Snapshot<S>),
 ) -> Result<Snapshot<S>, RunError> {
     let mut last_log = Instant::now();
     let mut last_progress: Option<Instant> = None;
@@ -133,7 +133,7 @@ fn wait<S: Clone + std::fmt::Debug>(
             if s.finished || last_progress.is_none_or(|t| t.elapsed() >= Duration::from_millis(20))
             {
                 last_progress = Some(Instant::now());
-                on_progress(&s.stats);
+                on_progress(&s);
             }
             if last_log.elapsed() >= Duration::from_secs(1) {
                 last_log = Instant::now();
@@ -190,11 +190,26 @@ pub fn send_file_cancellable(
 /// [`LinkBoundMonitor`] decides whether a datacenter-mode transfer may compress.
 pub fn send_file_with_codec(
     path: &Path,
-    mut cfg: SenderConfig,
+    cfg: SenderConfig,
     opts: &RunOptions,
     codec: CodecChoice,
     cancel: Option<&AtomicBool>,
     on_progress: &mut dyn FnMut(&SenderStats),
+) -> Result<SendReport, RunError> {
+    send_file_observed(path, cfg, opts, codec, cancel, &mut |s| {
+        on_progress(&s.stats)
+    })
+}
+
+/// [`send_file_with_codec`] whose progress callback also gets the sending worker's CPU
+/// time ([`Snapshot::cpu_ns`]); the daemon publishes it to `/metrics`.
+pub fn send_file_observed(
+    path: &Path,
+    mut cfg: SenderConfig,
+    opts: &RunOptions,
+    codec: CodecChoice,
+    cancel: Option<&AtomicBool>,
+    on_progress: &mut dyn FnMut(&Snapshot<SenderStats>),
 ) -> Result<SendReport, RunError> {
     let source = FileSource::open(path).map_err(|source| RunError::File {
         what: "source",
@@ -209,8 +224,8 @@ pub fn send_file_with_codec(
     let (encoder, control) = crate::codec::sender_codec(codec)
         .map_err(|e| RunError::Failed(format!("chunk codec: {}", crate::io::error_chain(&e))))?;
     let mut monitor = LinkBoundMonitor::new(control.clone());
-    let on_progress = &mut |s: &SenderStats| {
-        monitor.observe(Instant::now(), s.into());
+    let on_progress = &mut |s: &Snapshot<SenderStats>| {
+        monitor.observe(Instant::now(), (&s.stats).into());
         on_progress(s)
     };
     let start = Instant::now();
@@ -331,7 +346,9 @@ fn recv_file_with(
     let (handler, progress) = EndpointHandler::new(receiver);
     let start = Instant::now();
     let workers = Workers::spawn_one(&worker_cfg(opts), handler)?;
-    let res = wait(&progress, start, opts.timeout, cancel, on_progress);
+    let res = wait(&progress, start, opts.timeout, cancel, &mut |s| {
+        on_progress(&s.stats)
+    });
     let elapsed = start.elapsed();
     if let Ok(done) = &res {
         linger_after_completion(&progress, done.stats.frames_received, linger, cancel, next);

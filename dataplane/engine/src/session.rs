@@ -99,6 +99,9 @@ pub struct Snapshot<S> {
     pub finished: bool,
     /// Failure, if any.
     pub failure: Option<String>,
+    /// CPU time of the worker thread running the endpoint, ns, when this snapshot was
+    /// taken (one clock read per snapshot, not per frame).
+    pub cpu_ns: u64,
 }
 
 /// Shared, periodically refreshed view of an endpoint.
@@ -174,6 +177,7 @@ impl<E: Endpoint> EndpointHandler<E> {
             stats: ep.stats(),
             finished: ep.finished(),
             failure: ep.failure(),
+            cpu_ns: crate::worker::thread_cpu_ns(),
         };
         *self
             .progress

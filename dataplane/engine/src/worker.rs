@@ -545,7 +545,7 @@ fn run<H: Handler>(a: RunArgs<H>) -> H {
 }
 
 /// CPU time of the calling thread, ns (0 if the clock cannot be read).
-fn thread_cpu_ns() -> u64 {
+pub(crate) fn thread_cpu_ns() -> u64 {
     use nix::time::{ClockId, clock_gettime};
     clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
         .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)

@@ -53,10 +53,15 @@ pub enum Stat {
     FlowsV1 = 16,
     /// Flows handled with protocol v3 (counter).
     FlowsV3 = 17,
+    /// CPU time of the worker threads that ran this slot's transfers, ns (counter).
+    CpuNs = 18,
+    /// CPU per object byte of the slot's current (or last) transfer, picoseconds (gauge):
+    /// worker CPU time over the object bytes acknowledged so far.
+    CpuPsPerByte = 19,
 }
 
 /// Every field, in word order.
-pub const ALL_STATS: [Stat; 18] = [
+pub const ALL_STATS: [Stat; 20] = [
     Stat::HeartbeatNs,
     Stat::RxFrames,
     Stat::TxFrames,
@@ -75,6 +80,8 @@ pub const ALL_STATS: [Stat; 18] = [
     Stat::CpuPermille,
     Stat::FlowsV1,
     Stat::FlowsV3,
+    Stat::CpuNs,
+    Stat::CpuPsPerByte,
 ];
 
 /// Drop reasons with their label names, for exporters.
