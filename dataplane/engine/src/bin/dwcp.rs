@@ -115,9 +115,10 @@ struct WorkerArgs {
     /// Core to pin the (first) worker to.
     #[arg(long, default_value_t = 0)]
     core: usize,
-    /// Link MTU (sizes datagrams).
-    #[arg(long, default_value_t = 1500)]
-    mtu: usize,
+    /// Link MTU (sizes datagrams) [default: the interface's MTU, read from
+    /// /sys/class/net/IFACE/mtu, so a jumbo-frame link gets jumbo frames; 1500 if unreadable].
+    #[arg(long)]
+    mtu: Option<usize>,
     /// Give up on a transfer after this many seconds.
     #[arg(long, default_value_t = 3600)]
     timeout: u64,
@@ -125,6 +126,30 @@ struct WorkerArgs {
     /// UMEM, hugepages, MTU and streams. Without it, built-in defaults apply.
     #[arg(long)]
     profile: Option<PathBuf>,
+}
+
+impl PortArgs {
+    fn mtu(&self) -> usize {
+        link_mtu(self.worker.mtu, Some(&self.iface)).0
+    }
+}
+
+/// `--mtu`, else the interface's MTU (the profile's `nic.mtu`, when one is given, applies
+/// after this), else 1500; with where it came from.
+fn link_mtu(explicit: Option<usize>, iface: Option<&str>) -> (usize, &'static str) {
+    if let Some(m) = explicit {
+        return (m, "--mtu");
+    }
+    let read = iface.and_then(|i| {
+        let s = std::fs::read_to_string(format!("/sys/class/net/{i}/mtu")).ok()?;
+        s.trim().parse::<usize>().ok()
+    });
+    match read {
+        // Ethernet, up to the usual jumbo limit; loopback's 64 KiB is no link to size for
+        Some(m) if (576..=9216).contains(&m) => (m, "the interface's MTU"),
+        Some(_) => (1500, "default (interface MTU outside 576..=9216)"),
+        None => (1500, "default (interface MTU unreadable)"),
+    }
 }
 
 impl WorkerArgs {
@@ -278,7 +303,7 @@ enum MigrateCmd {
 
 fn run_opts(p: &PortArgs) -> Result<RunOptions> {
     let mut io = IoConfig::new(&p.iface, p.local, p.peer);
-    io.max_datagram = p.worker.mtu.saturating_sub(28);
+    io.max_datagram = p.mtu().saturating_sub(28);
     if let Some(prof) = p.worker.profile()? {
         dwcp_engine::profile::apply_io(&prof, &mut io);
     }
@@ -582,7 +607,7 @@ fn main() -> Result<()> {
                 object_id,
                 max_version: version,
                 max_streams: streams,
-                mtu: Some(port.worker.mtu),
+                mtu: Some(port.mtu()),
                 ..SenderConfig::default()
             };
             if let Some(prof) = port.worker.profile()? {
@@ -612,7 +637,10 @@ fn main() -> Result<()> {
             pb.finish_and_clear();
             let r = r.context("send failed")?;
             if cli.json {
-                println!("{}", send_json(&r));
+                let mut j = send_json(&r);
+                let (mtu, from) = link_mtu(port.worker.mtu, Some(&port.iface));
+                j["link"] = json!({"iface": port.iface, "mtu": mtu, "mtu_from": from});
+                println!("{j}");
             } else {
                 print_send(&r);
             }
@@ -655,7 +683,7 @@ fn main() -> Result<()> {
             };
             // The mover uses these keys both ways (patches one way, the manifest the other).
             let mut sender = SenderConfig {
-                mtu: Some(port.worker.mtu),
+                mtu: Some(port.mtu()),
                 security: keys.factory().context("keys")?,
                 ..SenderConfig::default()
             };
@@ -692,6 +720,7 @@ fn main() -> Result<()> {
             cfg.workers = workers;
             cfg.objects = objects;
             cfg.core_base = core;
+            let (mtu, _) = link_mtu(mtu, iface.as_deref());
             cfg.mtu = Some(mtu);
             cfg.job_timeout = Duration::from_secs(timeout);
             cfg.security = keys.factory().context("keys")?;
@@ -738,12 +767,12 @@ fn main() -> Result<()> {
             }
         }
         Cmd::StreamSend { port, stream } => {
-            let r = dwcp_engine::stream::cli_send(&stream, &run_opts(&port)?, port.worker.mtu)
+            let r = dwcp_engine::stream::cli_send(&stream, &run_opts(&port)?, port.mtu())
                 .context("stream-send failed")?;
             eprintln!("{}", dwcp_engine::stream::send_report_json(&r));
         }
         Cmd::StreamRecv { port, stream } => {
-            let r = dwcp_engine::stream::cli_recv(&stream, &run_opts(&port)?, port.worker.mtu)
+            let r = dwcp_engine::stream::cli_recv(&stream, &run_opts(&port)?, port.mtu())
                 .context("stream-recv failed")?;
             eprintln!("{}", dwcp_engine::stream::recv_report_json(&r));
         }
