@@ -776,6 +776,7 @@ fn run_job(
                 RunError::Timeout(_) => error_code::TIMEOUT,
                 RunError::Cancelled => 0,
                 RunError::Finish { .. } => error_code::FINISH,
+                RunError::PartsNeedUdp => error_code::SETUP,
             };
             if !matches!(e, RunError::Cancelled) {
                 slot.stats.add(Stat::Errors, 1);

@@ -71,6 +71,9 @@ pub struct DemoOptions {
     pub dir: Option<PathBuf>,
     /// SEALED transfer with throwaway keys (see the module docs).
     pub sealed: bool,
+    /// Workers per appliance: 1, or the object in that many parts, one worker each
+    /// ([`crate::parts`]).
+    pub workers: usize,
 }
 
 impl Default for DemoOptions {
@@ -82,6 +85,7 @@ impl Default for DemoOptions {
             mtu: 1500,
             dir: None,
             sealed: false,
+            workers: 1,
         }
     }
 }
@@ -237,6 +241,9 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
             },
         )?;
         let (ip_a, ip_b) = (pair.ip_a(), pair.ip_b());
+        // busy-polling workers need a core each; more than the machine has must yield
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let idle_yield = 2 * opts.workers.max(1) > cores;
         let mk = |ifname: &str, local: Ipv4Addr, peer: Ipv4Addr, core: usize| {
             let mut io = IoConfig::new(
                 ifname,
@@ -249,26 +256,53 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
                 io,
                 core,
                 timeout,
-                idle_yield: false,
+                idle_yield,
             }
         };
-        let ropts = mk(dwcp_netns::IF_B, ip_b, ip_a, 1);
+        // one worker: the sender on core 0, the receiver on core 1; n workers: the
+        // receiver's parts from core n on, the sender's from core 0
+        let n = opts.workers.max(1);
+        let ropts = mk(dwcp_netns::IF_B, ip_b, ip_a, if n == 1 { 1 } else { n });
         let sopts = mk(dwcp_netns::IF_A, ip_a, ip_b, 0);
         let dst2 = dst.clone();
         let rx = pair.b.spawn_in(move || {
-            recv_file(
-                &dst2,
-                recv_cfg,
-                &ropts,
-                Duration::from_millis(300),
-                &mut |_| {},
-            )
+            if n > 1 {
+                crate::parts::recv_file_parts(
+                    &dst2,
+                    recv_cfg,
+                    &ropts,
+                    n,
+                    Duration::from_millis(300),
+                    None,
+                )
+                .map(crate::parts::PartsReport::into_recv_report)
+            } else {
+                recv_file(
+                    &dst2,
+                    recv_cfg,
+                    &ropts,
+                    Duration::from_millis(300),
+                    &mut |_| {},
+                )
+            }
         })?;
         std::thread::sleep(Duration::from_millis(300));
         let src2 = src.clone();
-        let send = pair
-            .a
-            .run_in(move || send_file(&src2, sender_cfg, &sopts, &mut |_| {}))?;
+        let send = pair.a.run_in(move || {
+            if n > 1 {
+                crate::parts::send_file_parts(
+                    &src2,
+                    sender_cfg,
+                    &sopts,
+                    crate::codec::CodecChoice::Auto,
+                    n,
+                    None,
+                )
+                .map(crate::parts::PartsReport::into_send_report)
+            } else {
+                send_file(&src2, sender_cfg, &sopts, &mut |_| {})
+            }
+        })?;
         let recv = rx.join().expect("receiver thread panicked");
         let lab = format!(
             "namespaces {} and {} joined by a veth pair (MTU {})",

@@ -298,6 +298,25 @@ impl FileJournal {
         }
     }
 
+    /// Journal of part `k` of `dest` received over several workers
+    /// (`<dest>.dwcp-journal.<k>`, see [`crate::parts`]).
+    pub fn open_part(dest: &Path, k: usize) -> Self {
+        let mut p = DestPaths::new(dest).journal.into_os_string();
+        p.push(format!(".{k}"));
+        Self {
+            path: PathBuf::from(p),
+            file: None,
+        }
+    }
+
+    /// Removes this journal's file (after the object was verified and renamed).
+    pub fn remove(&self) -> io::Result<()> {
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     fn header(object_id: u64, len: u64, hash: u128) -> String {
         format!("dwcp-journal 1 {object_id} {len} {hash:032x}\n")
     }
@@ -364,10 +383,7 @@ impl Journal for FileJournal {
 
     fn forget(&mut self, _object_id: u64) -> io::Result<()> {
         self.file = None;
-        match std::fs::remove_file(&self.path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+        self.remove()
     }
 }
 

@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod demo;
 pub mod files;
 pub mod io;
+pub mod parts;
 pub mod profile;
 pub mod runner;
 pub mod session;

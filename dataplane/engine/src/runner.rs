@@ -51,6 +51,12 @@ pub enum RunError {
     /// The transfer was cancelled through its cancel flag.
     #[error("transfer cancelled")]
     Cancelled,
+    /// An object over several workers asked for AF_XDP: its parts use one port each, and
+    /// the XDP program steers one port per interface.
+    #[error(
+        "a transfer over several workers uses UDP sockets (one port per part); AF_XDP was asked for"
+    )]
+    PartsNeedUdp,
     /// Moving the verified object onto its name failed.
     #[error("finishing {path}")]
     Finish {
@@ -221,6 +227,8 @@ pub fn send_file_observed(
     cfg.min_cwnd_frames = cfg.min_cwnd_frames.max(2 * opts.io.batch as u64);
     // A pacing burst is what one GSO send carries (64 KiB), within the port's batch.
     cfg.max_burst_frames = burst_frames(&opts.io);
+    // frames fit the port's datagrams unless the caller sized them itself
+    cfg.mtu.get_or_insert(opts.io.max_datagram + 28);
     let (encoder, control) = crate::codec::sender_codec(codec)
         .map_err(|e| RunError::Failed(format!("chunk codec: {}", crate::io::error_chain(&e))))?;
     let mut monitor = LinkBoundMonitor::new(control.clone());
@@ -264,7 +272,7 @@ const LINGER_CAP: Duration = Duration::from_secs(10);
 
 /// Keeps the (completed) receiver's worker answering as [`CloseLinger`] says: at least
 /// `linger`, longer while the sender is still sending (it missed the final CLOSE).
-fn linger_after_completion(
+pub(crate) fn linger_after_completion(
     progress: &crate::session::Progress<ReceiverStats>,
     frames: u64,
     linger: Duration,

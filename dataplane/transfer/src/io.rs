@@ -39,6 +39,13 @@ pub trait Sink: std::fmt::Debug + Send {
     fn flush_durable(&mut self) -> io::Result<()>;
     /// Read back (used for the final hash check, which also covers data from earlier sessions).
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+    /// A HELLO named `object_id` of `len` bytes (called before the journal's `begin`, for a
+    /// new object or a new version of one). A sink that places objects in a larger file
+    /// learns from it where; offsets passed to the other methods stay object-relative.
+    fn begin_object(&mut self, object_id: u64, len: u64) -> io::Result<()> {
+        let _ = (object_id, len);
+        Ok(())
+    }
 }
 
 /// Persistent record of which byte ranges of an object are durable in the sink.

@@ -55,9 +55,9 @@ pub enum TransferError {
     /// Writing, flushing or reading back the sink failed.
     #[error("sink {op} at offset {offset} failed")]
     Sink {
-        /// Operation that failed ("write", "flush", "read").
+        /// Operation that failed ("open", "write", "flush", "read").
         op: &'static str,
-        /// Byte offset concerned (0 for flush).
+        /// Byte offset concerned (0 for open and flush).
         offset: u64,
         /// Underlying error.
         #[source]

@@ -233,6 +233,10 @@ impl Receiver {
         self.sec.set(security);
     }
 
+    /// Object id named by the HELLO (0 before it).
+    pub fn object_id(&self) -> u64 {
+        self.object_id
+    }
     /// Length of the object being received (0 before the HELLO).
     pub fn object_len(&self) -> u64 {
         self.object_len
@@ -482,6 +486,14 @@ impl Receiver {
             self.durable_chunks = 0;
             self.hash = HashState::default();
             self.hashed = 0;
+            if let Err(e) = self.sink.begin_object(h.object_id, h.object_len) {
+                self.fail(TransferError::Sink {
+                    op: "open",
+                    offset: 0,
+                    source: e,
+                });
+                return;
+            }
             let durable = match self.journal.begin(h.object_id, h.object_len, h.object_hash) {
                 Ok(d) => d,
                 Err(e) => {

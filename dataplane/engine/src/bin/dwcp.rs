@@ -188,6 +188,10 @@ enum Cmd {
         /// temporary directory removed afterwards) and authenticate and encrypt every frame.
         #[arg(long)]
         sealed: bool,
+        /// Workers per appliance: the object moves in that many parts, one worker, port
+        /// and connection each (UDP sockets when more than one).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        workers: u16,
     },
     /// Write a new key: a static X25519 key pair (PATH mode 0600, PATH.pub) or a PSK.
     Keygen {
@@ -218,6 +222,10 @@ enum Cmd {
         /// Most streams.
         #[arg(long, default_value_t = 8)]
         streams: u16,
+        /// Workers: the file moves in that many parts, one pinned worker, port (local and
+        /// peer port + k) and connection each; the receiver needs the same count.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        workers: u16,
     },
     /// Receive one file (resumes an interrupted receive of the same object).
     Recv {
@@ -230,6 +238,9 @@ enum Cmd {
         /// Highest protocol version to accept (1 or 3; 1 = plain v1 endpoint).
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
         max_version: u8,
+        /// Workers: receive the object in that many parts (the sender's `--workers`).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        workers: u16,
     },
     /// Migrate a VM disk or memory image between appliances (docs/migration.md).
     Migrate {
@@ -552,6 +563,7 @@ fn main() -> Result<()> {
             mtu,
             dir,
             sealed,
+            workers,
         } => {
             let opts = DemoOptions {
                 size: size_mib << 20,
@@ -560,6 +572,7 @@ fn main() -> Result<()> {
                 mtu,
                 dir,
                 sealed,
+                workers: workers.into(),
             };
             if !cli.json {
                 println!(
@@ -601,6 +614,7 @@ fn main() -> Result<()> {
             version,
             codec,
             streams,
+            workers,
         } => {
             let opts = run_opts(&port)?;
             let mut cfg = SenderConfig {
@@ -616,24 +630,36 @@ fn main() -> Result<()> {
             cfg.security = keys.factory().context("keys")?;
             let len = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
             let pb = progress_bar(cli.json, len);
-            let r = dwcp_engine::runner::send_file_with_codec(
-                &file,
-                cfg,
-                &opts,
-                codec.into(),
-                None,
-                &mut |s| {
-                    pb.set_position(s.bytes_acked);
-                    pb.set_message(format!(
-                        "v{} {} ({}) wire/data {:.3} {} streams",
-                        s.version,
-                        s.mode,
-                        s.mode_reason.rule,
-                        s.bytes_sent as f64 / s.bytes_acked.max(1) as f64,
-                        s.streams
-                    ));
-                },
-            );
+            let r = if workers > 1 {
+                dwcp_engine::parts::send_file_parts(
+                    &file,
+                    cfg,
+                    &opts,
+                    codec.into(),
+                    workers.into(),
+                    None,
+                )
+                .map(dwcp_engine::parts::PartsReport::into_send_report)
+            } else {
+                dwcp_engine::runner::send_file_with_codec(
+                    &file,
+                    cfg,
+                    &opts,
+                    codec.into(),
+                    None,
+                    &mut |s| {
+                        pb.set_position(s.bytes_acked);
+                        pb.set_message(format!(
+                            "v{} {} ({}) wire/data {:.3} {} streams",
+                            s.version,
+                            s.mode,
+                            s.mode_reason.rule,
+                            s.bytes_sent as f64 / s.bytes_acked.max(1) as f64,
+                            s.streams
+                        ));
+                    },
+                )
+            };
             pb.finish_and_clear();
             let r = r.context("send failed")?;
             if cli.json {
@@ -650,20 +676,24 @@ fn main() -> Result<()> {
             keys,
             dest,
             max_version,
+            workers,
         } => {
             let opts = run_opts(&port)?;
             let pb = progress_bar(cli.json, 0);
-            let r = recv_file(
-                &dest,
-                ReceiverConfig {
-                    max_version,
-                    security: keys.factory().context("keys")?,
-                    ..ReceiverConfig::default()
-                },
-                &opts,
-                Duration::from_millis(500),
-                &mut |s| pb.set_position(s.bytes_written),
-            );
+            let cfg = ReceiverConfig {
+                max_version,
+                security: keys.factory().context("keys")?,
+                ..ReceiverConfig::default()
+            };
+            let linger = Duration::from_millis(500);
+            let r = if workers > 1 {
+                dwcp_engine::parts::recv_file_parts(&dest, cfg, &opts, workers.into(), linger, None)
+                    .map(dwcp_engine::parts::PartsReport::into_recv_report)
+            } else {
+                recv_file(&dest, cfg, &opts, linger, &mut |s| {
+                    pb.set_position(s.bytes_written)
+                })
+            };
             pb.finish_and_clear();
             let r = r.context("receive failed")?;
             if cli.json {
