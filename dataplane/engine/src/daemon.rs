@@ -64,11 +64,31 @@ pub mod error_code {
 /// True when a transfer failure (its error chain as text) is a SEALED-handshake refusal:
 /// our check of the peer's handshake failed, the peer refused ours (CLOSE code 5,
 /// AUTH_FAILURE), or the two sides disagree on SEALED (CLOSE code 3 / our negotiation).
-fn is_auth_failure(chain: &str) -> bool {
-    chain.contains("peer authentication failed")
-        || chain.contains("peer closed the transfer with code 5:")
-        || chain.contains("peer closed the transfer with code 3:")
-        || chain.contains("SEALED is required")
+/// True when an error, or any error in its source chain, is an authentication or
+/// sealing-policy failure of a transfer (typed: a [`RunError::Authentication`], a
+/// [`dwcp_transfer::TransferError`] that says so, or a stream segment that failed so).
+fn is_auth_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(x) = cur {
+        if matches!(
+            x.downcast_ref::<RunError>(),
+            Some(RunError::Authentication(_))
+        ) || x
+            .downcast_ref::<dwcp_transfer::TransferError>()
+            .is_some_and(dwcp_transfer::TransferError::is_authentication)
+            || matches!(
+                x.downcast_ref::<crate::stream::StreamError>(),
+                Some(crate::stream::StreamError::Segment {
+                    authentication: true,
+                    ..
+                })
+            )
+        {
+            return true;
+        }
+        cur = x.source();
+    }
+    false
 }
 
 /// Errors that stop the daemon.
@@ -768,7 +788,7 @@ fn run_job(
                 RunError::File { .. } => error_code::FILE,
                 RunError::Setup(_) => error_code::SETUP,
                 RunError::Worker(_) => error_code::WORKER,
-                RunError::Failed(why) if is_auth_failure(why) => {
+                RunError::Authentication(_) => {
                     counters.auth_failed.fetch_add(1, Ordering::Relaxed);
                     error_code::AUTH
                 }
@@ -890,7 +910,7 @@ fn run_migration_job(
                 let code = match &e {
                     dwcp_migrate::MigrateError::Cancelled => 0,
                     dwcp_migrate::MigrateError::Image(_) => error_code::FILE,
-                    _ if is_auth_failure(&chain) => {
+                    _ if is_auth_failure(&e) => {
                         counters.auth_failed.fetch_add(1, Ordering::Relaxed);
                         error_code::AUTH
                     }

@@ -316,8 +316,8 @@ fn wait_all<S: Clone + std::fmt::Debug>(
 ) -> Result<Vec<Snapshot<S>>, RunError> {
     loop {
         let snaps: Vec<_> = progress.iter().map(|p| p.get()).collect();
-        if let Some(f) = snaps.iter().flatten().find_map(|s| s.failure.clone()) {
-            return Err(RunError::Failed(f));
+        if let Some(f) = snaps.iter().flatten().find_map(|s| s.failure.as_ref()) {
+            return Err(RunError::of_failure(f));
         }
         if snaps.iter().all(|s| s.as_ref().is_some_and(|s| s.finished)) {
             return Ok(snaps.into_iter().flatten().collect());

@@ -45,6 +45,10 @@ pub enum RunError {
     /// The transfer failed.
     #[error("transfer failed: {0}")]
     Failed(String),
+    /// The transfer failed on authentication or the sealing policy (wrong or unknown key,
+    /// a peer that refuses or does not offer SEALED frames).
+    #[error("transfer failed: {0}")]
+    Authentication(String),
     /// The transfer did not finish in time.
     #[error("transfer did not finish within {0:?}")]
     Timeout(Duration),
@@ -66,6 +70,17 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl RunError {
+    /// The error of a failed endpoint.
+    pub fn of_failure(f: &crate::session::Failure) -> Self {
+        if f.authentication {
+            Self::Authentication(f.chain.clone())
+        } else {
+            Self::Failed(f.chain.clone())
+        }
+    }
 }
 
 /// Common options.
@@ -147,7 +162,7 @@ fn wait<S: Clone + std::fmt::Debug>(
             }
             if s.finished {
                 return match &s.failure {
-                    Some(f) => Err(RunError::Failed(f.clone())),
+                    Some(f) => Err(RunError::of_failure(f)),
                     None => Ok(s),
                 };
             }

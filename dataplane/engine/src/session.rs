@@ -34,8 +34,8 @@ pub trait Endpoint: Send + 'static {
     fn handle_timeout(&mut self, now: Instant);
     /// Finished (complete or failed).
     fn finished(&self) -> bool;
-    /// Failure text, if failed.
-    fn failure(&self) -> Option<String>;
+    /// Why it failed, if it did.
+    fn failure(&self) -> Option<Failure>;
     /// Stats snapshot.
     fn stats(&self) -> Self::Stats;
 }
@@ -57,8 +57,8 @@ impl Endpoint for Sender {
     fn finished(&self) -> bool {
         self.is_complete() || self.error().is_some()
     }
-    fn failure(&self) -> Option<String> {
-        self.error().map(|e| crate::io::error_chain(e))
+    fn failure(&self) -> Option<Failure> {
+        self.error().map(Failure::of)
     }
     fn stats(&self) -> SenderStats {
         Sender::stats(self)
@@ -82,11 +82,31 @@ impl Endpoint for Receiver {
     fn finished(&self) -> bool {
         self.is_complete() || self.error().is_some()
     }
-    fn failure(&self) -> Option<String> {
-        self.error().map(|e| crate::io::error_chain(e))
+    fn failure(&self) -> Option<Failure> {
+        self.error().map(Failure::of)
     }
     fn stats(&self) -> ReceiverStats {
         Receiver::stats(self)
+    }
+}
+
+/// Why an endpoint failed: the error chain for people, its class for code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// "outer: inner: innermost".
+    pub chain: String,
+    /// An authentication or sealing-policy failure
+    /// ([`dwcp_transfer::TransferError::is_authentication`]).
+    pub authentication: bool,
+}
+
+impl Failure {
+    /// The failure of a transfer error.
+    pub fn of(e: &dwcp_transfer::TransferError) -> Self {
+        Self {
+            chain: crate::io::error_chain(e),
+            authentication: e.is_authentication(),
+        }
     }
 }
 
@@ -98,7 +118,7 @@ pub struct Snapshot<S> {
     /// Finished (complete or failed).
     pub finished: bool,
     /// Failure, if any.
-    pub failure: Option<String>,
+    pub failure: Option<Failure>,
     /// CPU time of the worker thread running the endpoint, ns, when this snapshot was
     /// taken (one clock read per snapshot, not per frame).
     pub cpu_ns: u64,

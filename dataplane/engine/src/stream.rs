@@ -92,6 +92,9 @@ pub enum StreamError {
         seq: u64,
         /// What the transfer engine reported.
         reason: String,
+        /// An authentication or sealing-policy failure
+        /// ([`dwcp_transfer::TransferError::is_authentication`]).
+        authentication: bool,
     },
     /// A verified segment did not carry a valid prefix.
     #[error("segment {seq} malformed: {reason}")]
@@ -462,7 +465,11 @@ impl SendHandler {
                 let n = self.active.len() as u64;
                 self.shared.max_in_flight.fetch_max(n, Ordering::Relaxed);
             }
-            Err(reason) => self.shared.fail(StreamError::Segment { seq, reason }),
+            Err(reason) => self.shared.fail(StreamError::Segment {
+                seq,
+                reason,
+                authentication: false,
+            }),
         }
     }
 
@@ -597,6 +604,7 @@ impl SendHandler {
                 self.shared.fail(StreamError::Segment {
                     seq: a.seq,
                     reason: crate::io::error_chain(e),
+                    authentication: e.is_authentication(),
                 });
                 return;
             } else {
@@ -1001,7 +1009,12 @@ impl Handler for RecvHandler {
             } else if let Some(e) = inc.rx.error() {
                 let seq = inc.seq;
                 let reason = crate::io::error_chain(e);
-                self.shared.fail(StreamError::Segment { seq, reason });
+                let authentication = e.is_authentication();
+                self.shared.fail(StreamError::Segment {
+                    seq,
+                    reason,
+                    authentication,
+                });
             }
         }
     }

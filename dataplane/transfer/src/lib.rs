@@ -112,4 +112,23 @@ pub enum TransferError {
     /// The peer did not answer for longer than the idle timeout.
     #[error("peer silent for longer than the idle timeout")]
     IdleTimeout,
+    /// SEALED frames are required here and the peer did not agree to them.
+    #[error("negotiation failed: peer did not agree to SEALED frames and SEALED is required")]
+    SealedRequired,
+}
+
+impl TransferError {
+    /// True for a failure of authentication or of the sealing policy, on either side:
+    /// [`TransferError::Authentication`], [`TransferError::SealedRequired`], or a peer's
+    /// CLOSE with code 5 (authentication failure) or 3 (capability required: SEALED).
+    pub fn is_authentication(&self) -> bool {
+        match self {
+            Self::Authentication(_) | Self::SealedRequired => true,
+            Self::PeerClosed { code, .. } => {
+                *code == dwcp_proto::CloseCode::AUTH_FAILURE.0
+                    || *code == dwcp_proto::CloseCode::CAPABILITY_REQUIRED.0
+            }
+            _ => false,
+        }
+    }
 }

@@ -814,9 +814,7 @@ impl Sender {
                 }
             }
         } else if self.sec.require_sealed() {
-            self.fail(TransferError::Negotiation {
-                reason: "peer did not agree to SEALED frames and SEALED is required",
-            });
+            self.fail(TransferError::SealedRequired);
             return;
         }
         self.version = session.version.as_u8();
