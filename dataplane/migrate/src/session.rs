@@ -2163,10 +2163,8 @@ impl Applier {
             let mut unzstd = None;
             for job in rx {
                 let r = apply_part(&mut target, &mut phases, &job, &mut unzstd);
-                let ApplyJob {
-                    round, part, path, ..
-                } = job;
-                let _ = std::fs::remove_file(&path);
+                let (round, part) = (job.round, job.part);
+                drop(job); // its file goes
                 match r {
                     Ok(n) => {
                         data_bytes += n;
@@ -2234,7 +2232,9 @@ impl Drop for Applier {
     }
 }
 
-/// A received part for the applier.
+/// A received part for the applier. It owns its file: dropping the job (applied, or never
+/// applied because the applier stopped with parts still queued, or refused by a closed
+/// channel) removes it, so a failed job leaves no part behind in the scratch directory.
 struct ApplyJob {
     round: u32,
     part: u32,
@@ -2244,6 +2244,12 @@ struct ApplyJob {
     final_upto: Option<u64>,
     /// The file is the next stretch of the round's zstd stream ([`crate::partzstd`]).
     zstd: bool,
+}
+
+impl Drop for ApplyJob {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// Decodes the patch of `job` against `target` and writes it; returns the image bytes
