@@ -237,9 +237,9 @@ impl Collector for ShmCollector {
         )?;
         gauge(
             &mut enc,
-            "dwcp_worker_cpu_ns_per_byte",
+            "dwcp_worker_cpu_seconds_per_byte",
             "Worker CPU per object byte of the current or last transfer",
-            &g(Stat::CpuPsPerByte, 1e-3),
+            &g(Stat::CpuPsPerByte, 1e-12),
         )?;
         let hb: Vec<_> = stats
             .iter()
