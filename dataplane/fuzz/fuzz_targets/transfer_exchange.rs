@@ -7,7 +7,8 @@
 //! CRC32C repaired (so the change reaches the header rules, the stream and range bookkeeping
 //! and the payload decoders), with one byte flipped and the CRC left as it is, or deliver raw
 //! input bytes as a datagram. Checks that nothing panics and that a receiver that reports the
-//! object complete holds exactly the sender's object.
+//! object complete holds exactly the sender's object. The first byte also decides whether the
+//! sender hashes first or sends a late digest (LATE_DIGEST).
 #![no_main]
 
 use std::collections::VecDeque;
@@ -58,7 +59,13 @@ fuzz_target!(|data: &[u8]| {
         mtu: Some(1500),
         ..SenderConfig::default()
     };
-    let Ok(mut sender) = Sender::new(cfg, Box::new(MemSource::new(obj.clone())), epoch) else {
+    // An odd first byte gives the source an identity: the sender offers LATE_DIGEST and the
+    // digest travels in a KEEPALIVE (which the operations perturb like any frame).
+    let mut source = MemSource::new(obj.clone());
+    if data.first().is_some_and(|b| b & 1 == 1) {
+        source = source.with_identity(0x1de1_7171);
+    }
+    let Ok(mut sender) = Sender::new(cfg, Box::new(source), epoch) else {
         return;
     };
     let sink = MemSink::new();
