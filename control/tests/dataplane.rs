@@ -348,7 +348,10 @@ fn rollback_while_a_job_runs_fails_no_transfer() {
     let cpu = metric_sum_f64(&s, "dwcp_worker_cpu_seconds_total");
     let per_byte = metric_sum_f64(&s, "dwcp_worker_cpu_seconds_per_byte");
     assert!(cpu > 0.0 && cpu < 60.0, "cpu seconds {cpu}");
-    assert!(per_byte > 0.0 && per_byte < 1e-6, "cpu seconds per byte {per_byte}");
+    assert!(
+        per_byte > 0.0 && per_byte < 1e-6,
+        "cpu seconds per byte {per_byte}"
+    );
     let starts = d.log_lines("job starting");
     assert_eq!(starts.len(), 2, "{starts:?}");
 }

@@ -459,9 +459,14 @@ fn sealed_policy_refuses_unsealed_peers_and_plain_peers_still_interoperate() {
     let k = static_keys();
     let r = run(&data, Some(k.s), None, &mut pass, 1, Duration::from_secs(5));
     assert!(
-        matches!(r.sender.error(), Some(TransferError::Negotiation { .. })),
+        matches!(r.sender.error(), Some(TransferError::SealedRequired)),
         "{:?}",
         r.sender.error()
+    );
+    assert!(
+        r.sender
+            .error()
+            .is_some_and(TransferError::is_authentication)
     );
     // keys without the policy: a plain peer gets an unsealed transfer
     let mut k = static_keys();
