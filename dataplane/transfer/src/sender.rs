@@ -337,11 +337,22 @@ struct Counters {
 /// XXH3-128 of a whole source, read in offset order.
 pub fn hash_source(source: &mut dyn Source) -> Result<u128, TransferError> {
     let mut h = Xxh3::new();
-    let mut buf = vec![0u8; 1 << 20];
     let len = source.len();
-    let mut off = 0u64;
-    while off < len {
-        let want = ((len - off) as usize).min(buf.len());
+    hash_range(source, &mut h, 0, len)?;
+    Ok(h.digest128())
+}
+
+/// Feeds the source's bytes `[from, to)` to `h`, read in 1 MiB pieces.
+fn hash_range(
+    source: &mut dyn Source,
+    h: &mut Xxh3,
+    from: u64,
+    to: u64,
+) -> Result<(), TransferError> {
+    let mut buf = vec![0u8; (to.saturating_sub(from)).min(1 << 20) as usize];
+    let mut off = from;
+    while off < to {
+        let want = ((to - off) as usize).min(buf.len());
         let n = source
             .read_at(off, &mut buf[..want])
             .map_err(|e| TransferError::Source {
@@ -357,7 +368,7 @@ pub fn hash_source(source: &mut dyn Source) -> Result<u128, TransferError> {
         h.update(&buf[..n]);
         off += n as u64;
     }
-    Ok(h.digest128())
+    Ok(())
 }
 
 impl Sender {
@@ -638,26 +649,13 @@ impl Sender {
 
     /// Reads and hashes the source from `hashed_to` up to `end`.
     fn hash_source_to(&mut self, end: u64) -> Result<(), TransferError> {
-        let mut buf = vec![0u8; (end - self.hashed_to).min(1 << 20) as usize];
-        while self.hashed_to < end {
-            let want = ((end - self.hashed_to) as usize).min(buf.len());
-            let off = self.hashed_to;
-            let n =
-                self.source
-                    .read_at(off, &mut buf[..want])
-                    .map_err(|e| TransferError::Source {
-                        offset: off,
-                        source: e,
-                    })?;
-            if n == 0 {
-                return Err(TransferError::Source {
-                    offset: off,
-                    source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "source shrank"),
-                });
-            }
-            self.hasher.0.update(&buf[..n]);
-            self.hashed_to += n as u64;
-        }
+        hash_range(
+            self.source.as_mut(),
+            &mut self.hasher.0,
+            self.hashed_to,
+            end,
+        )?;
+        self.hashed_to = self.hashed_to.max(end);
         Ok(())
     }
 
