@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod conns;
 pub mod daemon;
 pub mod demo;
 pub mod files;

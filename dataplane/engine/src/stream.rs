@@ -36,7 +36,7 @@
 //! milliseconds from launch to handshake, first ack, all acked and verified, its losses and
 //! bandwidth estimate; the receiving side logs HELLO-to-verified and each output write.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,6 +50,7 @@ use dwcp_transfer::{
 };
 
 use crate::codec::CodecChoice;
+use crate::conns::{ConnTable, Dispatch};
 use crate::io::{Selection, TxBatch};
 use crate::runner::RunOptions;
 use crate::worker::{Handler, RxFrames, WorkerError, Workers};
@@ -63,7 +64,6 @@ pub const FLAG_END: u32 = 1;
 /// Flag: the sending side's input failed; the stream is incomplete.
 pub const FLAG_ABORT: u32 = 2;
 
-const HELLO: u8 = 0x01;
 const READ_PIECE: usize = 256 << 10;
 /// Reader pieces queued ahead of the segmenter.
 const INPUT_PIECES: usize = 2;
@@ -208,6 +208,9 @@ pub struct StreamRecvReport {
     pub frames_corrupt: u64,
     /// Duplicate chunks (all segments).
     pub duplicate_chunks: u64,
+    /// Datagrams no segment transfer took: not routable DWCP frames, or frames for a
+    /// connection that is not (or no longer) here ([`crate::conns::Drops`]).
+    pub frames_unroutable: u64,
     /// AEAD suite of the SEALED segments (`None`: unsealed).
     pub sealed: Option<&'static str>,
     /// Backend in use.
@@ -222,6 +225,7 @@ struct Shared {
     retx: AtomicU64,
     corrupt: AtomicU64,
     dups: AtomicU64,
+    unroutable: AtomicU64,
     max_in_flight: AtomicU64,
     sealed: Mutex<Option<&'static str>>,
     last_rx: Mutex<Option<Instant>>,
@@ -250,12 +254,6 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .take()
     }
-}
-
-fn conn_of(datagram: &[u8]) -> Option<u32> {
-    datagram
-        .get(8..12)
-        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 fn seq_conn(seq: u64) -> u32 {
@@ -353,8 +351,8 @@ struct SendHandler {
     next_seq: u64,
     input_end: Option<Option<String>>,
     final_launched: bool,
-    active: VecDeque<Active>,
-    pending: Option<Vec<u8>>,
+    /// Segment transfers by connection id, oldest first.
+    active: ConnTable<Active>,
     warm_cwnd: u64,
     /// Smoothed RTT of the last verified segment: the next HELLO's retransmission timer.
     path_srtt: Option<Duration>,
@@ -393,8 +391,7 @@ impl SendHandler {
             next_seq: 0,
             input_end: None,
             final_launched: false,
-            active: VecDeque::new(),
-            pending: None,
+            active: ConnTable::new(Duration::ZERO),
             warm_cwnd: 10,
             path_srtt: None,
             path_hint: None,
@@ -449,7 +446,7 @@ impl SendHandler {
                     bytes = body,
                     flags,
                     why,
-                    active = self.active.len(),
+                    active = self.active.live_len(),
                     cwnd0 = self.warm_cwnd,
                     "segment launched"
                 );
@@ -461,8 +458,8 @@ impl SendHandler {
                     first_ack: None,
                     all_acked: None,
                 };
-                self.active.push_back(Active { seq, sender, t });
-                let n = self.active.len() as u64;
+                self.active.insert(seq_conn(seq), Active { seq, sender, t });
+                let n = self.active.live_len() as u64;
                 self.shared.max_in_flight.fetch_max(n, Ordering::Relaxed);
             }
             Err(reason) => self.shared.fail(StreamError::Segment {
@@ -513,8 +510,12 @@ impl SendHandler {
                 }
             }
         }
-        let sending = self.active.iter().filter(|a| !draining(&a.sender)).count();
-        if sending >= self.cfg.in_flight || self.active.len() >= 2 * self.cfg.in_flight {
+        let sending = self
+            .active
+            .live()
+            .filter(|(_, a)| !draining(&a.sender))
+            .count();
+        if sending >= self.cfg.in_flight || self.active.live_len() >= 2 * self.cfg.in_flight {
             return;
         }
         let body = self.buf.len() - PREFIX_LEN;
@@ -556,9 +557,16 @@ impl SendHandler {
     }
 
     fn reap(&mut self) {
-        let mut i = 0;
-        while i < self.active.len() {
-            let a = &self.active[i];
+        let finished: Vec<u32> = self
+            .active
+            .live()
+            .filter(|(_, a)| a.sender.is_complete() || a.sender.error().is_some())
+            .map(|(c, _)| c)
+            .collect();
+        for conn in finished {
+            let Some(a) = self.active.remove(conn) else {
+                continue;
+            };
             if a.sender.is_complete() {
                 let st = a.sender.stats();
                 self.shared.wire.fetch_add(st.bytes_sent, Ordering::Relaxed);
@@ -599,7 +607,6 @@ impl SendHandler {
                     warm = ?a.sender.warm_outcome(),
                     "segment verified"
                 );
-                self.active.remove(i);
             } else if let Some(e) = a.sender.error() {
                 self.shared.fail(StreamError::Segment {
                     seq: a.seq,
@@ -607,11 +614,9 @@ impl SendHandler {
                     authentication: e.is_authentication(),
                 });
                 return;
-            } else {
-                i += 1;
             }
         }
-        if self.final_launched && self.active.is_empty() {
+        if self.final_launched && self.active.live_len() == 0 {
             if let Some(Some(e)) = &self.input_end {
                 self.shared.fail(StreamError::Aborted(e.clone()));
             }
@@ -625,8 +630,7 @@ impl Handler for SendHandler {
         let now = Instant::now();
         let active = &mut self.active;
         frames.for_each_raw(|d| {
-            let Some(conn) = conn_of(d) else { return };
-            if let Some(a) = active.iter_mut().find(|a| seq_conn(a.seq) == conn) {
+            if let Dispatch::Live(_, a) = active.dispatch(d) {
                 a.sender.handle_frame(now, d);
                 a.t.observe(now, &a.sender);
             }
@@ -640,22 +644,20 @@ impl Handler for SendHandler {
         let now = Instant::now();
         self.reap();
         self.take_input(now);
-        if let Some(f) = self.pending.take()
-            && !tx.push(&f)
-        {
-            self.pending = Some(f);
-            return;
-        }
-        // Oldest segment first: the receiver delivers in order.
-        for a in &mut self.active {
+        let max = tx.max_datagram();
+        // Oldest segment first: the receiver delivers in order. Each datagram is written
+        // straight into the batch; when it has no room the sender is not asked, so it keeps
+        // what it would have sent.
+        for (_, a) in self.active.live_mut() {
             if a.sender.poll_timeout().is_some_and(|t| t <= now) {
                 a.sender.handle_timeout(now);
                 a.t.observe(now, &a.sender);
             }
-            while let Some(f) = a.sender.poll_transmit(now) {
-                if !tx.push(&f) {
-                    self.pending = Some(f);
-                    return;
+            loop {
+                match tx.try_push_with(max, |b| a.sender.poll_transmit_into(now, b)) {
+                    Some(true) => {}
+                    Some(false) => break,
+                    None => return,
                 }
             }
         }
@@ -867,9 +869,8 @@ struct Incoming {
 struct RecvHandler {
     max_active: usize,
     security: Option<SecurityFactory>,
-    active: HashMap<u32, Incoming>,
-    lingering: VecDeque<(Instant, u32, Receiver)>,
-    linger: Duration,
+    /// Segment transfers by connection id; verified ones linger to answer late CLOSEs.
+    conns: ConnTable<Incoming>,
     next_deliver: u64,
     reorder: BTreeMap<u64, Vec<u8>>,
     out: mpsc::Sender<Delivery>,
@@ -879,7 +880,8 @@ struct RecvHandler {
 
 impl RecvHandler {
     fn complete(&mut self, conn: u32) {
-        let Some(inc) = self.active.remove(&conn) else {
+        let now = Instant::now();
+        let Some(inc) = self.conns.get_mut(conn) else {
             return;
         };
         let st = inc.rx.stats();
@@ -892,13 +894,12 @@ impl RecvHandler {
         *self.shared.sealed.lock().unwrap_or_else(|p| p.into_inner()) = st.sealed;
         tracing::debug!(
             seq = inc.seq,
-            hello_to_verified_ms = ms_since(inc.hello_at, Some(Instant::now())),
+            hello_to_verified_ms = ms_since(inc.hello_at, Some(now)),
             waiting_for = self.next_deliver,
             "segment verified"
         );
-        self.reorder.insert(inc.seq, inc.sink.contents());
-        self.lingering
-            .push_back((Instant::now() + self.linger, conn, inc.rx));
+        self.reorder.insert(inc.seq, inc.sink.take_contents());
+        self.conns.close(now, conn);
         self.deliver();
     }
 
@@ -940,7 +941,7 @@ fn accepts(h: &RecvHandler, conn: u32) -> bool {
         && conn != 0
         && seq >= h.next_deliver
         && !h.reorder.contains_key(&seq)
-        && h.active.len() < h.max_active
+        && h.conns.live_len() < h.max_active
         && seq < h.next_deliver + 4 * h.max_active as u64
 }
 
@@ -949,17 +950,19 @@ impl Handler for RecvHandler {
         let now = Instant::now();
         let mut touched: Vec<u32> = Vec::new();
         let mut any = false;
-        frames.for_each_raw(|d| {
-            let Some(conn) = conn_of(d) else { return };
-            if let Some(inc) = self.active.get_mut(&conn) {
+        frames.for_each_raw(|d| match self.conns.dispatch(d) {
+            Dispatch::Live(conn, inc) => {
                 inc.rx.handle_frame(now, d);
                 any = true;
                 if !touched.contains(&conn) {
                     touched.push(conn);
                 }
-            } else if let Some((_, _, rx)) = self.lingering.iter_mut().find(|l| l.1 == conn) {
-                rx.handle_frame(now, d);
-            } else if d.get(3) == Some(&HELLO) && accepts(self, conn) {
+            }
+            Dispatch::Closing(_, inc) => inc.rx.handle_frame(now, d),
+            Dispatch::Hello(conn) => {
+                if !accepts(self, conn) {
+                    return self.conns.refuse();
+                }
                 let sink = MemSink::new();
                 let cfg = ReceiverConfig {
                     security: self.security.clone(),
@@ -976,7 +979,7 @@ impl Handler for RecvHandler {
                 rx.handle_frame(now, d);
                 any = true;
                 let seq = u64::from(conn.wrapping_sub(1));
-                self.active.insert(
+                self.conns.insert(
                     conn,
                     Incoming {
                         seq,
@@ -987,7 +990,12 @@ impl Handler for RecvHandler {
                 );
                 touched.push(conn);
             }
+            Dispatch::Dropped => {}
         });
+        let drops = self.conns.drops();
+        self.shared
+            .unroutable
+            .store(drops.malformed + drops.unknown, Ordering::Relaxed);
         if any {
             *self
                 .shared
@@ -1001,7 +1009,7 @@ impl Handler for RecvHandler {
                 .get_or_insert(now);
         }
         for conn in touched {
-            let Some(inc) = self.active.get(&conn) else {
+            let Some(inc) = self.conns.get_mut(conn) else {
                 continue;
             };
             if inc.rx.is_complete() {
@@ -1021,15 +1029,8 @@ impl Handler for RecvHandler {
 
     fn poll_tx(&mut self, tx: &mut TxBatch<'_>) {
         let now = Instant::now();
-        while self.lingering.front().is_some_and(|l| l.0 <= now) {
-            self.lingering.pop_front();
-        }
-        let eps = self
-            .active
-            .values_mut()
-            .map(|i| &mut i.rx)
-            .chain(self.lingering.iter_mut().map(|l| &mut l.2));
-        for rx in eps {
+        self.conns.expire(now);
+        for rx in self.conns.all_mut().map(|i| &mut i.rx) {
             if rx.poll_timeout().is_some_and(|t| t <= now) {
                 rx.handle_timeout(now);
             }
@@ -1048,11 +1049,10 @@ impl Handler for RecvHandler {
         // Work comes from received frames (they end the worker's sleep) and from these
         // timers only: the receivers' ack and close timers and the end of each linger.
         let timers = self
-            .active
-            .values()
+            .conns
+            .all()
             .filter_map(|i| i.rx.poll_timeout())
-            .chain(self.lingering.iter().filter_map(|l| l.2.poll_timeout()))
-            .chain(self.lingering.front().map(|l| l.0));
+            .chain(self.conns.next_expiry());
         Some(
             timers
                 .min()
@@ -1137,9 +1137,7 @@ pub fn recv_stream_with(
     let handler = RecvHandler {
         max_active,
         security: cfg.security.clone(),
-        active: HashMap::new(),
-        lingering: VecDeque::new(),
-        linger: Duration::from_secs(2),
+        conns: ConnTable::new(Duration::from_secs(2)),
         next_deliver: 0,
         reorder: BTreeMap::new(),
         out: otx,
@@ -1194,6 +1192,7 @@ pub fn recv_stream_with(
         elapsed: end.saturating_duration_since(first),
         frames_corrupt: shared.corrupt.load(Ordering::Relaxed),
         duplicate_chunks: shared.dups.load(Ordering::Relaxed),
+        frames_unroutable: shared.unroutable.load(Ordering::Relaxed),
         sealed: *shared.sealed.lock().unwrap_or_else(|p| p.into_inner()),
         selection: w.selection,
     })
@@ -1306,6 +1305,7 @@ pub fn recv_report_json(r: &StreamRecvReport) -> serde_json::Value {
         "seconds": r.elapsed.as_secs_f64(),
         "frames_corrupt": r.frames_corrupt,
         "duplicate_chunks": r.duplicate_chunks,
+        "frames_unroutable": r.frames_unroutable,
         "sealed": r.sealed,
         "backend": r.selection.as_ref().map(|s| s.kind.to_string()),
     })

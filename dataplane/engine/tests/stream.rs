@@ -291,3 +291,72 @@ fn a_key_the_receiver_does_not_allow_fails_the_carry() {
     assert!(out.0.lock().unwrap().is_empty(), "nothing is delivered");
     assert!(start.elapsed() < Duration::from_secs(20));
 }
+
+/// Whether a UDP socket is bound to 127.0.0.1:`port` (read from /proc, without binding).
+fn udp_bound(port: u16) -> bool {
+    let want = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/udp")
+        .map(|t| {
+            t.lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(&want))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn foreign_and_malformed_datagrams_are_counted_and_dropped_alone() {
+    use dwcp_proto::{FrameType, Header, Version, build_frame};
+    let cfg = StreamConfig {
+        segment_bytes: 1 << 20,
+        ..StreamConfig::default()
+    };
+    let input = data(4 << 20, 11);
+    let out = Out::default();
+    let (rcfg, ropts, open) = (cfg.clone(), opts(7731, 7730, 1), opener(&out));
+    let rx = std::thread::spawn(move || recv_stream(open, &rcfg, &ropts, None));
+    let t0 = Instant::now();
+    while !udp_bound(7731) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "receiver never bound"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // From the sender's address (the receiver's socket is connected to it), before the
+    // sender starts: bytes that are not DWCP, a DATA frame of a connection nobody opened,
+    // and a HELLO far outside the segments the receiver accepts.
+    let mut junk: Vec<Vec<u8>> = vec![b"not a dwcp frame".to_vec(), vec![0xD0; 1400]];
+    for (ft, conn) in [
+        (FrameType::Data, 0xDEAD_0001),
+        (FrameType::Hello, 0x00F0_0000),
+    ] {
+        let mut h = Header::new(Version::V3, ft);
+        h.conn_id = conn;
+        let mut f = vec![0u8; 256];
+        let n = build_frame(&h, b"", &mut f).unwrap();
+        f.truncate(n);
+        junk.push(f);
+    }
+    {
+        let s = std::net::UdpSocket::bind("127.0.0.1:7730").unwrap();
+        for j in &junk {
+            s.send_to(j, "127.0.0.1:7731").unwrap();
+        }
+    }
+    let sent = send_stream(
+        StreamInput::Reader(Box::new(std::io::Cursor::new(input.clone()))),
+        &cfg,
+        &opts(7730, 7731, 0),
+        None,
+    )
+    .expect("send");
+    let got = rx.join().unwrap().expect("recv");
+    assert_eq!(sent.bytes, input.len() as u64);
+    assert!(
+        got.frames_unroutable >= junk.len() as u64,
+        "each foreign datagram counted: {got:?}"
+    );
+    assert_eq!(got.frames_corrupt, 0, "no segment saw them: {got:?}");
+    let g = out.0.lock().unwrap();
+    assert!(*g == input, "output differs from the input");
+}

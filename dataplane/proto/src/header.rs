@@ -304,6 +304,15 @@ fn field<const N: usize>(h: &[u8; HEADER_LEN], off: usize) -> [u8; N] {
     a
 }
 
+/// What [`Header::route`] reads of a datagram: enough to find its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Route {
+    /// Connection id chosen by the initiator in HELLO.
+    pub conn_id: u32,
+    /// Frame type.
+    pub frame_type: FrameType,
+}
+
 /// A decoded, validated frame header.
 ///
 /// Every field is public; [`Header::validate`] states the rules a header must meet to be
@@ -394,6 +403,30 @@ impl Header {
             *dst = *src;
         }
         n
+    }
+
+    /// Reads only what routing a datagram to its connection needs: the connection id and
+    /// frame type, after checking length, magic, version and frame type. The endpoint that
+    /// receives the datagram parses and verifies the whole frame (header, payload, trailer);
+    /// this is the cheap first look a connection table takes, so the header's layout is known
+    /// here only.
+    pub fn route(buf: &[u8]) -> Result<Route, FrameError> {
+        let Some(h) = buf.first_chunk::<HEADER_LEN>() else {
+            return Err(FrameError::Truncated {
+                need: HEADER_LEN,
+                got: buf.len(),
+            });
+        };
+        let magic = u16::from_be_bytes([h[0], h[1]]);
+        if magic != MAGIC {
+            return Err(FrameError::BadMagic(magic));
+        }
+        Version::from_u8(h[2])?;
+        let frame_type = FrameType::from_u8(h[3])?;
+        Ok(Route {
+            conn_id: u32::from_be_bytes(field(h, 8)),
+            frame_type,
+        })
     }
 
     /// Parses and validates the first [`HEADER_LEN`] bytes of `buf` (further bytes are

@@ -47,7 +47,8 @@ pub use frame::{
     parse_frame_unverified_mut, seal_frame_in_place,
 };
 pub use header::{
-    CONTROL_STREAM, Codec, Flags, FrameType, HEADER_LEN, Header, MAGIC, SEALED_SEQ_LIMIT, Version,
+    CONTROL_STREAM, Codec, Flags, FrameType, HEADER_LEN, Header, MAGIC, Route, SEALED_SEQ_LIMIT,
+    Version,
 };
 pub use negotiate::{NegotiateError, Session, negotiate};
 pub use payload::{

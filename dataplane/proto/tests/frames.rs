@@ -696,3 +696,24 @@ fn header_wire_layout_is_as_specified() {
     // CRC32C is the Castagnoli polynomial (check value of "123456789" is 0xE3069283).
     assert_eq!(frame_crc(b"1234", b"56789"), 0xE306_9283);
 }
+
+#[test]
+fn route_reads_the_connection_and_refuses_what_is_not_dwcp() {
+    let f = valid_data_frame();
+    let r = Header::route(&f).unwrap();
+    assert_eq!(r.conn_id, 0xAABB_CCDD);
+    assert_eq!(r.frame_type, FrameType::Data);
+    assert!(matches!(
+        Header::route(&f[..HEADER_LEN - 1]),
+        Err(FrameError::Truncated { .. })
+    ));
+    let mut bad = f.clone();
+    bad[0] ^= 0xFF;
+    assert!(matches!(Header::route(&bad), Err(FrameError::BadMagic(_))));
+    let mut bad = f.clone();
+    bad[3] = 0x77;
+    assert!(matches!(
+        Header::route(&bad),
+        Err(FrameError::UnknownFrameType(0x77))
+    ));
+}

@@ -202,6 +202,18 @@ proptest! {
     }
 
     #[test]
+    fn route_agrees_with_parse(h in arb_header(), noise in vec(any::<u8>(), 0..64)) {
+        let b = h.to_bytes();
+        let r = Header::route(&b).unwrap();
+        prop_assert_eq!(r, Route { conn_id: h.conn_id, frame_type: h.frame_type });
+        // Any bytes: routing never panics, and whatever parses also routes, to the same
+        // connection.
+        if let Ok(p) = Header::parse(&noise) {
+            prop_assert_eq!(Header::route(&noise).map(|r| r.conn_id), Ok(p.conn_id));
+        }
+    }
+
+    #[test]
     fn data_frame_round_trips(h in arb_header(), payload in vec(any::<u8>(), 0..2048)) {
         let mut h = h;
         h.frame_type = FrameType::Data;

@@ -131,6 +131,13 @@ impl MemSink {
     pub fn contents(&self) -> Vec<u8> {
         self.lock().data.clone()
     }
+    /// Moves the content out (the sink is empty afterwards), without a copy: for an owner
+    /// that is done with a verified object.
+    pub fn take_contents(&self) -> Vec<u8> {
+        let mut g = self.lock();
+        g.unflushed.clear();
+        std::mem::take(&mut g.data)
+    }
     /// Simulate a power loss: writes not yet flushed are lost (zeroed).
     pub fn crash(&self) {
         let mut g = self.lock();
