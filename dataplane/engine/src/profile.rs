@@ -1,8 +1,8 @@
 //! Applies a hardware profile (crate dwcp-hw-profiles) to the dataplane's settings.
 //!
 //! Owns the mapping from profile fields to [`IoConfig`] (backend, XDP mode, zero-copy, ring
-//! size, UMEM frames, batch size, hugepages, multi-buffer, MTU) and to [`SenderConfig`] (streams,
-//! chunk size). Does not: validate the profile (the profile crate does, and `dwcp` refuses a
+//! size, UMEM frames, batch size, hugepages, multi-buffer, MTU), to [`SenderConfig`] (streams,
+//! chunk size) and to the worker count of one transfer ([`workers`]). Does not: validate the profile (the profile crate does, and `dwcp` refuses a
 //! profile with problems before applying it), detect hardware, or choose cores.
 
 use dwcp_ebpf::AttachMode;
@@ -39,6 +39,42 @@ pub fn apply_sender(p: &Profile, cfg: &mut SenderConfig) {
     cfg.mtu = Some(p.nic.mtu as usize);
 }
 
+/// How many workers one transfer uses, and why (for the report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerCount {
+    /// Workers (parts of the object), at least 1.
+    pub count: u16,
+    /// Where the count came from.
+    pub from: &'static str,
+}
+
+/// The worker count of one transfer: `--workers` when given; else one per core of the
+/// profile's `cpu.worker_cores` (one part, port and connection each); else 1. A profile whose
+/// backend is AF_XDP gets one worker: parts run on UDP sockets (the XDP program steers one
+/// port), so the profile's choice of backend wins over its core count.
+pub fn workers(flag: Option<u16>, p: Option<&Profile>) -> WorkerCount {
+    match (flag, p) {
+        (Some(n), _) => WorkerCount {
+            count: n.max(1),
+            from: "--workers",
+        },
+        (None, Some(p)) if p.transfer.backend == BackendKind::Afxdp => WorkerCount {
+            count: 1,
+            from: "profile: backend afxdp (parts need UDP sockets)",
+        },
+        (None, Some(p)) => WorkerCount {
+            count: u16::try_from(p.cpu.worker_cores.len())
+                .unwrap_or(u16::MAX)
+                .clamp(1, 64),
+            from: "profile: one per cpu.worker_cores",
+        },
+        (None, None) => WorkerCount {
+            count: 1,
+            from: "default (no profile, no --workers)",
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +109,24 @@ mod tests {
             apply_io(&p, &mut io);
             assert_eq!(io.choice, want, "{kind:?}");
         }
+    }
+
+    #[test]
+    fn worker_count_comes_from_the_flag_then_the_profile_cores() {
+        let mut p = Profile::embedded_default();
+        p.cpu.worker_cores = vec![2, 3, 4];
+        p.cpu.numa_nodes = vec![0, 0, 0];
+        assert_eq!(workers(Some(2), Some(&p)).count, 2);
+        assert_eq!(workers(Some(2), Some(&p)).from, "--workers");
+        assert_eq!(workers(None, Some(&p)).count, 3);
+        assert_eq!(workers(None, None).count, 1);
+        assert_eq!(
+            workers(None, Some(&Profile::embedded_default())).count,
+            1,
+            "the portable profile has one worker core"
+        );
+        p.transfer.backend = BackendKind::Afxdp;
+        assert_eq!(workers(None, Some(&p)).count, 1);
+        assert_eq!(workers(Some(0), None).count, 1);
     }
 }

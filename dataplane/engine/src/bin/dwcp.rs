@@ -223,9 +223,10 @@ enum Cmd {
         #[arg(long, default_value_t = 8)]
         streams: u16,
         /// Workers: the file moves in that many parts, one pinned worker, port (local and
-        /// peer port + k) and connection each; the receiver needs the same count.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
-        workers: u16,
+        /// peer port + k) and connection each; the receiver needs the same count [default:
+        /// one per core of the profile's `cpu.worker_cores`, else 1].
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+        workers: Option<u16>,
     },
     /// Receive one file (resumes an interrupted receive of the same object).
     Recv {
@@ -238,9 +239,10 @@ enum Cmd {
         /// Highest protocol version to accept (1 or 3; 1 = plain v1 endpoint).
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
         max_version: u8,
-        /// Workers: receive the object in that many parts (the sender's `--workers`).
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
-        workers: u16,
+        /// Workers: receive the object in that many parts (the sender's count) [default: one
+        /// per core of the profile's `cpu.worker_cores`, else 1].
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+        workers: Option<u16>,
     },
     /// Migrate a VM disk or memory image between appliances (docs/migration.md).
     Migrate {
@@ -624,9 +626,12 @@ fn main() -> Result<()> {
                 mtu: Some(port.mtu()),
                 ..SenderConfig::default()
             };
-            if let Some(prof) = port.worker.profile()? {
-                dwcp_engine::profile::apply_sender(&prof, &mut cfg);
+            let prof = port.worker.profile()?;
+            if let Some(prof) = &prof {
+                dwcp_engine::profile::apply_sender(prof, &mut cfg);
             }
+            let wc = dwcp_engine::profile::workers(workers, prof.as_ref());
+            let workers = wc.count;
             cfg.security = keys.factory().context("keys")?;
             let len = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
             let pb = progress_bar(cli.json, len);
@@ -666,9 +671,11 @@ fn main() -> Result<()> {
                 let mut j = send_json(&r);
                 let (mtu, from) = link_mtu(port.worker.mtu, Some(&port.iface));
                 j["link"] = json!({"iface": port.iface, "mtu": mtu, "mtu_from": from});
+                j["workers"] = json!({"count": wc.count, "from": wc.from});
                 println!("{j}");
             } else {
                 print_send(&r);
+                println!("workers: {} ({})", wc.count, wc.from);
             }
         }
         Cmd::Recv {
@@ -686,6 +693,8 @@ fn main() -> Result<()> {
                 ..ReceiverConfig::default()
             };
             let linger = Duration::from_millis(500);
+            let wc = dwcp_engine::profile::workers(workers, port.worker.profile()?.as_ref());
+            let workers = wc.count;
             let r = if workers > 1 {
                 dwcp_engine::parts::recv_file_parts(&dest, cfg, &opts, workers.into(), linger, None)
                     .map(dwcp_engine::parts::PartsReport::into_recv_report)
@@ -697,9 +706,12 @@ fn main() -> Result<()> {
             pb.finish_and_clear();
             let r = r.context("receive failed")?;
             if cli.json {
-                println!("{}", recv_json(&r));
+                let mut j = recv_json(&r);
+                j["workers"] = json!({"count": wc.count, "from": wc.from});
+                println!("{j}");
             } else {
                 print_recv(&r);
+                println!("workers: {} ({})", wc.count, wc.from);
             }
         }
         Cmd::Migrate { cmd } => {
