@@ -392,13 +392,7 @@ fn dwcp_once(
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
+    let s = dwcp_engine::io::error_chain(e);
     // One line in the report: the message, without a backtrace (RUST_BACKTRACE in the
     // environment makes the processes append one), at most 600 characters.
     let s = match s.find("panicked at") {

@@ -30,6 +30,7 @@ use dwcp_shm::{
     AckStatus, Command, Event, Geometry, JobOutcome, JobSpec, Producer, Region, ShmError, Stat,
     StatsWriter, TableReader, TableSnapshot, TransferMode,
 };
+use dwcp_transfer::error_chain;
 use dwcp_transfer::wire::SecurityFactory;
 use dwcp_transfer::{LinkMode, SenderConfig, SenderStats};
 
@@ -1049,16 +1050,4 @@ impl dwcp_migrate::Mover for SealTally {
             .recv_stream(output, stream_id, cancel, next, ready);
         self.count(r)
     }
-}
-
-/// The error with its causes, `a: b: c`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }

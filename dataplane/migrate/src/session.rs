@@ -1640,7 +1640,7 @@ fn move_stream(
         }
         let cause = failed.as_ref().map_or_else(
             || "the destination could not take it".to_string(),
-            |e| format!("{e}: {}", chain(e)),
+            |e| dwcp_transfer::error_chain(e),
         );
         tracing::warn!(
             round,
@@ -1737,23 +1737,10 @@ pub fn run_dest(
         )
     {
         let _ = conn.send(&Msg::Failed {
-            reason: format!("{e}: {}", chain(e)),
+            reason: dwcp_transfer::error_chain(e),
         });
     }
     res
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = String::new();
-    let mut src = e.source();
-    while let Some(c) = src {
-        if !s.is_empty() {
-            s.push_str(": ");
-        }
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 fn dest_inner(
@@ -2032,7 +2019,7 @@ fn dest_inner(
                             continue;
                         }
                         if let Err(e) = &r {
-                            tracing::warn!(round, attempt, error = %e, cause = %chain(e), "round stream receive failed");
+                            tracing::warn!(round, attempt, error = %dwcp_transfer::error_chain(e), "round stream receive failed");
                         }
                         resume(conn, stream.as_mut())?;
                     }
@@ -2177,7 +2164,7 @@ impl Applier {
                         let _ = send_on(
                             &mut writer,
                             &Msg::Failed {
-                                reason: format!("{e}: {}", chain(&e)),
+                                reason: dwcp_transfer::error_chain(&e),
                             },
                         );
                         return Err(e);

@@ -40,6 +40,20 @@ pub const VERSION_1: u8 = 1;
 /// Protocol version 3: several streams, codecs (zero/dup/delta/zstd/HDE).
 pub const VERSION_3: u8 = 3;
 
+/// "outer: inner: innermost": an error and its `source()` chain on one line, for people
+/// (logs, reports, API error bodies). The one display helper of the dataplane's error
+/// chains; code decides on an error's type or class methods, never on this text.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// Errors that end a transfer.
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {

@@ -480,17 +480,7 @@ impl SharedProgram {
     }
 }
 
-/// "outer: inner: innermost" for an error and its sources.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use dwcp_transfer::error_chain;
 
 static FALLBACK_LOGGED: AtomicBool = AtomicBool::new(false);
 
