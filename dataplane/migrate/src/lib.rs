@@ -35,6 +35,7 @@ mod mover;
 pub mod partstream;
 pub mod partzstd;
 pub mod patch;
+pub mod round;
 pub mod scan;
 pub mod session;
 pub mod store;

@@ -23,6 +23,7 @@ use crate::adapt::LevelGovernor;
 use crate::image::{BaseCache, ImageError, ManifestCache, RawView, hash_bytes};
 use crate::mover::{MoveError, MoveProgress, MoveReport, Mover};
 use crate::patch::{self, PatchError};
+use crate::round::{DestRound, DestStep, Early};
 use crate::scan::{DestView, Dirty, manifest_bytes, parse_manifest, read_image};
 use crate::store::{Phases, Target, add_phase};
 use crate::wire::{Conn, Msg, STREAM_PART, WireError, send_on};
@@ -1750,60 +1751,21 @@ fn dest_inner(
     cancel: &AtomicBool,
 ) -> Result<DestReport, MigrateError> {
     let start = Instant::now();
-    let (job_id, bs) = match wait_for(conn, cancel, |m| matches!(m, Msg::Hello { .. }))? {
-        Msg::Hello {
-            version,
-            job_id,
-            block_size,
-        } => {
-            if version != crate::PROTOCOL_VERSION {
-                let _ = conn.send(&Msg::HelloAck {
-                    version: crate::PROTOCOL_VERSION,
-                    held_len: None,
-                    held_hash: None,
-                });
-                return Err(MigrateError::Version(version));
-            }
-            (job_id, block_size as usize)
-        }
-        _ => unreachable!("wait_for returned the wanted message"),
-    };
-    if !(64..=1 << 20).contains(&bs) {
-        return Err(MigrateError::Unexpected(format!("block size {bs}")));
-    }
-    std::fs::create_dir_all(&cfg.scratch).map_err(|source| MigrateError::Io {
-        what: "creating",
-        path: cfg.scratch.clone(),
-        source,
-    })?;
+    // What to do about each message and each move's end is decided by the round core; this
+    // driver performs it (files, threads, the mover, the control connection).
+    let mut core = DestRound::new();
+    let mut job_id = 0;
     let mut phases: Phases = Vec::new();
-    let t = Instant::now();
-    crate::store::recover(&cfg.image)?;
-    let held = crate::store::held(&cfg.image, bs)?;
-    let mut target = Some(Target::begin(&cfg.image, bs)?);
+    let mut held = None;
+    let mut target: Option<Target> = None;
     let mut applier: Option<Applier> = None;
-    add_phase(
-        &mut phases,
-        if held.as_ref().is_some_and(|h| h.from_sidecar) {
-            "hello_sidecar"
-        } else {
-            "hello_hash"
-        },
-        t,
-    );
-    conn.send(&Msg::HelloAck {
-        version: crate::PROTOCOL_VERSION,
-        held_len: held.as_ref().map(|h| h.len),
-        held_hash: held.as_ref().map(|h| format!("{:032x}", h.hash)),
-    })?;
-    let mut rep = DestReport {
-        job_id,
-        ..DestReport::default()
+    let mut rep = DestReport::default();
+    // The current round's stream gate (what its receive hands to the applier), once one began.
+    let mut gate: Option<Arc<Mutex<StreamGate>>> = None;
+    let held_parts = |g: &Option<Arc<Mutex<StreamGate>>>| {
+        g.as_ref()
+            .map_or(0, |g| g.lock().unwrap_or_else(|p| p.into_inner()).held)
     };
-    // A message that arrived while an object was still moving and is handled next.
-    let mut pending: Option<Msg> = None;
-    // The current round's stream, once one began.
-    let mut stream: Option<StreamState> = None;
     loop {
         if cancel.load(Ordering::Relaxed) {
             return Err(MigrateError::Cancelled);
@@ -1814,314 +1776,292 @@ fn dest_inner(
             }
             return Err(MigrateError::Unexpected("the applier stopped".into()));
         }
-        let m = match pending.take() {
+        let m = match core.take_queued() {
             Some(m) => m,
             None => match conn.poll()? {
                 Some(m) => m,
                 None => continue,
             },
         };
-        match m {
-            Msg::ManifestRequest { object_id } => {
-                let t = Instant::now();
-                let m = held.as_ref().map(|h| &h.manifest[..]).unwrap_or(&[]);
-                let path = cfg.scratch.join(format!("manifest-{job_id}"));
-                std::fs::write(&path, manifest_bytes(m)).map_err(|source| MigrateError::Io {
-                    what: "writing",
-                    path: path.clone(),
-                    source,
-                })?;
-                let r = watch(conn, cancel, |c| {
-                    mover.send(&path, object_id, c, &mut |_| {})
-                });
-                let _ = std::fs::remove_file(&path);
-                let (r, early) = r?;
-                match early {
-                    // The source asks for round 1 only after its receive of the manifest
-                    // verified: the manifest arrived even if this send has not yet heard
-                    // the final CLOSE (late on a loaded host, or every copy lost).
-                    Some(m @ (Msg::Round { .. } | Msg::Stream { .. })) => pending = Some(m),
-                    early => {
-                        no_early(early)?;
-                        r.map_err(|e| MigrateError::mv("the manifest", e))?;
+        let mut step = core.on_msg(m, held_parts(&gate))?;
+        // A move's end may lead to one more step (apply the part, ask for a resume).
+        loop {
+            step = match step {
+                DestStep::Wait => break,
+                DestStep::RefuseVersion(version) => {
+                    let _ = conn.send(&Msg::HelloAck {
+                        version: crate::PROTOCOL_VERSION,
+                        held_len: None,
+                        held_hash: None,
+                    });
+                    return Err(MigrateError::Version(version));
+                }
+                DestStep::Open {
+                    job_id: id,
+                    block_size,
+                } => {
+                    job_id = id;
+                    rep.job_id = id;
+                    let bs = block_size as usize;
+                    std::fs::create_dir_all(&cfg.scratch).map_err(|source| MigrateError::Io {
+                        what: "creating",
+                        path: cfg.scratch.clone(),
+                        source,
+                    })?;
+                    let t = Instant::now();
+                    crate::store::recover(&cfg.image)?;
+                    held = crate::store::held(&cfg.image, bs)?;
+                    target = Some(Target::begin(&cfg.image, bs)?);
+                    add_phase(
+                        &mut phases,
+                        if held.as_ref().is_some_and(|h| h.from_sidecar) {
+                            "hello_sidecar"
+                        } else {
+                            "hello_hash"
+                        },
+                        t,
+                    );
+                    conn.send(&Msg::HelloAck {
+                        version: crate::PROTOCOL_VERSION,
+                        held_len: held.as_ref().map(|h| h.len),
+                        held_hash: held.as_ref().map(|h| format!("{:032x}", h.hash)),
+                    })?;
+                    DestStep::Wait
+                }
+                DestStep::SendManifest { object_id } => {
+                    let t = Instant::now();
+                    let m = held.as_ref().map(|h| &h.manifest[..]).unwrap_or(&[]);
+                    let path = cfg.scratch.join(format!("manifest-{job_id}"));
+                    std::fs::write(&path, manifest_bytes(m)).map_err(|source| {
+                        MigrateError::Io {
+                            what: "writing",
+                            path: path.clone(),
+                            source,
+                        }
+                    })?;
+                    let r = watch(conn, cancel, |c| {
+                        mover.send(&path, object_id, c, &mut |_| {})
+                    });
+                    let _ = std::fs::remove_file(&path);
+                    let (r, early) = r?;
+                    let next = core.move_ended(
+                        early,
+                        r.map(|_| ())
+                            .map_err(|e| MigrateError::mv("the manifest", e)),
+                    )?;
+                    add_phase(&mut phases, "manifest", t);
+                    next
+                }
+                DestStep::ReceivePart {
+                    round,
+                    part,
+                    object_id,
+                } => {
+                    let t = Instant::now();
+                    let path = cfg.scratch.join(format!("patch-{job_id}-{round}-{part}"));
+                    let mut writer = conn.writer().map_err(WireError::from)?;
+                    let mut sent = Ok(());
+                    // Any message during the receive ends its linger: the source sends the
+                    // next one only once this move verified.
+                    let next = AtomicBool::new(false);
+                    let r =
+                        watch_absorbing(conn, cancel, &|_| false, &|_| false, Some(&next), |c| {
+                            mover.recv_until_next(&path, object_id, c, &next, &mut || {
+                                sent = send_on(&mut writer, &Msg::Ready { round, part });
+                            })
+                        });
+                    let (r, early, _) = r?;
+                    sent?;
+                    let r = r.map(|r| {
+                        rep.patch_bytes += r.object_len;
+                    });
+                    let step = core.move_ended(
+                        early,
+                        r.map_err(|e| {
+                            MigrateError::mv(
+                                &format!("part {part} of the patch of round {round}"),
+                                e,
+                            )
+                        }),
+                    )?;
+                    add_phase(&mut phases, "receive", t);
+                    rep.rounds = core.rounds();
+                    if step == (DestStep::ApplyPart { round, part }) {
+                        // Decoded and written on the applier thread while the next part
+                        // arrives.
+                        applier_for(&mut applier, &mut target, conn)?.push(ApplyJob {
+                            round,
+                            part,
+                            path,
+                            final_upto: None,
+                            zstd: false,
+                        })?;
+                        DestStep::Wait
+                    } else {
+                        step
                     }
                 }
-                add_phase(&mut phases, "manifest", t);
-            }
-            Msg::Round {
-                round,
-                part,
-                object_id,
-                ..
-            } => {
-                let t = Instant::now();
-                let path = cfg.scratch.join(format!("patch-{job_id}-{round}-{part}"));
-                let mut writer = conn.writer().map_err(WireError::from)?;
-                let mut sent = Ok(());
-                // Any message during the receive ends its linger: the source sends the next
-                // one (the next part's `Round`, or `Commit`) only once this move verified.
-                let next = AtomicBool::new(false);
-                let r = watch_absorbing(conn, cancel, &|_| false, &|_| false, Some(&next), |c| {
-                    mover.recv_until_next(&path, object_id, c, &next, &mut || {
-                        sent = send_on(&mut writer, &Msg::Ready { round, part });
-                    })
-                });
-                let (r, early, _) = r?;
-                sent?;
-                match early {
-                    // A pipelined round: the source announces the next part as soon as its
-                    // move of this one ended (this receive may still be lingering).
-                    Some(m @ Msg::Round { .. }) => pending = Some(m),
-                    early => no_early(early)?,
+                DestStep::ApplyPart { .. } => DestStep::Wait,
+                DestStep::ReceiveStream {
+                    round,
+                    stream_id,
+                    attempt,
+                    first_part,
+                    zstd,
+                } => {
+                    let t = Instant::now();
+                    if attempt == 0 {
+                        gate = Some(Arc::new(Mutex::new(StreamGate::default())));
+                    }
+                    let g = gate
+                        .clone()
+                        .ok_or_else(|| MigrateError::Unexpected("no stream gate".into()))?;
+                    g.lock().unwrap_or_else(|p| p.into_inner()).open = true;
+                    let jobs = applier_for(&mut applier, &mut target, conn)?.jobs.clone();
+                    let scratch = cfg.scratch.clone();
+                    let out_gate = g.clone();
+                    // Each part is decoded and written on the applier thread as soon as its
+                    // last byte is in, while the next ones arrive.
+                    let out = crate::partstream::PartWriter::new(
+                        Box::new(move |part| {
+                            scratch.join(format!("patch-{job_id}-{round}-{part}"))
+                        }),
+                        Box::new(move |r: crate::partstream::Received| {
+                            // Under the gate: once the receive ended, a transport thread
+                            // still finishing its writes hands over nothing more (a resumed
+                            // stream sends those parts again).
+                            let mut g = out_gate.lock().unwrap_or_else(|p| p.into_inner());
+                            if !g.open {
+                                return Err(std::io::Error::other("the stream was given up"));
+                            }
+                            jobs.send(ApplyJob {
+                                round,
+                                part: r.part,
+                                path: r.path,
+                                final_upto: Some(r.end),
+                                zstd,
+                            })
+                            .map_err(|_| std::io::Error::other("the applier stopped"))?;
+                            g.held = r.part + 1;
+                            Ok(())
+                        }),
+                    )
+                    .from_part(first_part);
+                    let mut writer = conn.writer().map_err(WireError::from)?;
+                    let mut sent = Ok(());
+                    let next = AtomicBool::new(false);
+                    let lost = |m: &Msg| core.early(m) == Early::Lost;
+                    let r = watch_absorbing(conn, cancel, &|_| false, &lost, Some(&next), |c| {
+                        mover.recv_stream(Box::new(out), stream_id, c, &next, &mut || {
+                            sent = send_on(
+                                &mut writer,
+                                &Msg::Ready {
+                                    round,
+                                    part: STREAM_PART,
+                                },
+                            );
+                        })
+                    });
+                    g.lock().unwrap_or_else(|p| p.into_inner()).open = false;
+                    let (r, early, _) = r?;
+                    sent?;
+                    let r = match r {
+                        Ok(r) => {
+                            rep.patch_bytes += r.object_len;
+                            Ok(())
+                        }
+                        Err(e) => {
+                            tracing::warn!(round, attempt, error = %dwcp_transfer::error_chain(&e), "round stream receive failed");
+                            Err(MigrateError::mv("the round's stream", e))
+                        }
+                    };
+                    let step = core.move_ended(early, r)?;
+                    if step == DestStep::Wait {
+                        add_phase(&mut phases, "receive", t);
+                        rep.rounds = core.rounds();
+                    }
+                    step
                 }
-                let r = r.map_err(|e| {
-                    MigrateError::mv(&format!("part {part} of the patch of round {round}"), e)
-                })?;
-                add_phase(&mut phases, "receive", t);
-                rep.rounds = round;
-                rep.patch_bytes += r.object_len;
-                // Decoded and written on the applier thread while the next part arrives.
-                if applier.is_none() {
-                    let target = target.take().ok_or_else(|| {
-                        MigrateError::Unexpected("no target for the round".into())
-                    })?;
-                    applier = Some(Applier::spawn(
-                        target,
-                        conn.writer().map_err(WireError::from)?,
-                    ));
-                }
-                if let Some(a) = &applier {
-                    a.push(ApplyJob {
-                        round,
-                        part,
-                        path,
-                        final_upto: None,
-                        zstd: false,
-                    })?;
-                }
-            }
-            Msg::Stream {
-                round,
-                stream_id,
-                attempt,
-                first_part,
-                zstd,
-            } => {
-                let t = Instant::now();
-                if attempt == 0 {
-                    stream = Some(StreamState {
+                DestStep::AskResume { round, attempt } => {
+                    if cancel.load(Ordering::Relaxed) {
+                        return Err(MigrateError::Cancelled);
+                    }
+                    if applier.as_ref().is_some_and(Applier::failed) {
+                        // Not resumable: the loop's check returns the applier's error.
+                        break;
+                    }
+                    let part = held_parts(&gate);
+                    tracing::warn!(
                         round,
                         attempt,
-                        gate: Arc::new(Mutex::new(StreamGate::default())),
-                        answered: false,
-                        zstd,
-                    });
+                        part,
+                        "asking for the round's stream from part {part} on"
+                    );
+                    conn.send(&Msg::Resume {
+                        round,
+                        attempt,
+                        part,
+                    })?;
+                    DestStep::Wait
                 }
-                let gate = match &mut stream {
-                    Some(st)
-                        if st.round == round
-                            && (attempt == 0 || (attempt == st.attempt + 1 && st.answered))
-                            && first_part == st.gate().held
-                            && zstd == st.zstd =>
-                    {
-                        st.attempt = attempt;
-                        st.answered = false;
-                        st.gate().open = true;
-                        st.gate.clone()
+                DestStep::Commit { len, hash } => {
+                    let mut target = target.take();
+                    if let Some(a) = applier.take() {
+                        let t = Instant::now();
+                        let out = a.finish()?;
+                        add_phase(&mut phases, "apply_tail", t);
+                        for (k, v) in out.phases {
+                            add_secs(&mut phases, &k, Duration::from_secs_f64(v));
+                        }
+                        rep.data_bytes += out.data_bytes;
+                        target = Some(out.target);
                     }
-                    _ => {
+                    let target = target
+                        .ok_or_else(|| MigrateError::Unexpected("no target at commit".into()))?;
+                    let got_len = target.commit(len, hash, &mut phases)?;
+                    if got_len != len {
                         return Err(MigrateError::Unexpected(format!(
-                            "stream {attempt} of round {round} from part {first_part}"
+                            "committed {got_len} bytes, source said {len}"
                         )));
                     }
-                };
-                if applier.is_none() {
-                    let target = target.take().ok_or_else(|| {
-                        MigrateError::Unexpected("no target for the round".into())
+                    conn.send(&Msg::Committed {
+                        len,
+                        phases: phases.clone(),
                     })?;
-                    applier = Some(Applier::spawn(
-                        target,
-                        conn.writer().map_err(WireError::from)?,
-                    ));
+                    rep.image_len = len;
+                    rep.hash = hash;
+                    rep.elapsed = start.elapsed();
+                    rep.phases = phases;
+                    return Ok(rep);
                 }
-                let jobs = applier
-                    .as_ref()
-                    .map(|a| a.jobs.clone())
-                    .ok_or_else(|| MigrateError::Unexpected("no applier".into()))?;
-                let scratch = cfg.scratch.clone();
-                // Each part is decoded and written on the applier thread as soon as its last
-                // byte is in, while the next ones arrive.
-                let out = crate::partstream::PartWriter::new(
-                    Box::new(move |part| scratch.join(format!("patch-{job_id}-{round}-{part}"))),
-                    Box::new(move |r: crate::partstream::Received| {
-                        // Under the gate: once the receive ended, a transport thread still
-                        // finishing its writes hands over nothing more (a resumed stream
-                        // sends those parts again).
-                        let mut g = gate.lock().unwrap_or_else(|p| p.into_inner());
-                        if !g.open {
-                            return Err(std::io::Error::other("the stream was given up"));
-                        }
-                        jobs.send(ApplyJob {
-                            round,
-                            part: r.part,
-                            path: r.path,
-                            final_upto: Some(r.end),
-                            zstd,
-                        })
-                        .map_err(|_| std::io::Error::other("the applier stopped"))?;
-                        g.held = r.part + 1;
-                        Ok(())
-                    }),
-                )
-                .from_part(first_part);
-                let mut writer = conn.writer().map_err(WireError::from)?;
-                let mut sent = Ok(());
-                let next = AtomicBool::new(false);
-                let lost = |m: &Msg| matches!(m, Msg::StreamLost { round: r, attempt: a } if *r == round && *a == attempt);
-                let r = watch_absorbing(conn, cancel, &|_| false, &lost, Some(&next), |c| {
-                    mover.recv_stream(Box::new(out), stream_id, c, &next, &mut || {
-                        sent = send_on(
-                            &mut writer,
-                            &Msg::Ready {
-                                round,
-                                part: STREAM_PART,
-                            },
-                        );
-                    })
-                });
-                if let Some(st) = &stream {
-                    st.gate().open = false;
-                }
-                let (r, early, _) = r?;
-                sent?;
-                let lost_said = early.as_ref().is_some_and(lost);
-                match early {
-                    // The source commits as soon as its send verified; this receive may still
-                    // be lingering.
-                    Some(m @ Msg::Commit { .. }) => pending = Some(m),
-                    _ if lost_said => {}
-                    early => no_early(early)?,
-                }
-                match r {
-                    Ok(r) if !lost_said => {
-                        add_phase(&mut phases, "receive", t);
-                        rep.rounds = round;
-                        rep.patch_bytes += r.object_len;
-                    }
-                    // Ended without its end: the source is told where to go on (the applier
-                    // goes on with the parts it has).
-                    r => {
-                        if cancel.load(Ordering::Relaxed) {
-                            return Err(MigrateError::Cancelled);
-                        }
-                        if applier.as_ref().is_some_and(Applier::failed) {
-                            // Not resumable: the loop's check returns the applier's error.
-                            continue;
-                        }
-                        if let Err(e) = &r {
-                            tracing::warn!(round, attempt, error = %dwcp_transfer::error_chain(e), "round stream receive failed");
-                        }
-                        resume(conn, stream.as_mut())?;
-                    }
-                }
-            }
-            // The source's send failed after this side's receive ended (or failed, and was
-            // answered already).
-            Msg::StreamLost { round, attempt } => match &mut stream {
-                Some(st) if st.round == round && st.attempt == attempt => {
-                    if !st.answered {
-                        resume(conn, Some(st))?;
-                    }
-                }
-                _ => {
-                    return Err(MigrateError::Unexpected(format!(
-                        "stream {attempt} of round {round} lost"
-                    )));
-                }
-            },
-            Msg::Commit { len, hash } => {
-                let expected = parse_hash(&hash)
-                    .ok_or_else(|| MigrateError::Unexpected(format!("hash {hash:?}")))?;
-                let mut target = target.take();
-                if let Some(a) = applier.take() {
-                    let t = Instant::now();
-                    let out = a.finish()?;
-                    add_phase(&mut phases, "apply_tail", t);
-                    for (k, v) in out.phases {
-                        add_secs(&mut phases, &k, Duration::from_secs_f64(v));
-                    }
-                    rep.data_bytes += out.data_bytes;
-                    target = Some(out.target);
-                }
-                let target =
-                    target.ok_or_else(|| MigrateError::Unexpected("no target at commit".into()))?;
-                let got_len = target.commit(len, expected, &mut phases)?;
-                if got_len != len {
-                    return Err(MigrateError::Unexpected(format!(
-                        "committed {got_len} bytes, source said {len}"
-                    )));
-                }
-                conn.send(&Msg::Committed {
-                    len,
-                    phases: phases.clone(),
-                })?;
-                rep.image_len = len;
-                rep.hash = expected;
-                rep.elapsed = start.elapsed();
-                rep.phases = phases;
-                return Ok(rep);
-            }
-            Msg::Abort { reason } => return Err(MigrateError::Aborted(reason)),
-            other => return Err(MigrateError::Unexpected(format!("{other:?}"))),
+            };
         }
     }
 }
 
-/// The destination's view of a pipelined round's stream and its resumptions.
-struct StreamState {
-    round: u32,
-    /// The stream being received (0, then 1, 2 when resumed).
-    attempt: u32,
-    /// What the stream's output hands to the applier, and whether it still may.
-    gate: Arc<Mutex<StreamGate>>,
-    /// `Resume` was sent for `attempt`.
-    answered: bool,
-    /// The parts are one zstd stream (every stream of the round says the same).
-    zstd: bool,
+/// The job's applier, started on the first part with the job's target.
+fn applier_for<'a>(
+    applier: &'a mut Option<Applier>,
+    target: &mut Option<Target>,
+    conn: &Conn,
+) -> Result<&'a Applier, MigrateError> {
+    if applier.is_none() {
+        let t = target
+            .take()
+            .ok_or_else(|| MigrateError::Unexpected("no target for the round".into()))?;
+        *applier = Some(Applier::spawn(t, conn.writer().map_err(WireError::from)?));
+    }
+    applier
+        .as_ref()
+        .ok_or_else(|| MigrateError::Unexpected("no applier".into()))
 }
 
-/// The hand-over from a round stream's output to the applier.
 #[derive(Debug, Default)]
 struct StreamGate {
     /// The current stream's receive runs: its complete parts go to the applier.
     open: bool,
     /// Parts handed to the applier: where a resumed stream starts.
     held: u32,
-}
-
-impl StreamState {
-    fn gate(&self) -> std::sync::MutexGuard<'_, StreamGate> {
-        self.gate.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Tells the source where the failed stream of `st` goes on, once per stream.
-fn resume(conn: &mut Conn, st: Option<&mut StreamState>) -> Result<(), MigrateError> {
-    let st = st.ok_or_else(|| MigrateError::Unexpected("no stream to resume".into()))?;
-    let part = st.gate().held;
-    tracing::warn!(
-        round = st.round,
-        attempt = st.attempt,
-        part,
-        "asking for the round's stream from part {part} on"
-    );
-    conn.send(&Msg::Resume {
-        round: st.round,
-        attempt: st.attempt,
-        part,
-    })?;
-    st.answered = true;
-    Ok(())
 }
 
 /// What the destination's applier thread hands back at commit.
