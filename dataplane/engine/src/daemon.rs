@@ -1018,10 +1018,6 @@ impl dwcp_migrate::Mover for SealTally {
         self.count(r)
     }
 
-    fn set_path_hint(&mut self, hint: Option<dwcp_migrate::PathEstimate>) {
-        dwcp_migrate::Mover::set_path_hint(&mut self.inner, hint);
-    }
-
     fn streams(&self) -> bool {
         dwcp_migrate::Mover::streams(&self.inner)
     }

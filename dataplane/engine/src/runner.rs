@@ -488,7 +488,6 @@ impl RunnerMover {
                 r.stats.version,
                 r.stats.sealed.unwrap_or("unsealed")
             ),
-            path: None,
         })
     }
 }
@@ -521,35 +520,14 @@ impl dwcp_migrate::Mover for RunnerMover {
             wire_bytes: r.stats.bytes_sent,
             elapsed: r.elapsed,
             detail: format!(
-                "v{} {} {} streams, {} retransmitted, {}{}",
+                "v{} {} {} streams, {} retransmitted, {}",
                 r.stats.version,
                 r.stats.mode,
                 r.stats.streams,
                 r.stats.data_frames_retransmitted,
-                if self.sender.path_hint.is_some() {
-                    "warm start, "
-                } else {
-                    ""
-                },
                 r.stats.sealed.unwrap_or("unsealed")
             ),
-            // The controller's estimate at the end (what `Sender::path_estimate` reports).
-            path: match r.stats.min_rtt {
-                Some(min_rtt) if r.stats.btlbw >= 1.0 => Some(dwcp_migrate::PathEstimate {
-                    btl_bw_bytes_per_sec: r.stats.btlbw as u64,
-                    min_rtt,
-                }),
-                _ => None,
-            },
         })
-    }
-
-    /// The next send starts from `hint` (`SenderConfig::path_hint`: a warm start).
-    fn set_path_hint(&mut self, hint: Option<dwcp_migrate::PathEstimate>) {
-        self.sender.path_hint = hint.map(|h| dwcp_transfer::PathHint {
-            btl_bw_bytes_per_sec: h.btl_bw_bytes_per_sec,
-            min_rtt: h.min_rtt,
-        });
     }
 
     fn recv(
@@ -603,7 +581,6 @@ impl dwcp_migrate::Mover for RunnerMover {
                 r.bytes_retransmitted,
                 r.sealed.unwrap_or("unsealed")
             ),
-            path: None,
         })
     }
 
@@ -637,7 +614,6 @@ impl dwcp_migrate::Mover for RunnerMover {
                 r.segments,
                 r.sealed.unwrap_or("unsealed")
             ),
-            path: None,
         })
     }
 

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use dwcp_transfer::wire::SecurityFactory;
 use dwcp_transfer::{
-    MemJournal, MemSink, MemSource, PathHint, Receiver, ReceiverConfig, Sender, SenderConfig,
+    MemJournal, MemSink, MemSource, Receiver, ReceiverConfig, Sender, SenderConfig,
 };
 
 use crate::codec::CodecChoice;
@@ -147,11 +147,6 @@ pub struct StreamConfig {
     /// Keys and policy for SEALED segments (`dwcp-secure`), applied to every segment's
     /// sender or receiver; `None` = unsealed.
     pub security: Option<SecurityFactory>,
-    /// Start each segment from the previous segment's path estimate
-    /// (`SenderConfig::path_hint`) instead of a Startup from a window of its share of the
-    /// measured BDP. Off by default: see docs/perf-qemu.md (a segment checks the hint while
-    /// others share the path, measures its momentary share and then stays near it).
-    pub warm_start: bool,
     /// Chunk codec of the sending side (the receiving side decodes every codec).
     pub codec: CodecChoice,
 }
@@ -168,7 +163,6 @@ impl Default for StreamConfig {
             idle_timeout: Duration::from_secs(20),
             linger: Duration::from_millis(500),
             security: None,
-            warm_start: false,
             codec: CodecChoice::Auto,
         }
     }
@@ -356,9 +350,6 @@ struct SendHandler {
     warm_cwnd: u64,
     /// Smoothed RTT of the last verified segment: the next HELLO's retransmission timer.
     path_srtt: Option<Duration>,
-    /// The path estimate of the most recent segment that measured one: the next segment
-    /// starts from it (warm start) instead of a cold Startup.
-    path_hint: Option<PathHint>,
     shared: Arc<Shared>,
 }
 
@@ -394,7 +385,6 @@ impl SendHandler {
             active: ConnTable::new(Duration::ZERO),
             warm_cwnd: 10,
             path_srtt: None,
-            path_hint: None,
             shared,
         }
     }
@@ -429,7 +419,6 @@ impl SendHandler {
                 }),
             // The worker moves a batch at a time; two batches in flight over all segments.
             min_cwnd_frames: (2 * self.batch as u64 / per).max(4),
-            path_hint: self.path_hint.filter(|_| self.cfg.warm_start),
             security: self.cfg.security.clone(),
             ..SenderConfig::default()
         };
@@ -577,11 +566,6 @@ impl SendHandler {
                 *self.shared.sealed.lock().unwrap_or_else(|p| p.into_inner()) = st.sealed;
                 if st.srtt.is_some() {
                     self.path_srtt = st.srtt;
-                }
-                // A segment's estimate is its share of the path while it shared it with the
-                // others in transfer: the share the next segment will get.
-                if let Some(h) = a.sender.path_estimate() {
-                    self.path_hint = Some(h);
                 }
                 if let (Some(rtt), true) = (st.min_rtt, st.btlbw > 0.0) {
                     // The next segments start with the window this one measured: its bandwidth
@@ -1247,10 +1231,6 @@ pub struct TuningArgs {
     /// Fail when the peer is silent this many seconds (receiving side).
     #[arg(long, default_value_t = 20)]
     pub peer_idle_secs: u64,
-    /// Start each segment from the previous one's path estimate (sending side; see
-    /// docs/qemu-migration.md).
-    #[arg(long)]
-    pub warm_start: bool,
     /// Chunk codec of the sending side: raw (zero chunks elided), hde (zstd on every block)
     /// or auto (follow the link mode).
     #[arg(long, default_value = "auto", value_parser = parse_codec)]
@@ -1275,7 +1255,6 @@ impl TuningArgs {
             in_flight: self.in_flight.max(1),
             mtu: Some(mtu),
             idle_timeout: Duration::from_secs(self.peer_idle_secs),
-            warm_start: self.warm_start,
             codec: self.codec,
             ..StreamConfig::default()
         }

@@ -12,7 +12,7 @@
 //! `QEMU_BENCH_METHODS` (`dwcp,qemu-multifd-zstd,qemu-tcp`), `QEMU_BENCH_DATA_MIB` (32),
 //! `QEMU_BENCH_CHANNELS` (multifd channels, 4), `QEMU_BENCH_SEGMENT_KIB` and
 //! `QEMU_BENCH_IN_FLIGHT` (carrier defaults), `QEMU_BENCH_CARRIER_ARGS` (more `stream-send`
-//! options, e.g. `--warm-start`), `QEMU_BENCH_KEEP` (see `keep_logs`).
+//! options, e.g. `--in-flight 4`), `QEMU_BENCH_KEEP` (see `keep_logs`).
 
 mod qemu_support;
 

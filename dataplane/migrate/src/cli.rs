@@ -62,24 +62,10 @@ pub struct SendArgs {
     /// the next part is read and encoded, applied while the next arrives (0: one part).
     #[arg(long, default_value_t = crate::session::DEFAULT_PART_BYTES >> 20)]
     pub part_mib: u64,
-    /// Moves after a pipelined round's first part start from the previous move's path
-    /// estimate (the transport's warm start).
-    #[arg(long)]
-    pub warm_start: bool,
     /// Move a pipelined round's parts as one object each instead of one stream (the
     /// transport pays a start-up and a tail per part; for comparison).
     #[arg(long)]
     pub part_objects: bool,
-    /// Adapt the zstd level of a pipelined round's parts to whether the link or the encoder
-    /// is the bottleneck, starting from `--zstd-level` (off by default: on the lab, where
-    /// the WAN emulator shares the two cores, it saved 2.5 % of the bytes and no time).
-    #[arg(long)]
-    pub zstd_adapt: bool,
-    /// Compress a streamed round's parts as one zstd frame per 1 MiB container instead of
-    /// one zstd stream across the parts (for comparison: the stream finds redundancy
-    /// across containers and parts).
-    #[arg(long)]
-    pub container_zstd: bool,
 }
 
 /// `dwcp migrate recv` arguments.
@@ -222,10 +208,7 @@ pub fn run(
             cfg.base_cache = a.base_cache;
             cfg.scratch = scratch_for(&a.image, a.scratch);
             cfg.part_bytes = a.part_mib << 20;
-            cfg.warm_start = a.warm_start;
             cfg.part_stream = !a.part_objects;
-            cfg.zstd_adapt = a.zstd_adapt;
-            cfg.stream_zstd = !a.container_zstd;
             cfg.policy = match a.zstd_level {
                 None => crate::patch::policy_for_link(Some(rtt)),
                 Some(0) => dwcp_hde::Policy::Datacenter,
@@ -277,7 +260,6 @@ pub fn run(
                     "waited_for_parts_s": p.waited_for_parts.as_secs_f64(),
                     "encoder_blocked_s": p.encoder_blocked.as_secs_f64(),
                     "apply_tail_s": p.apply_tail.as_secs_f64(),
-                    "hinted_moves": p.hinted_moves,
                     "zstd_levels": p.zstd_levels, "stream": p.stream,
                     "stream_resumes": p.stream_resumes,
                     "stream_zstd_level": p.stream_zstd_level,

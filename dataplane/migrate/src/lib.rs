@@ -41,7 +41,7 @@ pub mod session;
 pub mod store;
 pub mod wire;
 
-pub use mover::{MoveError, MoveProgress, MoveReport, Mover, PathEstimate, TcpMover};
+pub use mover::{MoveError, MoveProgress, MoveReport, Mover, TcpMover};
 pub use session::{
     DEFAULT_PART_BYTES, DestConfig, DestReport, MigrateError, Phase, PipelineReport, Progress,
     RoundReport, SourceConfig, SourceHooks, SourceReport, run_dest, run_source,

@@ -36,20 +36,6 @@ pub struct MoveReport {
     pub elapsed: Duration,
     /// Free text (backend, mode, version) for logs.
     pub detail: String,
-    /// The transport's path estimate at the end of the move (bottleneck rate and minimum
-    /// RTT), if it measures one: the next move to the same peer may start from it
-    /// ([`Mover::set_path_hint`]).
-    pub path: Option<PathEstimate>,
-}
-
-/// A transport's estimate of the path to the peer, carried from one move to the next so a
-/// move that follows closely does not pay a cold start (the DWCP engine's warm start).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PathEstimate {
-    /// Bottleneck bandwidth, datagram bytes per second.
-    pub btl_bw_bytes_per_sec: u64,
-    /// Propagation round-trip time.
-    pub min_rtt: Duration,
 }
 
 /// Why a move failed.
@@ -120,11 +106,6 @@ pub trait Mover {
         let _ = next;
         self.recv(path, object_id, cancel, ready)
     }
-
-    /// The path estimate the next `send` may start from (`None`: a cold start). Set by a
-    /// pipelined round between its parts from the previous part's [`MoveReport::path`], and
-    /// cleared after the round. Default: ignored (a transport without a warm start).
-    fn set_path_hint(&mut self, _hint: Option<PathEstimate>) {}
 
     /// Whether this mover carries a byte stream ([`Mover::send_stream`],
     /// [`Mover::recv_stream`]). A pipelined round then moves all its parts as one ordered
@@ -281,7 +262,6 @@ impl Mover for TcpMover {
             wire_bytes: len + TCP_HEADER,
             elapsed: start.elapsed(),
             detail: "tcp".into(),
-            path: None,
         })
     }
 
@@ -317,7 +297,6 @@ impl Mover for TcpMover {
             wire_bytes: 1,
             elapsed: start.elapsed(),
             detail: "tcp".into(),
-            path: None,
         })
     }
 
@@ -368,7 +347,6 @@ impl Mover for TcpMover {
             wire_bytes: done + 8,
             elapsed: start.elapsed(),
             detail: "tcp stream".into(),
-            path: None,
         })
     }
 
@@ -397,7 +375,6 @@ impl Mover for TcpMover {
             wire_bytes: 1,
             elapsed: start.elapsed(),
             detail: "tcp stream".into(),
-            path: None,
         })
     }
 }

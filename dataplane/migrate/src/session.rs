@@ -12,14 +12,13 @@
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dwcp_hde::Policy;
 use thiserror::Error;
 
-use crate::adapt::LevelGovernor;
 use crate::image::{BaseCache, ImageError, ManifestCache, RawView, hash_bytes};
 use crate::mover::{MoveError, MoveProgress, MoveReport, Mover};
 use crate::patch::{self, PatchError};
@@ -193,8 +192,6 @@ pub struct PipelineReport {
     pub encoder_blocked: Duration,
     /// From the end of the last part's move until the destination applied every part.
     pub apply_tail: Duration,
-    /// Moves that started from the previous part's path estimate (warm start).
-    pub hinted_moves: u32,
     /// Container zstd level of each part ([`crate::adapt`]; 0 for a policy without zstd).
     pub zstd_levels: Vec<i32>,
     /// The parts moved as one stream ([`crate::partstream`]), not one object each.
@@ -261,22 +258,10 @@ pub struct SourceConfig {
     /// 0 = never cut. The first part is a sixteenth of this and each next one doubles up
     /// to it (the link starts sooner).
     pub part_bytes: u64,
-    /// Moves after the first part of a pipelined round start from the previous move's path
-    /// estimate ([`Mover::set_path_hint`]). Off by default: on the WAN lab the DWCP warm
-    /// start made those moves slower, not faster (docs/perf-migrate.md).
-    pub warm_start: bool,
     /// A pipelined round moves as one stream of its parts ([`crate::partstream`]) when the
     /// mover carries streams: one transport start-up and tail per round, not per part. False:
     /// one object per part, as movers without streams do.
     pub part_stream: bool,
-    /// The container zstd level of a pipelined round's parts adapts to the bottleneck,
-    /// starting from the policy's ([`crate::adapt`]). Off by default: on the WAN lab it
-    /// saved 2.5 % of the bytes and no time (docs/perf-migrate.md).
-    pub zstd_adapt: bool,
-    /// A pipelined round that moves as a stream is one zstd stream across its parts
-    /// ([`crate::partzstd`]: long-distance matching, redundancy across containers) instead
-    /// of one zstd frame per container. On by default; off: for comparison.
-    pub stream_zstd: bool,
 }
 
 /// Default [`SourceConfig::part_bytes`].
@@ -305,10 +290,7 @@ impl SourceConfig {
                 .to_path_buf(),
             base_cache: None,
             part_bytes: DEFAULT_PART_BYTES,
-            warm_start: false,
             part_stream: true,
-            stream_zstd: true,
-            zstd_adapt: false,
         }
     }
 }
@@ -983,22 +965,12 @@ fn pipelined_final_round(
     // Parts that move as a stream are one zstd stream (`crate::partzstd`) when the link
     // bounds the job (level 3 and up): their containers carry no zstd of their own. Not at
     // level 1 (a datacenter link: one zstd thread is slower than the containers compressed
-    // in parallel, for 1 % fewer bytes), nor with an adapting level (it changes per part).
+    // in parallel, for 1 % fewer bytes).
     let stream_zstd = match crate::adapt::level_of(cfg.policy) {
-        Some(level)
-            if level >= 3
-                && cfg.part_stream
-                && cfg.stream_zstd
-                && !cfg.zstd_adapt
-                && mover.streams() =>
-        {
-            Some(level)
-        }
+        Some(level) if level >= 3 && cfg.part_stream && mover.streams() => Some(level),
         _ => None,
     };
     let stop = AtomicBool::new(false);
-    // The link's rate (wire bytes per second of the current move), for the level governor.
-    let link_bps = AtomicU64::new(0);
     let mut pl = PipelineReport {
         part_bytes: cfg.part_bytes,
         stream_zstd_level: stream_zstd.unwrap_or(0),
@@ -1022,12 +994,8 @@ fn pipelined_final_round(
             let mut blocks = Vec::new();
             let mut bytes = Vec::new();
             let mut index = 0u32;
-            let mut gov = match crate::adapt::level_of(cfg.policy) {
-                Some(l) => LevelGovernor::new(l, cfg.zstd_adapt),
-                None => LevelGovernor::new(0, false),
-            };
+            let level = crate::adapt::level_of(cfg.policy).unwrap_or(0);
             let mut levels = Vec::new();
-            let mut t_work = Instant::now();
             // Small first parts, doubling up to `part_bytes`: the link starts sooner (4 MiB
             // of dirty data is read and encoded in ~0.05 s, 64 MiB in ~0.3 s).
             let first = (part_bytes / 16).max(1);
@@ -1039,7 +1007,7 @@ fn pipelined_final_round(
                 let path = cfg
                     .scratch
                     .join(format!("patch-{}-{round}-{index}", cfg.job_id));
-                levels.push(gov.level());
+                levels.push(level);
                 // For the zstd stage the plain patch stays in memory (it never touches the
                 // disk); otherwise it is the part's file.
                 let (built, plain) = match stream_zstd {
@@ -1050,8 +1018,7 @@ fn pipelined_final_round(
                         (b, Some(v))
                     }
                     None => {
-                        let policy = crate::adapt::with_level(cfg.policy, gov.level());
-                        let b = write_patch(cfg, policy, &path, round, &d)
+                        let b = write_patch(cfg, cfg.policy, &path, round, &d)
                             .map_err(ProduceError::Job)?;
                         (b, None)
                     }
@@ -1062,7 +1029,6 @@ fn pipelined_final_round(
                     bytes.extend_from_slice(&d.new_compact);
                 }
                 drop(d);
-                let patch_bytes = built.patch_bytes;
                 let tb = Instant::now();
                 let sent = tx.send(Part {
                     index,
@@ -1073,12 +1039,6 @@ fn pipelined_final_round(
                 });
                 blocked += tb.elapsed();
                 in_emit += t.elapsed();
-                gov.after_part(
-                    patch_bytes,
-                    tb.duration_since(t_work),
-                    link_bps.load(Ordering::Relaxed),
-                );
-                t_work = Instant::now();
                 index += 1;
                 // The mover stopped (failed or cancelled): its error is the job's, and the
                 // part it will not take is deleted here.
@@ -1121,10 +1081,8 @@ fn pipelined_final_round(
             round,
             obj_base,
             image_len,
-            warm_start: cfg.warm_start,
             t_round,
             start,
-            link_bps: &link_bps,
             stream_zstd: stream_zstd.is_some(),
         };
         let consumed = if cfg.part_stream && mover.streams() {
@@ -1144,7 +1102,6 @@ fn pipelined_final_round(
             .unwrap_or_else(|_| Err(MigrateError::Unexpected("image reader panicked".into())));
         (consumed, produced, zstaged)
     });
-    mover.set_path_hint(None);
     // A failed zstd stage is the cause when it failed (the stream then ended early); else a
     // failed move (the reader then saw the mover gone).
     if let Some(z) = zstaged {
@@ -1228,15 +1185,12 @@ fn compress_parts(
 }
 
 /// Fixed inputs of [`move_parts`].
-struct PartsCtx<'a> {
+struct PartsCtx {
     round: u32,
     obj_base: u64,
     image_len: u64,
-    warm_start: bool,
     t_round: Instant,
     start: Instant,
-    /// Set to the wire rate of the current move at each progress tick.
-    link_bps: &'a AtomicU64,
     /// The parts are one zstd stream ([`crate::partzstd`]).
     stream_zstd: bool,
 }
@@ -1260,15 +1214,12 @@ fn move_parts(
         round,
         obj_base,
         image_len,
-        warm_start,
         t_round,
         start,
-        link_bps,
         stream_zstd: _,
     } = ctx;
     let mut applied = 0u32;
     let mut count = |m: &Msg| count_applied(m, round, &mut applied);
-    let mut hint = None;
     let mut acked_before = 0u64;
     loop {
         let tw = Instant::now();
@@ -1316,12 +1267,6 @@ fn move_parts(
         let t_move = Instant::now();
         prog.phase = Phase::Sending;
         hooks.progress(prog);
-        if part.index > 0 && warm_start {
-            mover.set_path_hint(hint);
-            if hint.is_some() {
-                pl.hinted_moves += 1;
-            }
-        }
         let wire_before = prog.wire_bytes;
         let data_before = prog.data_bytes_done;
         let mut last_tick = Instant::now();
@@ -1347,7 +1292,6 @@ fn move_parts(
                         last_tick = Instant::now();
                         let obj_rate =
                             move_progress(prog, mp, t_move, wire_before, data_before, built);
-                        link_bps.store(prog.rate_bps, Ordering::Relaxed);
                         let left = est_total - (acked_before + mp.object_bytes) as f64;
                         prog.eta = (obj_rate > 0.0)
                             .then(|| Duration::from_secs_f64(left.max(0.0) / obj_rate));
@@ -1379,7 +1323,6 @@ fn move_parts(
             }
         };
         let _ = std::fs::remove_file(&part.path);
-        hint = moved.path;
         acked_before += built.patch_bytes;
         prog.wire_bytes = wire_before + moved.wire_bytes;
         prog.data_bytes_done = data_before + built.data_bytes;
@@ -1449,7 +1392,6 @@ fn move_stream(
         image_len,
         t_round,
         start,
-        link_bps,
         stream_zstd,
         ..
     } = ctx;
@@ -1545,7 +1487,6 @@ fn move_stream(
                         wire_bytes: wire_before + mp.wire_bytes,
                     };
                     let rate = move_progress(prog, &mp, t_move, wire_start, data_before, &so_far);
-                    link_bps.store(prog.rate_bps, Ordering::Relaxed);
                     // The round's patch bytes so far, extrapolated over the image not read yet.
                     let est = (prog.round_patch_bytes as f64 * image_len as f64
                         / end.max(1) as f64)
