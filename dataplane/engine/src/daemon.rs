@@ -879,14 +879,11 @@ fn run_migration_job(
         cfg.max_rounds = u32::from(spec.max_rounds);
     }
     cfg.scratch = cfg.scratch.join(".dwcp-migrate");
-    let mut mover = SealTally {
-        inner: crate::runner::RunnerMover {
-            opts: opts.clone(),
-            sender,
-            linger: Duration::from_millis(100),
-        },
-        moves: 0,
-        unsealed: 0,
+    let mut mover = crate::runner::RunnerMover {
+        opts: opts.clone(),
+        sender,
+        linger: Duration::from_millis(100),
+        tally: crate::runner::MoveTally::default(),
     };
     let mut hooks = Hooks {
         job_id: spec.job_id,
@@ -928,11 +925,11 @@ fn run_migration_job(
                 data = r.data_bytes,
                 wire = r.wire_bytes,
                 secs = r.elapsed.as_secs_f64(),
-                moves = mover.moves,
-                unsealed_moves = mover.unsealed,
+                moves = mover.tally.moves,
+                unsealed_moves = mover.tally.unsealed,
                 "migration job completed"
             );
-            if mover.moves > 0 && mover.unsealed == 0 {
+            if mover.tally.moves > 0 && mover.tally.unsealed == 0 {
                 counters.sealed.fetch_add(1, Ordering::Relaxed);
             }
             (JobOutcome::Completed, r.image_len, 0)
@@ -956,94 +953,4 @@ fn run_migration_job(
             error_code: code,
         },
     );
-}
-
-/// A [`crate::runner::RunnerMover`] that counts the objects it moved and how many of them
-/// went unsealed (its reports end with the AEAD suite or `unsealed`).
-struct SealTally {
-    inner: crate::runner::RunnerMover,
-    moves: u64,
-    unsealed: u64,
-}
-
-impl SealTally {
-    fn count(
-        &mut self,
-        r: Result<dwcp_migrate::MoveReport, dwcp_migrate::MoveError>,
-    ) -> Result<dwcp_migrate::MoveReport, dwcp_migrate::MoveError> {
-        if let Ok(rep) = &r {
-            self.moves += 1;
-            if rep.detail.ends_with("unsealed") {
-                self.unsealed += 1;
-            }
-        }
-        r
-    }
-}
-
-impl dwcp_migrate::Mover for SealTally {
-    fn send(
-        &mut self,
-        path: &Path,
-        object_id: u64,
-        cancel: &AtomicBool,
-        progress: &mut dyn FnMut(&dwcp_migrate::MoveProgress),
-    ) -> Result<dwcp_migrate::MoveReport, dwcp_migrate::MoveError> {
-        let r = self.inner.send(path, object_id, cancel, progress);
-        self.count(r)
-    }
-
-    fn recv(
-        &mut self,
-        path: &Path,
-        object_id: u64,
-        cancel: &AtomicBool,
-        ready: &mut dyn FnMut(),
-    ) -> Result<dwcp_migrate::MoveReport, dwcp_migrate::MoveError> {
-        let r = self.inner.recv(path, object_id, cancel, ready);
-        self.count(r)
-    }
-
-    fn recv_until_next(
-        &mut self,
-        path: &Path,
-        object_id: u64,
-        cancel: &AtomicBool,
-        next: &AtomicBool,
-        ready: &mut dyn FnMut(),
-    ) -> Result<dwcp_migrate::MoveReport, dwcp_migrate::MoveError> {
-        let r = self
-            .inner
-            .recv_until_next(path, object_id, cancel, next, ready);
-        self.count(r)
-    }
-
-    fn streams(&self) -> bool {
-        dwcp_migrate::Mover::streams(&self.inner)
-    }
-
-    fn send_stream(
-        &mut self,
-        input: Box<dyn std::io::Read + Send>,
-        stream_id: u64,
-        cancel: &AtomicBool,
-        progress: &mut dyn FnMut(&dwcp_migrate::MoveProgress),
-    ) -> Result<dwcp_migrate::MoveReport, dwcp_migrate::MoveError> {
-        let r = self.inner.send_stream(input, stream_id, cancel, progress);
-        self.count(r)
-    }
-
-    fn recv_stream(
-        &mut self,
-        output: Box<dyn std::io::Write + Send>,
-        stream_id: u64,
-        cancel: &AtomicBool,
-        next: &AtomicBool,
-        ready: &mut dyn FnMut(),
-    ) -> Result<dwcp_migrate::MoveReport, dwcp_migrate::MoveError> {
-        let r = self
-            .inner
-            .recv_stream(output, stream_id, cancel, next, ready);
-        self.count(r)
-    }
 }

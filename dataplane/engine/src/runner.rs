@@ -415,6 +415,32 @@ pub struct RunnerMover {
     pub sender: SenderConfig,
     /// How long a receiver keeps answering after completion (a lost final CLOSE).
     pub linger: Duration,
+    /// What this mover moved so far.
+    pub tally: MoveTally,
+}
+
+/// Objects and streams a [`RunnerMover`] moved, and how many of them went unsealed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MoveTally {
+    /// Completed moves.
+    pub moves: u64,
+    /// Completed moves without AEAD.
+    pub unsealed: u64,
+}
+
+impl MoveTally {
+    fn count(
+        &mut self,
+        r: Result<dwcp_migrate::MoveReport, dwcp_migrate::MoveError>,
+    ) -> Result<dwcp_migrate::MoveReport, dwcp_migrate::MoveError> {
+        if let Ok(rep) = &r {
+            self.moves += 1;
+            if rep.sealed.is_none() {
+                self.unsealed += 1;
+            }
+        }
+        r
+    }
 }
 
 impl RunnerMover {
@@ -488,6 +514,7 @@ impl RunnerMover {
                 r.stats.version,
                 r.stats.sealed.unwrap_or("unsealed")
             ),
+            sealed: r.stats.sealed,
         })
     }
 }
@@ -515,7 +542,7 @@ impl dwcp_migrate::Mover for RunnerMover {
             RunError::Cancelled => dwcp_migrate::MoveError::Cancelled,
             e => dwcp_migrate::MoveError::failed("DWCP send", e),
         })?;
-        Ok(dwcp_migrate::MoveReport {
+        self.tally.count(Ok(dwcp_migrate::MoveReport {
             object_len: r.object_len,
             wire_bytes: r.stats.bytes_sent,
             elapsed: r.elapsed,
@@ -527,7 +554,8 @@ impl dwcp_migrate::Mover for RunnerMover {
                 r.stats.data_frames_retransmitted,
                 r.stats.sealed.unwrap_or("unsealed")
             ),
-        })
+            sealed: r.stats.sealed,
+        }))
     }
 
     fn recv(
@@ -537,7 +565,8 @@ impl dwcp_migrate::Mover for RunnerMover {
         cancel: &AtomicBool,
         ready: &mut dyn FnMut(),
     ) -> Result<dwcp_migrate::MoveReport, dwcp_migrate::MoveError> {
-        self.recv_object(path, cancel, None, ready)
+        let r = self.recv_object(path, cancel, None, ready);
+        self.tally.count(r)
     }
 
     fn streams(&self) -> bool {
@@ -571,7 +600,7 @@ impl dwcp_migrate::Mover for RunnerMover {
             crate::stream::StreamError::Cancelled => dwcp_migrate::MoveError::Cancelled,
             e => dwcp_migrate::MoveError::failed("DWCP stream send", e),
         })?;
-        Ok(dwcp_migrate::MoveReport {
+        self.tally.count(Ok(dwcp_migrate::MoveReport {
             object_len: r.bytes,
             wire_bytes: r.bytes_on_wire,
             elapsed: r.elapsed,
@@ -581,7 +610,8 @@ impl dwcp_migrate::Mover for RunnerMover {
                 r.bytes_retransmitted,
                 r.sealed.unwrap_or("unsealed")
             ),
-        })
+            sealed: r.sealed,
+        }))
     }
 
     fn recv_stream(
@@ -605,7 +635,7 @@ impl dwcp_migrate::Mover for RunnerMover {
             crate::stream::StreamError::Cancelled => dwcp_migrate::MoveError::Cancelled,
             e => dwcp_migrate::MoveError::failed("DWCP stream receive", e),
         })?;
-        Ok(dwcp_migrate::MoveReport {
+        self.tally.count(Ok(dwcp_migrate::MoveReport {
             object_len: r.bytes,
             wire_bytes: 0,
             elapsed: r.elapsed,
@@ -614,7 +644,8 @@ impl dwcp_migrate::Mover for RunnerMover {
                 r.segments,
                 r.sealed.unwrap_or("unsealed")
             ),
-        })
+            sealed: r.sealed,
+        }))
     }
 
     fn recv_until_next(
@@ -625,6 +656,7 @@ impl dwcp_migrate::Mover for RunnerMover {
         next: &AtomicBool,
         ready: &mut dyn FnMut(),
     ) -> Result<dwcp_migrate::MoveReport, dwcp_migrate::MoveError> {
-        self.recv_object(path, cancel, Some(next), ready)
+        let r = self.recv_object(path, cancel, Some(next), ready);
+        self.tally.count(r)
     }
 }

@@ -49,6 +49,7 @@ fn mover(
             ..SenderConfig::default()
         },
         linger: Duration::from_millis(100),
+        tally: Default::default(),
     }
 }
 

@@ -36,6 +36,8 @@ pub struct MoveReport {
     pub elapsed: Duration,
     /// Free text (backend, mode, version) for logs.
     pub detail: String,
+    /// AEAD suite of the move (`None`: unsealed, or a transport without sealing).
+    pub sealed: Option<&'static str>,
 }
 
 /// Why a move failed.
@@ -262,6 +264,7 @@ impl Mover for TcpMover {
             wire_bytes: len + TCP_HEADER,
             elapsed: start.elapsed(),
             detail: "tcp".into(),
+            sealed: None,
         })
     }
 
@@ -297,6 +300,7 @@ impl Mover for TcpMover {
             wire_bytes: 1,
             elapsed: start.elapsed(),
             detail: "tcp".into(),
+            sealed: None,
         })
     }
 
@@ -347,6 +351,7 @@ impl Mover for TcpMover {
             wire_bytes: done + 8,
             elapsed: start.elapsed(),
             detail: "tcp stream".into(),
+            sealed: None,
         })
     }
 
@@ -375,6 +380,7 @@ impl Mover for TcpMover {
             wire_bytes: 1,
             elapsed: start.elapsed(),
             detail: "tcp stream".into(),
+            sealed: None,
         })
     }
 }

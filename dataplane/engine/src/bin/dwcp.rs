@@ -736,6 +736,7 @@ fn main() -> Result<()> {
                 opts: run_opts(&port)?,
                 sender,
                 linger: Duration::from_millis(100),
+                tally: Default::default(),
             };
             dwcp_migrate::cli::run(which, &mut mover, port.local, port.peer, cli.json)
                 .context("dwcp migrate")?;
