@@ -7,7 +7,7 @@
 //! applied), the latest table snapshot (re-read when the table generation changes), and one
 //! sending transfer per job on its own worker slot ([`crate::runner::send_file_observed`]),
 //! or, for disk and memory jobs, the source side of a pre-copy migration (`dwcp-migrate`
-//! rounds moved by [`crate::runner::RunnerMover`]), reporting `JobProgress` / `JobFinished`
+//! rounds moved by [`crate::mover::RunnerMover`]), reporting `JobProgress` / `JobFinished`
 //! events. With keys configured ([`DaemonConfig::security`]) every job's frames are SEALED,
 //! both directions (a migration's manifest too), and a peer that cannot authenticate fails
 //! the job with [`error_code::AUTH`].
@@ -879,11 +879,11 @@ fn run_migration_job(
         cfg.max_rounds = u32::from(spec.max_rounds);
     }
     cfg.scratch = cfg.scratch.join(".dwcp-migrate");
-    let mut mover = crate::runner::RunnerMover {
+    let mut mover = crate::mover::RunnerMover {
         opts: opts.clone(),
         sender,
         linger: Duration::from_millis(100),
-        tally: crate::runner::MoveTally::default(),
+        tally: crate::mover::MoveTally::default(),
     };
     let mut hooks = Hooks {
         job_id: spec.job_id,

@@ -4,7 +4,8 @@
 //! ports ([`io`]: AF_XDP with the XDP program, or UDP sockets, chosen
 //! automatically), pinned per-core workers ([`worker`]), transfer sessions that drive the
 //! I/O-free AMST engine on a worker ([`session`]), file-backed sources, sinks and resume
-//! journals ([`files`]), one-shot sends and receives ([`runner`]), byte streams carried as
+//! journals ([`files`]), one-shot sends and receives ([`runner`]), the migration jobs' mover
+//! ([`mover`]), byte streams carried as
 //! ordered segments ([`stream`], QEMU live migration), the lab demo ([`demo`]) and
 //! the `dwcp` binary.
 //!
@@ -19,6 +20,7 @@ pub mod daemon;
 pub mod demo;
 pub mod files;
 pub mod io;
+pub mod mover;
 pub mod parts;
 pub mod profile;
 pub mod runner;

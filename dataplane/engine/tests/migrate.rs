@@ -1,5 +1,5 @@
 //! Image migration jobs over the DWCP transfer engine (`dwcp-migrate` rounds moved by
-//! `runner::RunnerMover`): live rounds with a writer thread, a destination killed mid-round,
+//! `mover::RunnerMover`): live rounds with a writer thread, a destination killed mid-round,
 //! incremental re-migration wire bounds, a qcow2 source, and a real veth lab (privileged).
 //!
 //! Unprivileged tests use the UDP backend on loopback; each test has its own ports.
@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dwcp_engine::io::{BackendChoice, IoConfig};
-use dwcp_engine::runner::{RunOptions, RunnerMover};
+use dwcp_engine::mover::RunnerMover;
+use dwcp_engine::runner::RunOptions;
 use dwcp_migrate::fault::CutStreams;
 use dwcp_migrate::session::Base;
 use dwcp_migrate::{

@@ -732,7 +732,7 @@ fn main() -> Result<()> {
             if let Some(prof) = port.worker.profile()? {
                 dwcp_engine::profile::apply_sender(&prof, &mut sender);
             }
-            let mut mover = dwcp_engine::runner::RunnerMover {
+            let mut mover = dwcp_engine::mover::RunnerMover {
                 opts: run_opts(&port)?,
                 sender,
                 linger: Duration::from_millis(100),

@@ -1,5 +1,5 @@
 //! The stream carrier: an unbounded byte stream (a QEMU live-migration stream, or the parts
-//! of a pipelined image-migration round through `runner::RunnerMover::send_stream`) moved
+//! of a pipelined image-migration round through `mover::RunnerMover::send_stream`) moved
 //! over DWCP as an ordered sequence of verified objects ("segments").
 //!
 //! ```text
@@ -18,9 +18,9 @@
 //! is handed to the output only after its hash was verified, and a failed carry closes both
 //! TCP sides so the migration fails instead of continuing on corrupted bytes.
 //!
-//! Segment layout (the object carried): a 16-byte prefix `b"DWSG"`, flags (u32 BE: bit 0 END,
-//! bit 1 ABORT), sequence number (u64 BE), then the stream bytes. The prefix is covered by the
-//! object hash.
+//! Segment layout (the object carried): `stream/segment.rs` ([`segment_prefix`]). Received datagrams reach their segment's
+//! transfer through the worker's connection table ([`crate::conns`]). The command-line glue
+//! (`dwcp stream-send|stream-recv`: clap options, TCP ends, JSON) is `stream/cli.rs`.
 //!
 //! Does not: resume a stream after either appliance restarts (the segments live in memory), run
 //! several streams on one port at once, compress by itself (the engine's chunk codec, `auto` by
@@ -38,7 +38,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver as Rx, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -55,14 +55,15 @@ use crate::io::{Selection, TxBatch};
 use crate::runner::RunOptions;
 use crate::worker::{Handler, RxFrames, WorkerError, Workers};
 
-/// Segment prefix magic.
-pub const SEGMENT_MAGIC: [u8; 4] = *b"DWSG";
-/// Segment prefix length.
-pub const PREFIX_LEN: usize = 16;
-/// Flag: last segment of the stream.
-pub const FLAG_END: u32 = 1;
-/// Flag: the sending side's input failed; the stream is incomplete.
-pub const FLAG_ABORT: u32 = 2;
+mod cli;
+mod segment;
+
+pub use cli::{
+    RecvArgs, SendArgs, TuningArgs, cli_recv, cli_send, connect_retry, recv_report_json,
+    send_report_json,
+};
+use segment::seq_conn;
+pub use segment::{FLAG_ABORT, FLAG_END, PREFIX_LEN, SEGMENT_MAGIC, parse_segment, segment_prefix};
 
 const READ_PIECE: usize = 256 << 10;
 /// Reader pieces queued ahead of the segmenter.
@@ -248,41 +249,6 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .take()
     }
-}
-
-fn seq_conn(seq: u64) -> u32 {
-    // conn id 0 is never used; the stream length is bounded by 2^32 - 1 segments.
-    (seq as u32).wrapping_add(1).max(1)
-}
-
-/// Builds the segment prefix.
-pub fn segment_prefix(flags: u32, seq: u64) -> [u8; PREFIX_LEN] {
-    let mut p = [0u8; PREFIX_LEN];
-    p[..4].copy_from_slice(&SEGMENT_MAGIC);
-    p[4..8].copy_from_slice(&flags.to_be_bytes());
-    p[8..].copy_from_slice(&seq.to_be_bytes());
-    p
-}
-
-/// Parses a segment: (flags, body).
-pub fn parse_segment(seq: u64, seg: &[u8]) -> Result<(u32, &[u8]), StreamError> {
-    let bad = |reason| StreamError::Malformed { seq, reason };
-    if seg.len() < PREFIX_LEN {
-        return Err(bad("shorter than its prefix"));
-    }
-    if seg[..4] != SEGMENT_MAGIC {
-        return Err(bad("bad magic"));
-    }
-    let flags = u32::from_be_bytes([seg[4], seg[5], seg[6], seg[7]]);
-    if flags & !(FLAG_END | FLAG_ABORT) != 0 {
-        return Err(bad("unknown flags"));
-    }
-    let mut s = [0u8; 8];
-    s.copy_from_slice(&seg[8..16]);
-    if u64::from_be_bytes(s) != seq {
-        return Err(bad("sequence number differs from the connection's"));
-    }
-    Ok((flags, &seg[PREFIX_LEN..]))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1180,214 +1146,4 @@ pub fn recv_stream_with(
         sealed: *shared.sealed.lock().unwrap_or_else(|p| p.into_inner()),
         selection: w.selection,
     })
-}
-
-// ---------------------------------------------------------------------------------------
-// command-line glue (`dwcp stream-send` / `dwcp stream-recv`)
-
-/// `dwcp stream-send` options.
-#[derive(clap::Args, Debug, Clone)]
-pub struct SendArgs {
-    /// Accept one TCP connection here and carry what it sends (QEMU `migrate tcp:ADDR`).
-    /// Without it, stdin is carried (QEMU `migrate exec:dwcp stream-send ...`).
-    #[arg(long)]
-    pub listen: Option<SocketAddr>,
-    #[command(flatten)]
-    pub tuning: TuningArgs,
-    /// Keys: every segment is SEALED and the peer authenticated (as for `dwcp send`).
-    #[command(flatten)]
-    pub keys: dwcp_secure::cli::KeyArgs,
-}
-
-/// `dwcp stream-recv` options.
-#[derive(clap::Args, Debug, Clone)]
-pub struct RecvArgs {
-    /// Connect here and write the stream (QEMU `-incoming tcp:ADDR`); retried until
-    /// `--connect-timeout`. Without it, the stream goes to stdout.
-    #[arg(long)]
-    pub connect: Option<SocketAddr>,
-    /// Seconds to keep retrying the connection to the destination.
-    #[arg(long, default_value_t = 30)]
-    pub connect_timeout: u64,
-    #[command(flatten)]
-    pub tuning: TuningArgs,
-    /// Keys: every segment must be SEALED by an allowed peer (as for `dwcp recv`).
-    #[command(flatten)]
-    pub keys: dwcp_secure::cli::KeyArgs,
-}
-
-/// Segmenting options shared by both sides.
-#[derive(clap::Args, Debug, Clone)]
-pub struct TuningArgs {
-    /// Segment size in KiB.
-    #[arg(long, default_value_t = 768)]
-    pub segment_kib: usize,
-    /// Send a partial segment after this many milliseconds without input.
-    #[arg(long, default_value_t = 5)]
-    pub idle_ms: u64,
-    /// Segments being sent at once (plus as many finishing their tail).
-    #[arg(long, default_value_t = 8)]
-    pub in_flight: usize,
-    /// Fail when the peer is silent this many seconds (receiving side).
-    #[arg(long, default_value_t = 20)]
-    pub peer_idle_secs: u64,
-    /// Chunk codec of the sending side: raw (zero chunks elided), hde (zstd on every block)
-    /// or auto (follow the link mode).
-    #[arg(long, default_value = "auto", value_parser = parse_codec)]
-    pub codec: CodecChoice,
-}
-
-fn parse_codec(s: &str) -> Result<CodecChoice, String> {
-    match s {
-        "raw" => Ok(CodecChoice::Raw),
-        "hde" => Ok(CodecChoice::Hde),
-        "auto" => Ok(CodecChoice::Auto),
-        _ => Err(format!("unknown codec {s:?} (raw, hde, auto)")),
-    }
-}
-
-impl TuningArgs {
-    /// The stream configuration these options give, for a link of `mtu`.
-    pub fn config(&self, mtu: usize) -> StreamConfig {
-        StreamConfig {
-            segment_bytes: (self.segment_kib << 10).max(4096),
-            idle_flush: Duration::from_millis(self.idle_ms),
-            in_flight: self.in_flight.max(1),
-            mtu: Some(mtu),
-            idle_timeout: Duration::from_secs(self.peer_idle_secs),
-            codec: self.codec,
-            ..StreamConfig::default()
-        }
-    }
-}
-
-/// One-line JSON summary of a send (printed on stderr by the CLI: stdout may carry data).
-pub fn send_report_json(r: &StreamSendReport) -> serde_json::Value {
-    serde_json::json!({
-        "stream_bytes": r.bytes,
-        "segments": r.segments,
-        "seconds": r.elapsed.as_secs_f64(),
-        "goodput_mbit_s": r.bytes as f64 * 8.0 / r.elapsed.as_secs_f64().max(1e-9) / 1e6,
-        "bytes_on_wire": r.bytes_on_wire,
-        "bytes_retransmitted": r.bytes_retransmitted,
-        "max_in_flight": r.max_in_flight,
-        "sealed": r.sealed,
-        "backend": r.selection.as_ref().map(|s| s.kind.to_string()),
-    })
-}
-
-/// One-line JSON summary of a receive.
-pub fn recv_report_json(r: &StreamRecvReport) -> serde_json::Value {
-    serde_json::json!({
-        "stream_bytes": r.bytes,
-        "segments": r.segments,
-        "seconds": r.elapsed.as_secs_f64(),
-        "frames_corrupt": r.frames_corrupt,
-        "duplicate_chunks": r.duplicate_chunks,
-        "frames_unroutable": r.frames_unroutable,
-        "sealed": r.sealed,
-        "backend": r.selection.as_ref().map(|s| s.kind.to_string()),
-    })
-}
-
-/// Connects to `addr`, retrying until `timeout` (the consumer may not listen yet).
-pub fn connect_retry(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
-    let start = Instant::now();
-    loop {
-        match TcpStream::connect(addr) {
-            Ok(s) => {
-                let _ = s.set_nodelay(true);
-                return Ok(s);
-            }
-            Err(e) if start.elapsed() < timeout => {
-                tracing::debug!("connect {addr}: {e}; retrying");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Runs `dwcp stream-send`.
-pub fn cli_send(
-    args: &SendArgs,
-    opts: &RunOptions,
-    mtu: usize,
-) -> Result<StreamSendReport, StreamError> {
-    let cfg = StreamConfig {
-        security: args.keys.factory()?,
-        ..args.tuning.config(mtu)
-    };
-    let input = match args.listen {
-        Some(addr) => {
-            let l = TcpListener::bind(addr).map_err(|source| StreamError::Local {
-                what: format!("listening on {addr}"),
-                source,
-            })?;
-            // Inherited by the accepted connection.
-            let _ =
-                nix::sys::socket::setsockopt(&l, nix::sys::socket::sockopt::RcvBuf, &INPUT_RCVBUF);
-            eprintln!("dwcp stream-send: listening on {addr}");
-            StreamInput::Listen(l)
-        }
-        None => StreamInput::Reader(Box::new(std::io::stdin())),
-    };
-    // The carrier shares the host with the VMs: yield the core when idle.
-    let opts = RunOptions {
-        idle_yield: true,
-        ..opts.clone()
-    };
-    send_stream(input, &cfg, &opts, None)
-}
-
-/// Runs `dwcp stream-recv`.
-pub fn cli_recv(
-    args: &RecvArgs,
-    opts: &RunOptions,
-    mtu: usize,
-) -> Result<StreamRecvReport, StreamError> {
-    let cfg = StreamConfig {
-        security: args.keys.factory()?,
-        ..args.tuning.config(mtu)
-    };
-    let open: OutputOpener = match args.connect {
-        Some(addr) => {
-            let t = Duration::from_secs(args.connect_timeout);
-            Box::new(move || connect_retry(addr, t).map(|s| Box::new(s) as Box<dyn Write + Send>))
-        }
-        None => Box::new(|| Ok(Box::new(std::io::stdout()) as Box<dyn Write + Send>)),
-    };
-    let opts = RunOptions {
-        idle_yield: true,
-        ..opts.clone()
-    };
-    recv_stream(open, &cfg, &opts, None)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefix_round_trip_and_rejections() {
-        let mut seg = segment_prefix(FLAG_END, 7).to_vec();
-        seg.extend_from_slice(b"abc");
-        let (f, body) = parse_segment(7, &seg).unwrap();
-        assert_eq!((f, body), (FLAG_END, &b"abc"[..]));
-        assert!(parse_segment(8, &seg).is_err(), "wrong sequence number");
-        assert!(parse_segment(7, &seg[..10]).is_err(), "short");
-        let mut bad = seg.clone();
-        bad[0] ^= 1;
-        assert!(parse_segment(7, &bad).is_err(), "magic");
-        let mut bad = seg;
-        bad[7] |= 8;
-        assert!(parse_segment(7, &bad).is_err(), "unknown flag");
-    }
-
-    #[test]
-    fn conn_ids_never_zero() {
-        assert_eq!(seq_conn(0), 1);
-        assert_eq!(seq_conn(41), 42);
-        assert_ne!(seq_conn(u64::from(u32::MAX)), 0);
-    }
 }
