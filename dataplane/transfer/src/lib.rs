@@ -126,6 +126,15 @@ pub enum TransferError {
     /// The peer did not answer for longer than the idle timeout.
     #[error("peer silent for longer than the idle timeout")]
     IdleTimeout,
+    /// Several reconnections in a row acknowledged nothing more of the object
+    /// ([`sender::MAX_FRUITLESS_RECONNECTS`]): the path carries handshakes but not data.
+    #[error(
+        "no progress across {reconnects} reconnections: the path answers handshakes but no data frame is acknowledged (a queue or MTU that drops frames of this size?)"
+    )]
+    Stalled {
+        /// Reconnections in a row without progress.
+        reconnects: u32,
+    },
     /// SEALED frames are required here and the peer did not agree to them.
     #[error("negotiation failed: peer did not agree to SEALED frames and SEALED is required")]
     SealedRequired,

@@ -44,6 +44,13 @@ pub const RECONNECT_MIN_SILENCE: Duration = Duration::from_secs(1);
 /// HELLOs sent before giving up (docs/protocol.md 9.2).
 pub const MAX_HELLOS: u32 = 5;
 
+/// Reconnections in a row after which no more of the object was acknowledged than before
+/// the first of them: the transfer fails ([`TransferError::Stalled`]). A path that carries
+/// the small handshake frames but not the data frames (a queue or MTU that drops every
+/// frame of that size) would otherwise reconnect for ever, each HELLO_ACK resetting the
+/// idle timer.
+pub const MAX_FRUITLESS_RECONNECTS: u32 = 8;
+
 /// First HELLO retransmission while the path's RTT is unknown (`initial_rto` of 1 s or
 /// more): a HELLO is one small datagram, so retrying it early is cheap, while waiting the
 /// whole initial RTO for a lost HELLO or HELLO_ACK (1 % loss each way: about 2 % of
@@ -301,6 +308,10 @@ pub struct Sender {
     last_recv: Instant,
     interval_round: u64,
     interval_bytes: u64,
+    /// Chunks acknowledged when the last counted reconnection started.
+    acked_at_reconnect: u64,
+    /// Counted reconnections in a row that saw no chunk acknowledged.
+    fruitless_reconnects: u32,
     interval_start: Instant,
     interval_limited: bool,
     enc: Vec<u8>,
@@ -388,7 +399,11 @@ impl Sender {
         encoder: Box<dyn ChunkEncoder>,
         now: Instant,
     ) -> Result<Self, TransferError> {
-        let identity = source.identity().filter(|_| cfg.late_digest);
+        // LATE_DIGEST is a capability of version 3: a sender that offers version 1 only
+        // names the object by its hash, as a version-1 receiver expects.
+        let identity = source
+            .identity()
+            .filter(|_| cfg.late_digest && cfg.max_version >= crate::VERSION_3);
         let (object_hash, timeline) = match identity {
             Some(_) => (None, SenderTimeline::default()),
             None => {
@@ -479,6 +494,8 @@ impl Sender {
             last_recv: now,
             interval_round: 0,
             interval_bytes: 0,
+            acked_at_reconnect: 0,
+            fruitless_reconnects: 0,
             interval_start: now,
             interval_limited: true,
             enc: Vec::new(),
@@ -737,6 +754,15 @@ impl Sender {
                 if matches!(self.state, SenderState::Complete | SenderState::Failed) {
                     return;
                 }
+                // A receiver that already held the whole object may close verified before
+                // this side has the late digest (or before its HELLO_ACK arrived): the
+                // digest is computed from the source to judge that CLOSE.
+                if c.code == CloseCode::NORMAL && self.object_hash.is_none() {
+                    self.finish_digest(now);
+                    if self.state == SenderState::Failed {
+                        return;
+                    }
+                }
                 let verified = self
                     .object_hash
                     .map(|h| format!("verified xxh3-128 {h:032x}"));
@@ -747,9 +773,12 @@ impl Sender {
                     });
                 } else if c.code == CloseCode::NORMAL
                     && verified.as_deref() == Some(c.message.as_str())
-                    && self.state != SenderState::Handshake
                 {
                     self.state = SenderState::Complete;
+                    // The receiver verified the whole object: chunks whose ACK was lost (the
+                    // CLOSE said it for them) count as acknowledged.
+                    self.st.bytes_acked = self.object_len;
+                    self.chunks_acked = self.n_chunks;
                     let t = self.since_created(now);
                     self.timeline.verified_close.get_or_insert(t);
                 } else {
@@ -834,15 +863,20 @@ impl Sender {
         self.chunks = vec![ChunkSt::Pending; self.n_chunks as usize];
         self.chunks_acked = 0;
         self.first_unacked = 0;
+        // What the receiver holds is acknowledged: `bytes_acked` counts each chunk of the
+        // object once, whatever connection acknowledged it (it never exceeds the object).
+        self.st.bytes_acked = 0;
         for r in &a.held {
             for i in r.start..r.end.min(self.n_chunks) {
                 if self.chunks[i as usize] != ChunkSt::Acked {
                     self.chunks[i as usize] = ChunkSt::Acked;
                     self.chunks_acked += 1;
                     self.st.chunks_skipped += 1;
+                    self.st.bytes_acked += self.chunk_len(i);
                 }
             }
         }
+        self.interval_bytes = self.st.bytes_acked;
         self.window_chunks = u64::from(a.window_chunks.max(1));
         self.advance_first_unacked();
         self.next_new = self.first_unacked;
@@ -871,6 +905,18 @@ impl Sender {
     /// restarted). Connection state (streams, sequence spaces, congestion state, timers) starts
     /// over; the new HELLO_ACK decides which chunks are still needed.
     pub fn reconnect(&mut self, now: Instant, conn_id: u32) {
+        if self.chunks_acked > self.acked_at_reconnect {
+            self.fruitless_reconnects = 0;
+        } else {
+            self.fruitless_reconnects += 1;
+        }
+        self.acked_at_reconnect = self.chunks_acked;
+        if self.fruitless_reconnects >= MAX_FRUITLESS_RECONNECTS {
+            self.fail(TransferError::Stalled {
+                reconnects: self.fruitless_reconnects,
+            });
+            return;
+        }
         self.reset_connection(now, conn_id);
         self.st.reconnects += 1;
     }

@@ -116,6 +116,8 @@ pub struct LinkStats {
     pub corrupted: u64,
     /// Frames held back.
     pub reordered: u64,
+    /// Dropped because the link was down ([`Link::outage`]).
+    pub dropped_outage: u64,
     /// Largest frame offered (bytes).
     pub max_frame: usize,
 }
@@ -129,6 +131,9 @@ pub struct Link {
     busy_until: Option<Instant>,
     /// Counters.
     pub stats: LinkStats,
+    /// The link is down (every frame offered is dropped) from the first instant until the
+    /// second: a partition of this direction.
+    pub outage: Option<(Instant, Instant)>,
 }
 
 impl Link {
@@ -139,6 +144,7 @@ impl Link {
             rng: SimRng::new(seed),
             busy_until: None,
             stats: LinkStats::default(),
+            outage: None,
         }
     }
 
@@ -146,6 +152,13 @@ impl Link {
     pub fn transmit(&mut self, now: Instant, mut frame: Vec<u8>) -> Vec<(Instant, Vec<u8>)> {
         self.stats.offered += 1;
         self.stats.max_frame = self.stats.max_frame.max(frame.len());
+        if self
+            .outage
+            .is_some_and(|(from, until)| from <= now && now < until)
+        {
+            self.stats.dropped_outage += 1;
+            return Vec::new();
+        }
         if self.cfg.loss_before_queue && self.rng.chance(self.cfg.loss) {
             self.stats.dropped_random += 1;
             return Vec::new();
