@@ -9,7 +9,8 @@
 //! sequence), and the typed error of a peer out of sequence.
 //!
 //! Does not: read or write files, hold the image, the applier or the mover, or talk to the
-//! peer. The driver (`session::dest_inner`) performs each [`DestStep`] — it moves objects,
+//! peer. The source's convergence rule ([`next_is_final`]) is here too. The driver
+//! (`session::dest_inner`) performs each [`DestStep`] — it moves objects,
 //! runs the applier thread, opens and commits the image store, sends the answers — and feeds
 //! back each message and how each move ended. The source's side is still written inline in
 //! `session::source_inner`.
@@ -357,6 +358,25 @@ impl DestRound {
     }
 }
 
+/// The source's convergence rule: after live round `round` moved `data_bytes` of an image
+/// of `image_bytes`, the next round is the final one (the guest pauses before it) when that
+/// round moved at most `converge_bytes` (0: 1/256 of the image, at least 1 MiB) or the next
+/// round is the `max_rounds`-th.
+pub fn next_is_final(
+    round: u32,
+    data_bytes: u64,
+    image_bytes: u64,
+    converge_bytes: u64,
+    max_rounds: u32,
+) -> bool {
+    let converge = if converge_bytes == 0 {
+        (image_bytes / 256).max(1 << 20)
+    } else {
+        converge_bytes
+    };
+    data_bytes <= converge || round + 1 >= max_rounds.max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -628,5 +648,23 @@ mod tests {
                 .is_err()
         );
         assert_eq!(d.rounds(), 0);
+    }
+
+    #[test]
+    fn the_final_round_comes_when_a_round_is_small_or_the_rounds_run_out() {
+        let gib = 1u64 << 30;
+        // 1/256 of 1 GiB = 4 MiB.
+        assert!(next_is_final(1, 4 << 20, gib, 0, 30));
+        assert!(!next_is_final(1, (4 << 20) + 1, gib, 0, 30));
+        // Small images converge at 1 MiB.
+        assert!(next_is_final(1, 1 << 20, 16 << 20, 0, 30));
+        assert!(!next_is_final(1, 2 << 20, 16 << 20, 0, 30));
+        // An explicit threshold.
+        assert!(next_is_final(3, 100, gib, 100, 30));
+        assert!(!next_is_final(3, 101, gib, 100, 30));
+        // The last allowed round comes whatever it moves; 0 rounds means 1.
+        assert!(next_is_final(29, gib, gib, 0, 30));
+        assert!(!next_is_final(28, gib, gib, 0, 30));
+        assert!(next_is_final(1, gib, gib, 0, 0));
     }
 }

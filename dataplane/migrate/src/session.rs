@@ -337,11 +337,13 @@ pub struct SourceReport {
 
 const POLL: Duration = Duration::from_millis(100);
 
-fn wait_for(
+/// Waits for the next message and takes what it needs from it with `take`; a message `take`
+/// gives back is out of sequence. `Abort` and `Failed` end the wait as errors.
+fn wait_map<T>(
     conn: &mut Conn,
     cancel: &AtomicBool,
-    mut want: impl FnMut(&Msg) -> bool,
-) -> Result<Msg, MigrateError> {
+    mut take: impl FnMut(Msg) -> Result<T, Msg>,
+) -> Result<T, MigrateError> {
     loop {
         if cancel.load(Ordering::Relaxed) {
             return Err(MigrateError::Cancelled);
@@ -350,10 +352,18 @@ fn wait_for(
             None => continue,
             Some(Msg::Abort { reason }) => return Err(MigrateError::Aborted(reason)),
             Some(Msg::Failed { reason }) => return Err(MigrateError::Remote(reason)),
-            Some(m) if want(&m) => return Ok(m),
-            Some(m) => return Err(MigrateError::Unexpected(format!("{m:?}"))),
+            Some(m) => return take(m).map_err(|m| MigrateError::Unexpected(format!("{m:?}"))),
         }
     }
+}
+
+/// [`wait_map`] for a message `want` accepts, returned whole.
+fn wait_for(
+    conn: &mut Conn,
+    cancel: &AtomicBool,
+    mut want: impl FnMut(&Msg) -> bool,
+) -> Result<Msg, MigrateError> {
+    wait_map(conn, cancel, |m| if want(&m) { Ok(m) } else { Err(m) })
 }
 
 fn parse_hash(s: &str) -> Option<u128> {
@@ -443,23 +453,21 @@ fn source_inner(
             (r, t.elapsed())
         })
     });
-    let (held_len, held_hash) = match wait_for(conn, cancel, |m| matches!(m, Msg::HelloAck { .. }))?
-    {
+    let (version, held_len, held_hash) = wait_map(conn, cancel, |m| match m {
         Msg::HelloAck {
             version,
             held_len,
             held_hash,
-        } => {
-            if version != crate::PROTOCOL_VERSION {
-                return Err(MigrateError::Version(version));
-            }
-            (
-                held_len.unwrap_or(0),
-                held_hash.as_deref().and_then(parse_hash),
-            )
-        }
-        _ => unreachable!("wait_for returned the wanted message"),
-    };
+        } => Ok((version, held_len, held_hash)),
+        m => Err(m),
+    })?;
+    if version != crate::PROTOCOL_VERSION {
+        return Err(MigrateError::Version(version));
+    }
+    let (held_len, held_hash) = (
+        held_len.unwrap_or(0),
+        held_hash.as_deref().and_then(parse_hash),
+    );
     add_phase(&mut phases, "hello", t);
     let cache = cfg.base_cache.as_deref().map(BaseCache::new).transpose()?;
     let obj_base = cfg.job_id << 16;
@@ -736,12 +744,13 @@ fn source_inner(
         if last {
             break;
         }
-        let converge = if cfg.converge_bytes == 0 {
-            (prog.image_bytes / 256).max(1 << 20)
-        } else {
-            cfg.converge_bytes
-        };
-        if built.data_bytes <= converge || round + 1 >= cfg.max_rounds.max(1) {
+        if crate::round::next_is_final(
+            round,
+            built.data_bytes,
+            prog.image_bytes,
+            cfg.converge_bytes,
+            cfg.max_rounds,
+        ) {
             hooks.pause().map_err(MigrateError::Pause)?;
             paused_at = Some(Instant::now());
             last = true;
@@ -783,7 +792,10 @@ fn source_inner(
                 (r, t.elapsed())
             })
         });
-        let committed = wait_for(conn, cancel, |m| matches!(m, Msg::Committed { .. }));
+        let committed = wait_map(conn, cancel, |m| match m {
+            Msg::Committed { phases, .. } => Ok(phases),
+            m => Err(m),
+        });
         (committed, update.map(|h| h.join()))
     });
     match cache_updated {
@@ -796,10 +808,7 @@ fn source_inner(
         Some(Err(_)) => tracing::warn!("the base cache update panicked"),
         None => {}
     }
-    let dest_phases = match committed? {
-        Msg::Committed { phases, .. } => phases,
-        _ => unreachable!("wait_for returned the wanted message"),
-    };
+    let dest_phases = committed?;
     add_phase(&mut phases, "commit_wait", t);
     let downtime = paused_at.map_or(Duration::ZERO, |t| t.elapsed());
     let t = Instant::now();
