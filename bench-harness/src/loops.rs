@@ -375,6 +375,8 @@ fn bare_socket(cfg: &LoopConfig, ifname: &str, prog: &mut XdpProgram) -> Result<
         batch: cfg.batch,
         zero_copy: false,
         multi_buffer: cfg.multi_buffer(),
+        // Single tx frames: the loops' jumbo frames go through `push_gather`.
+        tx_max_len: 0,
         hugepages: false,
         numa_node: None,
     })

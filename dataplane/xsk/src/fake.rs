@@ -185,6 +185,9 @@ pub struct FakeConfig {
     pub start: u32,
     /// Batch size.
     pub batch: usize,
+    /// Longest packet for [`crate::TxBatch::try_push_with_run`] (tx runs, see
+    /// [`crate::XskConfig::tx_max_len`]); 0: single tx frames.
+    pub tx_max_len: usize,
 }
 
 impl Default for FakeConfig {
@@ -194,6 +197,7 @@ impl Default for FakeConfig {
             ring_size: 32,
             start: 0,
             batch: 16,
+            tx_max_len: 0,
         }
     }
 }
@@ -222,7 +226,8 @@ impl FakeKernel {
             comp: k.comp.clone(),
             cached_end: cfg.start,
         };
-        let port = XskPort::assemble(area, rx, tx, cfg.frames / 2, cfg.batch, None);
+        let run = crate::socket::tx_run_frames(cfg.tx_max_len);
+        let port = XskPort::assemble(area, rx, tx, cfg.frames / 2, run, cfg.batch, None);
         Ok((port, k))
     }
 

@@ -1,7 +1,8 @@
 //! AF_XDP sockets, UMEM and frame pools: the dataplane's unsafe I/O core.
 //!
 //! Owns: the UMEM memory mapping (NUMA-local, hugepages when available), the frame pools
-//! that hand UMEM frames out without locks or heap allocation on the packet path, the
+//! that hand UMEM frames out without locks or heap allocation on the packet path (singly,
+//! or for jumbo packets in runs of contiguous frames written in place), the
 //! fill/rx/tx/completion ring management around `xdpilone`'s rings, `#[must_use]` rx and tx
 //! batches that commit explicitly, `need_wakeup` handling, and a plain-memory fake kernel so
 //! all of that is testable without privileges. It also holds the small `recvmmsg`/`sendmmsg`

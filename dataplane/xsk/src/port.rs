@@ -11,13 +11,21 @@
 //! frame, the `unsafe` frame accessors of [`UmemArea`] are called only under that invariant.
 //! `need_wakeup` is honoured: `poll`/`sendto` are issued only when the kernel set the flag.
 //!
+//! Jumbo packets on tx: a port opened with a `tx_max_len` above one frame hands its tx
+//! frames out in runs of `ceil(tx_max_len / 4096)` frames that are contiguous in the UMEM
+//! mapping (see [`crate::pool::RunPool`]). [`TxBatch::try_push_with_run`] gives the writer
+//! one `&mut [u8]` across a whole run, so a packet longer than a frame is written once, in
+//! place, and staged as one descriptor per frame it uses (`XDP_PKT_CONTD` on all but the
+//! last). Every packet then takes a run (a short one uses its first frame); the run comes
+//! back when the last of its handed-out frames has completed, its unused frames with it.
+//!
 //! Does not: build headers, know about the XDP program, or block. The generic parameters
 //! are the ring implementations: the kernel's ([`crate::socket::XskSocket`]) or the plain
 //! memory fake kernel ([`crate::fake`]).
 
 use xdpilone::xdp::XdpDesc;
 
-use crate::pool::FramePool;
+use crate::pool::{FramePool, RunPool};
 use crate::rings::{RxRings, TxRings};
 use crate::umem::UmemArea;
 use crate::{FRAME_SIZE, XDP_PKT_CONTD};
@@ -63,7 +71,7 @@ const MAX_FRAGS: usize = 32;
 
 pub(crate) struct TxHalf<T> {
     rings: T,
-    pool: FramePool,
+    pool: RunPool,
     /// `staged[..kept_descs]`: descriptors a commit could not hand over (tx ring full), with
     /// `kept_packets` packets among them; they open the next batch.
     staged: Box<[XdpDesc]>,
@@ -87,7 +95,7 @@ impl<R, T> std::fmt::Debug for XskPort<R, T> {
         f.debug_struct("XskPort")
             .field("area", &self.area)
             .field("rx_spare", &self.rx.spare.len())
-            .field("tx_free", &self.tx.pool.len())
+            .field("tx_free", &self.tx.pool.free_frames())
             .finish_non_exhaustive()
     }
 }
@@ -99,12 +107,14 @@ fn frame_base(addr: u64) -> u64 {
 
 impl<R: RxRings, T: TxRings> XskPort<R, T> {
     /// Assembles a port: frames `0..rx_frames` go to the receive path (and straight into
-    /// the fill ring), the rest to the tx pool. `batch` bounds descriptors per batch.
+    /// the fill ring), the rest to the tx pool, in runs of `tx_run` contiguous frames (1:
+    /// single frames). `batch` bounds descriptors per batch.
     pub(crate) fn assemble(
         area: UmemArea,
         rx_rings: R,
         tx_rings: T,
         rx_frames: u32,
+        tx_run: u32,
         batch: usize,
         keep: Option<Box<dyn std::any::Any>>,
     ) -> Self {
@@ -122,7 +132,7 @@ impl<R: RxRings, T: TxRings> XskPort<R, T> {
             },
             tx: TxHalf {
                 rings: tx_rings,
-                pool: FramePool::range(rx_frames, total - rx_frames, FRAME_SIZE),
+                pool: RunPool::new(rx_frames, total - rx_frames, FRAME_SIZE, tx_run),
                 staged: vec![XdpDesc::default(); batch].into_boxed_slice(),
                 kept_descs: 0,
                 kept_packets: 0,
@@ -162,15 +172,23 @@ impl<R: RxRings, T: TxRings> XskPort<R, T> {
         &self.rx.rings
     }
 
-    /// Free tx frames (not staged, not in the kernel).
+    /// Free tx frames (not staged, not in the kernel). With runs (see the module docs),
+    /// the frames of the free runs.
     pub fn tx_free(&self) -> usize {
-        self.tx.pool.len()
+        self.tx.pool.free_frames()
     }
 
     /// Tx frames not in the pool: in the kernel (tx ring or not yet completed) or kept
-    /// staged by a commit that found the tx ring full.
+    /// staged by a commit that found the tx ring full. With runs, whole runs count (a short
+    /// packet holds its run's unused frames too).
     pub fn tx_in_flight(&self) -> usize {
-        self.tx.pool.capacity() - self.tx.pool.len()
+        self.tx.pool.busy_frames()
+    }
+
+    /// Contiguous frames per tx run: 1 for single frames; more when the port was opened
+    /// for packets longer than one frame ([`TxBatch::try_push_with_run`]).
+    pub fn tx_run_frames(&self) -> u32 {
+        self.tx.pool.run_frames()
     }
 
     /// Packets the last commit kept because the tx ring was full (sent first by the next).
@@ -419,7 +437,7 @@ impl<T: TxRings> TxHalf<T> {
         loop {
             let n = self.rings.complete(&mut self.comp);
             for &a in &self.comp[..n] {
-                if !self.pool.push(frame_base(a)) {
+                if !self.pool.give_back(a) {
                     self.stats.bad_frames += 1;
                 }
             }
@@ -467,14 +485,17 @@ impl<'a, T: TxRings> TxBatch<'a, T> {
         self.half.kept_packets
     }
 
-    /// Descriptor slots left in this batch.
+    /// Descriptor slots left in this batch, bounded by the free tx frames. With runs
+    /// every packet takes a whole run, so fewer packets may fit: see
+    /// [`TxBatch::try_push_with_run`].
     pub fn room(&self) -> usize {
-        (self.half.staged.len() - self.n).min(self.half.pool.len())
+        (self.half.staged.len() - self.n).min(self.half.pool.free_frames())
     }
 
-    /// Writes one packet of at most `max_len <= 4096` bytes directly into a UMEM frame:
-    /// `write` gets the frame and returns the packet length. Returns `false` (and does not
-    /// call `write`) when no frame or batch slot is free or `max_len` is too large.
+    /// Writes one packet of at most `max_len <= 4096` bytes directly into a UMEM frame (with
+    /// runs: the first frame of a run): `write` gets the frame and returns the packet
+    /// length. Returns `false` (and does not call `write`) when no frame or batch slot is
+    /// free or `max_len` is too large.
     #[inline]
     pub fn push_with(&mut self, max_len: usize, write: impl FnOnce(&mut [u8]) -> usize) -> bool {
         self.try_push_with(max_len, |b| Some(write(b))) == Some(true)
@@ -498,14 +519,15 @@ impl<'a, T: TxRings> TxBatch<'a, T> {
             return None;
         };
         // SAFETY: `addr` was just taken from the tx pool, so no ring and no other batch holds
-        // this frame; the slice does not outlive this call.
+        // this frame (or, with runs, its whole run); the slice does not outlive this call.
         let buf = unsafe { self.area.frame_mut(addr, max_len) };
         let Some(len) = write(buf) else {
-            if !self.half.pool.push(addr) {
+            if !self.half.pool.unpop(addr) {
                 self.half.stats.bad_frames += 1;
             }
             return Some(false);
         };
+        self.half.pool.hand_out(addr, 1);
         self.half.staged[self.n] = XdpDesc {
             addr,
             len: len.min(max_len) as u32,
@@ -515,24 +537,92 @@ impl<'a, T: TxRings> TxBatch<'a, T> {
         Some(true)
     }
 
+    /// Writes one packet of at most `max_len` bytes directly into a run of contiguous UMEM
+    /// frames: `write` gets `max_len` bytes spanning `ceil(max_len / 4096)` frames and
+    /// returns the packet length (or `None` to decline: the run goes back, nothing is
+    /// staged). The packet is staged as one descriptor per frame it uses, all but the last
+    /// with `XDP_PKT_CONTD` (more than one needs a socket bound with multi-buffer support);
+    /// no byte is copied. `max_len <= 4096` is [`TxBatch::try_push_with`].
+    ///
+    /// Returns `None` without calling `write` when no run is free, the batch has fewer than
+    /// `ceil(max_len / 4096)` descriptor slots left, or `max_len` exceeds one run (a port
+    /// opened without `tx_max_len` has runs of one frame). `Some(true)`: staged;
+    /// `Some(false)`: `write` declined.
+    #[inline]
+    pub fn try_push_with_run(
+        &mut self,
+        max_len: usize,
+        write: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Option<bool> {
+        let fs = FRAME_SIZE as usize;
+        if max_len <= fs {
+            return self.try_push_with(max_len, write);
+        }
+        if max_len > self.half.pool.run_bytes()
+            || max_len.div_ceil(fs) > self.half.staged.len() - self.n
+        {
+            return None;
+        }
+        let Some(base) = self.half.pool.pop() else {
+            self.half.stats.tx_no_frame += 1;
+            return None;
+        };
+        // SAFETY: `base` is a run just taken from the tx pool: its `run_frames()` frames,
+        // `[base, base + run_bytes())`, are in no ring and no other batch (a run is handed out
+        // whole and comes back only when every frame of it that was staged has completed or
+        // was returned unsent). They are contiguous because the UMEM is one mapping and a run
+        // is consecutive frame indices; `max_len <= run_bytes()` keeps the slice inside the
+        // run (and `frame_mut` bounds-checks it against the area). The slice does not outlive
+        // this call.
+        let buf = unsafe { self.area.frame_mut(base, max_len) };
+        let Some(len) = write(buf) else {
+            if !self.half.pool.unpop(base) {
+                self.half.stats.bad_frames += 1;
+            }
+            return Some(false);
+        };
+        let len = len.min(max_len);
+        let used = len.div_ceil(fs).max(1);
+        let mut at = 0;
+        for k in 0..used {
+            let chunk = (len - at).min(fs);
+            self.half.staged[self.n] = XdpDesc {
+                addr: base + at as u64,
+                len: chunk as u32,
+                options: if k + 1 < used { XDP_PKT_CONTD } else { 0 },
+            };
+            self.n += 1;
+            at += fs;
+        }
+        self.half.pool.hand_out(base, used as u32);
+        Some(true)
+    }
+
     /// Copies the concatenation of `parts` into as many frames as it needs (fragments after
     /// the first carry on with `XDP_PKT_CONTD`; more than one frame needs a socket bound with
-    /// multi-buffer support). All or nothing: returns `false` if the frames or slots do not
-    /// suffice.
+    /// multi-buffer support). With runs, the frames come from as many runs as needed. All or
+    /// nothing: returns `false` if the frames or slots do not suffice.
     pub fn push_gather(&mut self, parts: &[&[u8]]) -> bool {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let fs = FRAME_SIZE as usize;
         let need = total.div_ceil(fs).max(1);
-        if need > self.half.staged.len() - self.n || need > self.half.pool.len() {
+        let run = self.half.pool.run_frames() as usize;
+        if need > self.half.staged.len() - self.n || need.div_ceil(run) > self.half.pool.len() {
             self.half.stats.tx_no_frame += 1;
             return false;
         }
         let (mut part, mut in_part) = (0usize, 0usize);
         let mut left = total;
+        let mut base = 0;
         for k in 0..need {
-            let addr = self.half.pool.pop().expect("checked above");
+            if k % run == 0 {
+                base = self.half.pool.pop().expect("checked above");
+                self.half.pool.hand_out(base, (need - k).min(run) as u32);
+            }
+            let addr = base + ((k % run) * fs) as u64;
             let chunk = left.min(fs);
-            // SAFETY: `addr` was just taken from the tx pool; no one else holds the frame.
+            // SAFETY: `addr` is a frame of the run (or the single frame) just taken from the
+            // tx pool; no ring and no other batch holds it.
             let buf = unsafe { self.area.frame_mut(addr, chunk) };
             let mut at = 0;
             while at < chunk {
@@ -595,10 +685,11 @@ impl<'a, T: TxRings> TxBatch<'a, T> {
 
 impl<T: TxRings> Drop for TxBatch<'_, T> {
     fn drop(&mut self) {
-        // Not committed: the frames pushed into this batch go back; kept ones stay.
+        // Not committed: the frames pushed into this batch go back (a run with its last
+        // frame); kept ones stay.
         let half = &mut *self.half;
         for d in &half.staged[half.kept_descs..self.n] {
-            if !half.pool.push(d.addr) {
+            if !half.pool.give_back(d.addr) {
                 half.stats.bad_frames += 1;
             }
         }

@@ -2,7 +2,8 @@
 //!
 //! Owns: the set-up sequence on `xdpilone` (UMEM registration, fill/completion and rx/tx
 //! ring sizes, bind with need_wakeup; zero-copy tried first only when configured, then copy
-//! mode; `XDP_USE_SG` for multi-buffer when configured) and the socket fd that goes into
+//! mode; `XDP_USE_SG` for multi-buffer when configured; the size of the tx frame runs for
+//! packets longer than one frame, `tx_max_len`) and the socket fd that goes into
 //! the XDP program's XSKMAP. The result is an [`XskPort`] whose field order drops rings and
 //! socket before the UMEM mapping, so `xdpilone::Umem::new`'s "keep the area alive"
 //! contract holds by construction.
@@ -42,6 +43,11 @@ pub struct XskConfig {
     pub zero_copy: bool,
     /// Bind with `XDP_USE_SG` so packets larger than a frame use several (jumbo frames).
     pub multi_buffer: bool,
+    /// Longest packet to be written in place with [`crate::TxBatch::try_push_with_run`]:
+    /// above [`FRAME_SIZE`], the tx frames are handed out in runs of
+    /// `ceil(tx_max_len / FRAME_SIZE)` contiguous frames (every packet then takes one run).
+    /// 0 (or at most one frame): single frames.
+    pub tx_max_len: usize,
     /// Try hugepages for the UMEM.
     pub hugepages: bool,
     /// NUMA node for the UMEM; `None`: the node of the current CPU.
@@ -58,6 +64,7 @@ impl Default for XskConfig {
             batch: 64,
             zero_copy: false,
             multi_buffer: false,
+            tx_max_len: 0,
             hugepages: true,
             numa_node: None,
         }
@@ -86,6 +93,11 @@ pub struct SocketInfo {
     pub node: Option<u32>,
     /// Multi-buffer enabled.
     pub multi_buffer: bool,
+}
+
+/// Frames per tx run for packets of up to `tx_max_len` bytes (1: single frames).
+pub(crate) fn tx_run_frames(tx_max_len: usize) -> u32 {
+    u32::try_from(tx_max_len.div_ceil(FRAME_SIZE as usize).max(1)).unwrap_or(u32::MAX)
 }
 
 /// A real AF_XDP socket with its UMEM.
@@ -142,6 +154,16 @@ impl XskPort<KernelRx, KernelTx> {
                 source: errno_io(e),
             }
         };
+        let tx_run = tx_run_frames(cfg.tx_max_len);
+        if tx_run > cfg.frames - cfg.frames / 2 {
+            return Err(XskError::Config {
+                what: format!(
+                    "tx packets of {} bytes need runs of {tx_run} frames; the tx half of {} \
+                     UMEM frames holds none",
+                    cfg.tx_max_len, cfg.frames
+                ),
+            });
+        }
         if !cfg.ring_size.is_power_of_two() {
             return Err(XskError::Config {
                 what: format!("ring size {} is not a power of two", cfg.ring_size),
@@ -217,6 +239,7 @@ impl XskPort<KernelRx, KernelTx> {
                 tx_size: cfg.ring_size,
             },
             rx_frames,
+            tx_run,
             cfg.batch,
             Some(Box::new(Keep { _umem: umem })),
         );
@@ -233,5 +256,31 @@ impl XskPort<KernelRx, KernelTx> {
         // SAFETY: the fd belongs to the socket this port owns (kept open by its rings) and
         // the borrow is tied to `&self`, so it stays open for the borrow's lifetime.
         unsafe { BorrowedFd::borrow_raw(fd) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tx_run_sizes_and_a_run_larger_than_the_tx_half_is_refused() {
+        assert_eq!(tx_run_frames(0), 1);
+        assert_eq!(tx_run_frames(4096), 1);
+        assert_eq!(tx_run_frames(4097), 2);
+        assert_eq!(tx_run_frames(9000 + 14), 3);
+        // 4 frames: 2 for tx, fewer than one run of 3. Refused before any socket exists (no
+        // privileges needed, the interface is not even looked up).
+        let cfg = XskConfig {
+            ifname: "dwcp-nosuch0".into(),
+            frames: 4,
+            tx_max_len: 9014,
+            hugepages: false,
+            ..Default::default()
+        };
+        match XskSocket::open(&cfg) {
+            Err(XskError::Config { what }) => assert!(what.contains("runs of 3"), "{what}"),
+            other => panic!("expected a config error, got {other:?}"),
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! Port logic (pools, fill/completion management, batches, need_wakeup, multi-buffer)
-//! against the plain-memory fake kernel: no privileges needed.
+//! Port logic (pools, fill/completion management, batches, need_wakeup, multi-buffer, tx
+//! runs of contiguous frames for jumbo packets) against the plain-memory fake kernel: no
+//! privileges needed.
 
 use dwcp_xsk::fake::{FakeConfig, FakeKernel};
 use dwcp_xsk::rings::whole_packets;
@@ -354,6 +355,7 @@ fn multi_buffer_tx_keeps_flowing_when_the_ring_reservation_is_stale() {
         ring_size: 32,
         batch: 16,
         start: u32::MAX - 40,
+        tx_max_len: 0,
     };
     let (mut port, k) = FakeKernel::port(cfg).unwrap();
     let sizes = [8900, 100, 5000, 12000, 8300];
@@ -389,4 +391,253 @@ fn multi_buffer_tx_keeps_flowing_when_the_ring_reservation_is_stale() {
     assert_eq!(port.tx_free(), 64);
     let s = port.stats();
     assert_eq!((s.tx_packets, s.bad_frames), (300, 0));
+}
+
+/// A port whose tx frames come in runs of 3 (packets up to 9014 bytes: MTU 9000 plus the
+/// Ethernet header): 64 tx frames make 21 runs, one frame is left over.
+fn run_port(ring_size: u32, batch: usize) -> (dwcp_xsk::fake::FakePort, FakeKernel) {
+    FakeKernel::port(FakeConfig {
+        frames: 128,
+        ring_size,
+        batch,
+        start: u32::MAX - 5,
+        tx_max_len: 9014,
+    })
+    .unwrap()
+}
+
+/// Writes `p` with `try_push_with_run`, as the engine does: into the run, in place.
+fn push_run(tx: &mut dwcp_xsk::TxBatch<'_, dwcp_xsk::fake::FakeTx>, p: &[u8]) -> Option<bool> {
+    tx.try_push_with_run(9014, |buf| {
+        assert_eq!(buf.len(), 9014, "the writer sees the whole run");
+        buf[..p.len()].copy_from_slice(p);
+        Some(p.len())
+    })
+}
+
+#[test]
+fn tx_run_writes_jumbo_packets_in_place_one_descriptor_per_frame() {
+    let (mut port, k) = run_port(64, 32);
+    assert_eq!(port.tx_run_frames(), 3);
+    assert_eq!(port.tx_free(), 63);
+    let sizes = [9014usize, 4097, 4096, 8192, 100, 0, 8193];
+    let want: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(j, &n)| pattern(j, n))
+        .collect();
+    let mut tx = port.tx_batch();
+    for p in &want {
+        assert_eq!(push_run(&mut tx, p), Some(true));
+    }
+    // One descriptor per frame used: 3 + 2 + 1 + 2 + 1 + 1 + 3.
+    assert_eq!(tx.staged(), 13);
+    assert_eq!(tx.commit(), sizes.len());
+    // The descriptors of a packet are consecutive frames of one run, CONTD on all but the last.
+    let mut descs = vec![XdpDesc::default(); 13];
+    assert_eq!(k.tx.borrow_mut().consume(&mut descs), 13);
+    let mut at = 0;
+    for (p, &n) in want.iter().zip(&sizes) {
+        let frags = n.div_ceil(4096).max(1);
+        let d = &descs[at..at + frags];
+        let mut bytes = Vec::new();
+        for (i, f) in d.iter().enumerate() {
+            assert_eq!(f.addr, d[0].addr + 4096 * i as u64, "contiguous frames");
+            assert_eq!(f.options & XDP_PKT_CONTD != 0, i + 1 < frags);
+            assert_eq!(f.len as usize, (n - 4096 * i).min(4096));
+            // SAFETY: the frame is on the (fake) tx ring, which this test plays the kernel of;
+            // the port does not touch it until it comes back on the completion ring.
+            bytes.extend_from_slice(unsafe { port.area().frame(f.addr, f.len as usize) });
+        }
+        assert_eq!(&bytes, p);
+        at += frags;
+    }
+    // Seven runs out, whatever the number of frames each packet used.
+    assert_eq!((port.tx_free(), port.tx_in_flight()), (42, 21));
+    // Complete in reverse order: a run comes back only with its last frame.
+    let addrs: Vec<u64> = descs.iter().rev().map(|d| d.addr).collect();
+    for (i, a) in addrs.iter().enumerate() {
+        assert_eq!(k.comp.borrow_mut().produce(&[*a]), 1);
+        port.poll();
+        let back = 13 - (i + 1);
+        // Runs whose every descriptor index is >= back are complete.
+        let mut done = 0;
+        let mut at = 0;
+        for &n in &sizes {
+            let frags = n.div_ceil(4096).max(1);
+            if at >= back {
+                done += 1;
+            }
+            at += frags;
+        }
+        assert_eq!(port.tx_free(), 42 + 3 * done, "after {} completions", i + 1);
+    }
+    assert_eq!((port.tx_free(), port.tx_in_flight()), (63, 0));
+    let s = port.stats();
+    assert_eq!((s.tx_packets, s.bad_frames), (7, 0));
+}
+
+#[test]
+fn tx_run_backpressure_never_loses_a_packet() {
+    let (mut port, k) = run_port(128, 16);
+    // 16 descriptor slots: five jumbo packets (15), then no room for a sixth. The writer is
+    // not called, and a one-frame packet still fits the last slot.
+    let mut tx = port.tx_batch();
+    for j in 0..5 {
+        assert_eq!(push_run(&mut tx, &pattern(j, 9000)), Some(true));
+    }
+    assert_eq!(tx.try_push_with_run(9014, |_| unreachable!()), None);
+    let small = pattern(5, 60);
+    assert_eq!(
+        tx.try_push_with_run(60, |b| {
+            b.copy_from_slice(&small);
+            Some(60)
+        }),
+        Some(true)
+    );
+    assert_eq!(tx.try_push_with_run(100, |_| unreachable!()), None);
+    // A declined write gives its run back.
+    tx.commit();
+    let mut tx = port.tx_batch();
+    assert_eq!(tx.try_push_with_run(9014, |_| None), Some(false));
+    assert_eq!(tx.staged(), 0);
+    // Longer than a run: refused, not truncated.
+    assert_eq!(tx.try_push_with_run(3 * 4096 + 1, |_| unreachable!()), None);
+    drop(tx);
+    assert_eq!(port.tx_free(), 63 - 6 * 3);
+    // Exhaustion: 21 runs in all, 6 in flight; 15 more fit, then None (counted as
+    // back-pressure), writer untouched.
+    let mut sent = 6;
+    while port.tx_free() > 0 {
+        let mut tx = port.tx_batch();
+        while push_run(&mut tx, &pattern(sent, 8000 + sent)).is_some() {
+            sent += 1;
+        }
+        tx.commit();
+    }
+    assert_eq!(sent, 21);
+    let before = port.stats().tx_no_frame;
+    let mut tx = port.tx_batch();
+    assert_eq!(tx.try_push_with_run(9014, |_| unreachable!()), None);
+    assert_eq!(tx.try_push_with_run(64, |_| unreachable!()), None);
+    drop(tx);
+    assert_eq!(port.stats().tx_no_frame, before + 2);
+    let out = k.drain_tx(port.area());
+    assert_eq!(out.len(), 21);
+    for (j, p) in out.iter().enumerate() {
+        let want = match j {
+            0..5 => pattern(j, 9000),
+            5 => pattern(5, 60),
+            _ => pattern(j, 8000 + j),
+        };
+        assert_eq!(p, &want, "packet {j}");
+    }
+    port.poll();
+    assert_eq!((port.tx_free(), port.tx_in_flight()), (63, 0));
+    assert_eq!(port.stats().bad_frames, 0);
+}
+
+#[test]
+fn tx_run_uncommitted_batch_and_kept_packets_return_whole_runs() {
+    // A 4-entry tx ring: a commit hands over one 3-frame packet and keeps the rest.
+    let (mut port, k) = run_port(4, 32);
+    let mut tx = port.tx_batch();
+    for j in 0..3 {
+        assert_eq!(push_run(&mut tx, &pattern(j, 9014)), Some(true));
+    }
+    assert_eq!(tx.commit(), 1);
+    assert_eq!(port.tx_kept(), 2);
+    // Pushed and dropped without commit: its run (and only it) comes back.
+    let mut tx = port.tx_batch();
+    assert_eq!(push_run(&mut tx, &pattern(99, 5000)), Some(true));
+    drop(tx);
+    assert_eq!(port.tx_in_flight(), 9);
+    let mut out = Vec::new();
+    for _ in 0..4 {
+        out.extend(k.drain_tx(port.area()));
+        let tx = port.tx_batch();
+        tx.commit();
+    }
+    out.extend(k.drain_tx(port.area()));
+    port.poll();
+    assert_eq!(out, (0..3).map(|j| pattern(j, 9014)).collect::<Vec<_>>());
+    assert_eq!(
+        (port.tx_free(), port.tx_in_flight(), port.tx_kept()),
+        (63, 0, 0)
+    );
+    assert_eq!(port.stats().bad_frames, 0);
+}
+
+#[test]
+fn tx_runs_keep_flowing_through_stale_reservations_with_mixed_sizes() {
+    // As multi_buffer_tx_keeps_flowing_when_the_ring_reservation_is_stale, written in
+    // place: 400 packets of 1-3 frames (single-frame pushes mixed in) through 21 runs and
+    // a 32-entry ring whose cached reservations fall short of a 3-frame packet.
+    let (mut port, k) = run_port(32, 16);
+    let sizes = [8900, 100, 5000, 9014, 8300, 4096, 4097];
+    let want: Vec<Vec<u8>> = (0..400)
+        .map(|j| pattern(j, sizes[j % sizes.len()]))
+        .collect();
+    let mut got = Vec::new();
+    let mut next = 0;
+    for round in 0..1000 {
+        if got.len() == want.len() {
+            break;
+        }
+        let mut tx = port.tx_batch();
+        while let Some(p) = want.get(next) {
+            let ok = if p.len() <= 4096 && next % 2 == 0 {
+                tx.push_with(p.len(), |b| {
+                    b[..p.len()].copy_from_slice(p);
+                    p.len()
+                })
+            } else {
+                push_run(&mut tx, p) == Some(true)
+            };
+            if !ok {
+                break;
+            }
+            next += 1;
+        }
+        tx.commit();
+        let out = k.drain_tx(port.area());
+        assert!(
+            !out.is_empty() || got.len() == want.len(),
+            "round {round}: stalled ({} sent, {} kept, {} frames free)",
+            got.len(),
+            port.tx_kept(),
+            port.tx_free()
+        );
+        got.extend(out);
+        port.poll();
+    }
+    assert!(got == want, "every packet once, whole and in order");
+    assert_eq!((port.tx_free(), port.tx_in_flight()), (63, 0));
+    let s = port.stats();
+    assert_eq!((s.tx_packets, s.bad_frames), (400, 0));
+}
+
+#[test]
+fn push_gather_with_runs_spans_several_runs() {
+    let (mut port, k) = run_port(64, 32);
+    let big = pattern(7, 20000); // 5 frames: one run and two frames of another
+    let mut tx = port.tx_batch();
+    assert!(tx.push_gather(&[&big[..42], &big[42..]]));
+    assert_eq!(tx.staged(), 5);
+    tx.commit();
+    assert_eq!(port.tx_in_flight(), 6);
+    assert_eq!(k.drain_tx(port.area()), vec![big]);
+    port.poll();
+    assert_eq!((port.tx_free(), port.stats().bad_frames), (63, 0));
+}
+
+#[test]
+fn without_runs_a_jumbo_run_push_is_refused() {
+    let (mut port, _k) = FakeKernel::port(FakeConfig::default()).unwrap();
+    assert_eq!(port.tx_run_frames(), 1);
+    let mut tx = port.tx_batch();
+    assert_eq!(tx.try_push_with_run(5000, |_| unreachable!()), None);
+    // At most a frame it is the single-frame path.
+    assert_eq!(tx.try_push_with_run(4096, |_| Some(4096)), Some(true));
+    assert_eq!(tx.staged(), 1);
 }

@@ -4,11 +4,14 @@
 //! Owns: opening the socket (on the calling, pinned thread), registering and unregistering
 //! it with the shared XDP program, stripping Ethernet/IPv4/UDP on receive (multi-buffer
 //! packets are gathered into one reassembly buffer), and writing those headers from a
-//! template on send, directly into UMEM frames (jumbo datagrams are built in a scratch
-//! buffer and spread over several frames). A full tx ring loses nothing: the port keeps
-//! what the ring did not take for the next commit (see `dwcp_xsk::port`), and a push that
-//! finds no free frame or slot returns `false` before writing, so the caller keeps its
-//! datagram.
+//! template on send, directly into UMEM frames. Jumbo datagrams (longer than one 4096-byte
+//! frame, e.g. MTU 9000) are written in place too: the port's tx frames then come in runs of
+//! contiguous frames (`XskConfig::tx_max_len`), the writer gets one slice across a run, and
+//! the port stages one multi-buffer descriptor per frame used (`TxBatch::try_push_with_run`),
+//! so a datagram is written once and never copied in user space. A full tx ring loses
+//! nothing: the port keeps what the ring did not take for the next commit (see
+//! `dwcp_xsk::port`), and a push that finds no free frame, run or slot returns `false`
+//! before writing, so the caller keeps its datagram.
 //! Does not: attach the program itself (see [`super::SharedProgram`]), fragment IP, or
 //! parse DWCP.
 
@@ -31,7 +34,6 @@ pub struct AfXdpBackend {
     max_datagram: usize,
     multi_buffer: bool,
     rx_scratch: Box<[u8]>,
-    tx_scratch: Box<[u8]>,
     rx_stats: IoStats,
     tx_stats: IoStats,
     program: SharedProgram,
@@ -73,6 +75,8 @@ impl AfXdpBackend {
             batch: cfg.batch,
             zero_copy: cfg.zero_copy,
             multi_buffer: cfg.multi_buffer,
+            // Runs of contiguous tx frames for datagrams longer than one frame.
+            tx_max_len: cfg.max_datagram + HDR_LEN,
             hugepages: cfg.hugepages,
             numa_node: None,
         })?;
@@ -100,7 +104,6 @@ impl AfXdpBackend {
                 max_datagram: cfg.max_datagram,
                 multi_buffer: cfg.multi_buffer,
                 rx_scratch: vec![0; buf].into_boxed_slice(),
-                tx_scratch: vec![0; buf].into_boxed_slice(),
                 rx_stats: IoStats::default(),
                 tx_stats: IoStats::default(),
                 program: program.clone(),
@@ -121,6 +124,7 @@ impl AfXdpBackend {
             batch: cfg.batch,
             zero_copy: true,
             multi_buffer: cfg.multi_buffer || cfg.max_datagram + HDR_LEN > FRAME_SIZE as usize,
+            tx_max_len: cfg.max_datagram + HDR_LEN,
             hugepages: false,
             numa_node: None,
         })?)
@@ -138,7 +142,6 @@ impl AfXdpBackend {
             XdpTx {
                 batch: tx,
                 tmpl: &self.tmpl,
-                scratch: &mut self.tx_scratch,
                 max_datagram: self.max_datagram,
                 multi_buffer: self.multi_buffer,
                 stats: &mut self.tx_stats,
@@ -170,7 +173,6 @@ impl Backend for AfXdpBackend {
         TxBatch(TxInner::Xdp(XdpTx {
             batch: self.sock.tx_batch(),
             tmpl: &self.tmpl,
-            scratch: &mut self.tx_scratch,
             max_datagram: self.max_datagram,
             multi_buffer: self.multi_buffer,
             stats: &mut self.tx_stats,
@@ -264,7 +266,6 @@ impl XdpRx<'_> {
 pub(crate) struct XdpTx<'a> {
     batch: dwcp_xsk::TxBatch<'a, KernelTx>,
     tmpl: &'a HeaderTemplate,
-    scratch: &'a mut [u8],
     pub(crate) max_datagram: usize,
     multi_buffer: bool,
     stats: &'a mut IoStats,
@@ -292,20 +293,14 @@ impl XdpTx<'_> {
                 Some(HDR_LEN + n)
             })?
         } else if self.multi_buffer {
-            // Room for the longest datagram first, so a written datagram always fits.
-            if self.batch.room() < (HDR_LEN + max_len).div_ceil(frame) {
-                return None;
-            }
-            match write(&mut self.scratch[HDR_LEN..HDR_LEN + max_len]) {
-                Some(n) => {
-                    let n = n.min(max_len);
-                    tmpl.write(self.scratch, n);
-                    let ok = self.batch.push_gather(&[&self.scratch[..HDR_LEN + n]]);
-                    debug_assert!(ok, "room was checked");
-                    ok
-                }
-                None => false,
-            }
+            // In place across a run of contiguous frames (the port's tx runs are sized for
+            // `max_datagram`); `None` before `write` when no run or not enough descriptor
+            // slots for the longest datagram are free, so a written datagram always fits.
+            self.batch.try_push_with_run(HDR_LEN + max_len, |buf| {
+                let n = write(&mut buf[HDR_LEN..])?.min(max_len);
+                tmpl.write(buf, n);
+                Some(HDR_LEN + n)
+            })?
         } else {
             self.stats.tx_oversize += 1;
             return None;
