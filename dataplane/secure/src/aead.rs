@@ -1,5 +1,6 @@
-//! The AEAD of SEALED frames: AES-128-GCM or ChaCha20-Poly1305 (RustCrypto), one key per
-//! direction, and the suite choice.
+//! The AEAD of SEALED frames: AES-128-GCM or ChaCha20-Poly1305 (`ring`'s implementations:
+//! VAES/VPCLMULQDQ AES-GCM where the CPU has it, 4-5x the RustCrypto crates used before on
+//! this lab's CPU, docs/perf.md section 7), one key per direction, and the suite choice.
 //!
 //! Owns: [`Suite`] (ids carried in the handshake), [`local_prefers_aes`] (AES-NI + PCLMULQDQ
 //! detection), [`DirectionalKeys`] which implements `dwcp_transfer::wire::FrameKeys` (seal with
@@ -7,11 +8,9 @@
 //! caller, docs/protocol.md 13). Does not: derive keys (module `handshake`), track replay
 //! (the transfer layer's `SealedConn` does, after verification), or pick nonces.
 
-use aes_gcm::Aes128Gcm;
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::ChaCha20Poly1305;
 use dwcp_proto::{HEADER_LEN, TAG_LEN};
 use dwcp_transfer::wire::TagMismatch;
+use ring::aead::{AES_128_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey};
 
 /// AEAD suite of a SEALED connection, chosen by the responder from the initiator's offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -93,20 +92,15 @@ pub fn local_prefers_aes() -> bool {
 
 /// One keyed AEAD instance.
 #[derive(Clone)]
-pub enum Cipher {
-    /// ChaCha20-Poly1305.
-    ChaCha(Box<ChaCha20Poly1305>),
-    /// AES-128-GCM.
-    Aes(Box<Aes128Gcm>),
+pub struct Cipher {
+    suite: Suite,
+    key: LessSafeKey,
 }
 
 impl std::fmt::Debug for Cipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // never print key material
-        f.write_str(match self {
-            Cipher::ChaCha(_) => "Cipher(chacha20-poly1305)",
-            Cipher::Aes(_) => "Cipher(aes-128-gcm)",
-        })
+        write!(f, "Cipher({})", self.suite.name())
     }
 }
 
@@ -116,23 +110,28 @@ impl Cipher {
     #[must_use]
     pub fn new(suite: Suite, key: &[u8]) -> Option<Self> {
         let k = key.get(..suite.key_len())?;
-        Some(match suite {
-            Suite::ChaCha20Poly1305 => {
-                Cipher::ChaCha(Box::new(ChaCha20Poly1305::new_from_slice(k).ok()?))
-            }
-            Suite::Aes128Gcm => Cipher::Aes(Box::new(Aes128Gcm::new_from_slice(k).ok()?)),
+        let alg = match suite {
+            Suite::ChaCha20Poly1305 => &CHACHA20_POLY1305,
+            Suite::Aes128Gcm => &AES_128_GCM,
+        };
+        Some(Self {
+            suite,
+            key: LessSafeKey::new(UnboundKey::new(alg, k).ok()?),
         })
     }
 
     /// Encrypts `buf` in place; returns the tag.
     pub fn seal(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
-        let n = nonce.into();
-        let tag = match self {
-            Cipher::ChaCha(c) => c.encrypt_in_place_detached(n, aad, buf),
-            Cipher::Aes(c) => c.encrypt_in_place_detached(n, aad, buf),
-        };
+        let n = Nonce::assume_unique_for_key(*nonce);
         // Only fails for buffers above the AEAD's length limit (2^36 bytes), far above a frame.
-        tag.map(Into::into).unwrap_or([0; TAG_LEN])
+        match self.key.seal_in_place_separate_tag(n, Aad::from(aad), buf) {
+            Ok(tag) => {
+                let mut t = [0u8; TAG_LEN];
+                t.copy_from_slice(tag.as_ref());
+                t
+            }
+            Err(_) => [0; TAG_LEN],
+        }
     }
 
     /// Verifies `tag` and decrypts `buf` in place.
@@ -143,13 +142,11 @@ impl Cipher {
         buf: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), TagMismatch> {
-        let n = nonce.into();
-        let t = tag.into();
-        match self {
-            Cipher::ChaCha(c) => c.decrypt_in_place_detached(n, aad, buf, t),
-            Cipher::Aes(c) => c.decrypt_in_place_detached(n, aad, buf, t),
-        }
-        .map_err(|_| TagMismatch)
+        let n = Nonce::assume_unique_for_key(*nonce);
+        self.key
+            .open_in_place_separate_tag(n, Aad::from(aad), Tag::from(*tag), buf, 0..)
+            .map(|_| ())
+            .map_err(|_| TagMismatch)
     }
 }
 
