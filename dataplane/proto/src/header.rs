@@ -411,28 +411,16 @@ impl Header {
     /// this is the cheap first look a connection table takes, so the header's layout is known
     /// here only.
     pub fn route(buf: &[u8]) -> Result<Route, FrameError> {
-        let Some(h) = buf.first_chunk::<HEADER_LEN>() else {
-            return Err(FrameError::Truncated {
-                need: HEADER_LEN,
-                got: buf.len(),
-            });
-        };
-        let magic = u16::from_be_bytes([h[0], h[1]]);
-        if magic != MAGIC {
-            return Err(FrameError::BadMagic(magic));
-        }
-        Version::from_u8(h[2])?;
-        let frame_type = FrameType::from_u8(h[3])?;
+        let (h, _, frame_type) = Self::prefix(buf)?;
         Ok(Route {
             conn_id: u32::from_be_bytes(field(h, 8)),
             frame_type,
         })
     }
 
-    /// Parses and validates the first [`HEADER_LEN`] bytes of `buf` (further bytes are
-    /// ignored). Checks, in order: length, magic, version, frame type, flags and reserved
-    /// bytes, codec, payload length limit, then [`Header::validate`].
-    pub fn parse(buf: &[u8]) -> Result<Self, FrameError> {
+    /// The first checks of [`Header::parse`] and [`Header::route`]: length, magic, version,
+    /// frame type.
+    fn prefix(buf: &[u8]) -> Result<(&[u8; HEADER_LEN], Version, FrameType), FrameError> {
         let Some(h) = buf.first_chunk::<HEADER_LEN>() else {
             return Err(FrameError::Truncated {
                 need: HEADER_LEN,
@@ -445,6 +433,14 @@ impl Header {
         }
         let version = Version::from_u8(h[2])?;
         let frame_type = FrameType::from_u8(h[3])?;
+        Ok((h, version, frame_type))
+    }
+
+    /// Parses and validates the first [`HEADER_LEN`] bytes of `buf` (further bytes are
+    /// ignored). Checks, in order: length, magic, version, frame type, flags and reserved
+    /// bytes, codec, payload length limit, then [`Header::validate`].
+    pub fn parse(buf: &[u8]) -> Result<Self, FrameError> {
+        let (h, version, frame_type) = Self::prefix(buf)?;
         let flag_bits = u16::from_be_bytes([h[4], h[5]]);
         let Some(flags) = Flags::from_bits(flag_bits) else {
             return Err(FrameError::ReservedBitsSet {
