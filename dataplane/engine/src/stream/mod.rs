@@ -804,6 +804,7 @@ pub fn send_stream_with(
 // receiving side
 
 enum Delivery {
+    /// A verified segment whole; the writer writes its body (after the prefix).
     Data(Vec<u8>),
     End,
 }
@@ -869,11 +870,13 @@ impl RecvHandler {
                 return self.shared.fail(StreamError::Aborted(why));
             }
             self.shared.segments.fetch_add(1, Ordering::Relaxed);
-            if !body.is_empty() {
+            let body_len = body.len();
+            if body_len > 0 {
                 self.shared
                     .bytes
-                    .fetch_add(body.len() as u64, Ordering::Relaxed);
-                let _ = self.out.send(Delivery::Data(body.to_vec()));
+                    .fetch_add(body_len as u64, Ordering::Relaxed);
+                // The segment moves to the writer as it is (no copy of its body).
+                let _ = self.out.send(Delivery::Data(seg));
             }
             if flags & FLAG_END != 0 {
                 self.ended = true;
@@ -1058,9 +1061,10 @@ pub fn recv_stream_with(
                         }
                         if let Some(o) = out.as_mut() {
                             let t = Instant::now();
-                            o.write_all(&b).map_err(local("writing the output"))?;
+                            let body = b.get(PREFIX_LEN..).unwrap_or_default();
+                            o.write_all(body).map_err(local("writing the output"))?;
                             tracing::debug!(
-                                bytes = b.len(),
+                                bytes = body.len(),
                                 write_ms = ms_since(t, Some(Instant::now())),
                                 "output written"
                             );
